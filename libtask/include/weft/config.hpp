@@ -1,0 +1,36 @@
+/// @file
+/// weft::config: what weft::init() sets up. A plain struct with defaults;
+/// fill it with designated initializers in field order:
+///
+///     weft::init({.num_cpus = 2, .num_gpus = 0, .resources = {{"disk", 4}}});
+///
+/// Field order: num_cpus, num_gpus, memory, resources, log_level,
+/// fiber_stack_size.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <optional>
+#include <string>
+
+namespace weft {
+
+struct config {
+  /// Logical CPUs of the local node. Unset: the machine's hardware threads.
+  std::optional<double> num_cpus{};
+  /// GPUs of the local node, numbered 0..num_gpus-1. Default 0.
+  double num_gpus = 0;
+  /// Bytes of memory tasks may reserve with task_options::memory.
+  /// Unset: 70% of the machine's physical memory.
+  std::optional<double> memory{};
+  /// Custom resources of the local node, e.g. {{"disk", 4}}.
+  std::map<std::string, double> resources{};
+  /// spdlog level name: trace, debug, info, warn, error, critical, off.
+  /// Unset: $WEFT_LOG_LEVEL, else "warn".
+  std::optional<std::string> log_level{};
+  /// Stack size of the fibers tasks run on (virtual memory; pages are
+  /// committed only when touched). Default 1 MiB.
+  std::size_t fiber_stack_size = std::size_t{1} << 20;
+};
+
+} // namespace weft

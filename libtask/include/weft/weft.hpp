@@ -1,0 +1,11 @@
+/// @file
+/// weft: Ray Core's programming model for C++20 on the C++ Actor Framework.
+/// `#include <weft/weft.hpp>` is the only include a user needs.
+#pragma once
+
+#include "weft/config.hpp"
+#include "weft/errors.hpp"
+#include "weft/object_ref.hpp"
+#include "weft/options.hpp"
+#include "weft/remote_function.hpp"
+#include "weft/runtime.hpp"

@@ -1,0 +1,126 @@
+#include "weft/detail/object_state.hpp"
+
+#include "../../src/futex.hpp"
+#include "weft/detail/task.hpp"
+
+namespace weft::detail {
+
+namespace {
+
+std::atomic<std::int64_t> g_live_objects{0};
+std::atomic<std::uint64_t> g_next_id_block{1};
+constexpr std::uint64_t id_block = 4096;
+
+completion_waiter* closed_list() noexcept { return reinterpret_cast<completion_waiter*>(std::uintptr_t{1}); }
+
+struct id_source {
+  std::uint64_t next = 0;
+  std::uint64_t end = 0;
+};
+thread_local id_source tls_ids;
+
+} // namespace
+
+std::int64_t live_object_count() noexcept { return g_live_objects.load(std::memory_order_acquire); }
+
+object_id new_object_id() noexcept {
+  auto& s = tls_ids;
+  if (s.next == s.end) {
+    s.next = g_next_id_block.fetch_add(id_block, std::memory_order_relaxed);
+    s.end = s.next + id_block;
+  }
+  return object_id{s.next++};
+}
+
+object_state::object_state() noexcept : id_(new_object_id()) {
+  g_live_objects.fetch_add(1, std::memory_order_relaxed);
+}
+
+object_state::~object_state() {
+  if (producer_)
+    producer_->release();
+  g_live_objects.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void object_state::complete_error(std::exception_ptr e) noexcept {
+  if (done())
+    return;
+  error_ = std::move(e);
+  complete(failed_bit);
+}
+
+void object_state::complete(std::uint32_t extra_bits) noexcept {
+  auto s = status_.fetch_or(done_bit | extra_bits, std::memory_order_acq_rel);
+  if (s & done_bit)
+    return;
+  if (s >= sleeper_unit)
+    futex_wake_all(status_);
+  // Drop the producer link: the task no longer needs to be found by cancel().
+  while (producer_lock_.exchange(true, std::memory_order_acquire))
+    cpu_relax();
+  task_base* producer = std::exchange(producer_, nullptr);
+  producer_lock_.store(false, std::memory_order_release);
+  // Run waiters in registration order.
+  completion_waiter* list = waiters_.exchange(closed_list(), std::memory_order_acq_rel);
+  completion_waiter* reversed = nullptr;
+  while (list) {
+    completion_waiter* next = list->next_waiter;
+    list->next_waiter = reversed;
+    reversed = list;
+    list = next;
+  }
+  while (reversed) {
+    completion_waiter* next = reversed->next_waiter;
+    reversed->on_complete(*this);
+    reversed = next;
+  }
+  if (producer)
+    producer->release();
+}
+
+bool object_state::add_waiter(completion_waiter* w) noexcept {
+  completion_waiter* head = waiters_.load(std::memory_order_acquire);
+  do {
+    if (head == closed_list())
+      return false;
+    w->next_waiter = head;
+  } while (!waiters_.compare_exchange_weak(head, w, std::memory_order_acq_rel, std::memory_order_acquire));
+  return true;
+}
+
+bool object_state::wait_thread(std::int64_t deadline_ns) noexcept {
+  const auto spin_until = now_ns() + spin_before_park_ns;
+  while (!done()) {
+    auto now = now_ns();
+    if (now > spin_until || (deadline_ns != 0 && now >= deadline_ns))
+      break;
+    cpu_relax();
+  }
+  for (;;) {
+    if (done())
+      return true;
+    if (deadline_ns != 0 && now_ns() >= deadline_ns)
+      return false;
+    auto s = status_.fetch_add(sleeper_unit, std::memory_order_acq_rel) + sleeper_unit;
+    if (!(s & done_bit))
+      futex_wait(status_, s, deadline_ns);
+    status_.fetch_sub(sleeper_unit, std::memory_order_acq_rel);
+  }
+}
+
+void object_state::set_producer(task_base* t) noexcept {
+  t->add_ref();
+  producer_ = t;
+}
+
+task_base* object_state::acquire_producer() noexcept {
+  while (producer_lock_.exchange(true, std::memory_order_acquire))
+    cpu_relax();
+  task_base* t = producer_;
+  if (t)
+    t->add_ref();
+  producer_lock_.store(false, std::memory_order_release);
+  return t;
+}
+
+} // namespace weft::detail

@@ -1,0 +1,73 @@
+#include "blocking.hpp"
+
+#include "futex.hpp"
+#include "runtime.hpp"
+
+namespace weft::detail {
+
+blocker::blocker(std::size_t capacity) { nodes_.reserve(capacity); }
+
+bool blocker::watch(object_state* cell) {
+  nodes_.emplace_back();
+  node& n = nodes_.back();
+  n.owner = this;
+  add_ref(); // held by the node until it fires
+  if (cell->add_waiter(&n))
+    return true;
+  nodes_.pop_back();
+  release();
+  return false;
+}
+
+void blocker::node::on_complete(object_state& obj) noexcept {
+  blocker* b = owner;
+  if (obj.failed())
+    b->any_failed_.store(true, std::memory_order_release);
+  b->completed_.fetch_add(1, std::memory_order_acq_rel);
+  b->notify();
+  b->release();
+}
+
+void blocker::notify() noexcept {
+  epoch_.fetch_add(1, std::memory_order_seq_cst);
+  int p = parked_.load(std::memory_order_seq_cst);
+  if (p == thread) {
+    futex_wake_all(epoch_);
+  } else if (p == fiber_task) {
+    int expected = fiber_task;
+    if (parked_.compare_exchange_strong(expected, none, std::memory_order_seq_cst))
+      runtime::current()->resume(task_);
+  }
+}
+
+void blocker::arm_fiber(task_base* t, std::uint32_t seen) noexcept {
+  task_ = t;
+  parked_.store(fiber_task, std::memory_order_seq_cst);
+  if (epoch_.load(std::memory_order_seq_cst) != seen) {
+    int expected = fiber_task;
+    if (parked_.compare_exchange_strong(expected, none, std::memory_order_seq_cst))
+      runtime::current()->resume(t);
+  }
+}
+
+void blocker::park(std::uint32_t seen, std::int64_t deadline_ns) {
+  if (current_fiber()) {
+    runtime::current()->block_current_task(*this, seen, deadline_ns);
+    return;
+  }
+  const auto spin_until = now_ns() + spin_before_park_ns;
+  while (epoch_.load(std::memory_order_acquire) == seen) {
+    auto now = now_ns();
+    if (now > spin_until || (deadline_ns != 0 && now >= deadline_ns))
+      break;
+    cpu_relax();
+  }
+  if (epoch_.load(std::memory_order_acquire) != seen)
+    return;
+  parked_.store(thread, std::memory_order_seq_cst);
+  if (epoch_.load(std::memory_order_seq_cst) == seen)
+    futex_wait(epoch_, seen, deadline_ns);
+  parked_.store(none, std::memory_order_seq_cst);
+}
+
+} // namespace weft::detail

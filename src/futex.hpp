@@ -1,0 +1,31 @@
+// Private: thin wrappers over Linux futexes and a CPU pause, used to park
+// OS threads on a 32-bit word.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace weft::detail {
+
+/// Sleeps while `*word == expected`, at most until `deadline_ns` on the
+/// steady clock (0: no limit). May return spuriously.
+void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::int64_t deadline_ns) noexcept;
+/// Wakes every thread sleeping on `word`.
+void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept;
+
+/// Current steady-clock time in nanoseconds.
+std::int64_t now_ns() noexcept;
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+/// How long a thread spins on a word before it parks: a cross-core wake-up
+/// costs tens of microseconds, a spin that catches the answer ~1 µs.
+inline constexpr std::int64_t spin_before_park_ns = 50'000;
+
+} // namespace weft::detail

@@ -1,0 +1,453 @@
+#include "runtime.hpp"
+
+#include <chrono>
+#include <cxxabi.h>
+#include <dlfcn.h>
+#include <mutex>
+#include <thread>
+
+#include <caf/all.hpp>
+
+#include "futex.hpp"
+#include "log.hpp"
+#include "weft/errors.hpp"
+
+namespace weft::detail {
+
+/// Keeps a blocker alive inside a delayed CAF message; dropping the message
+/// (e.g. at shutdown) releases it.
+struct timeout_ref {
+  blocker* b = nullptr;
+  timeout_ref() = default;
+  explicit timeout_ref(blocker* p) : b(p) { b->add_ref(); }
+  timeout_ref(const timeout_ref& o) : b(o.b) {
+    if (b)
+      b->add_ref();
+  }
+  timeout_ref& operator=(const timeout_ref&) = delete;
+  ~timeout_ref() {
+    if (b)
+      b->release();
+  }
+};
+
+} // namespace weft::detail
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(weft::detail::timeout_ref)
+
+namespace weft::detail {
+
+using run_atom = caf::atom_constant<caf::atom("run")>;
+using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
+
+struct executor {
+  runtime* rt = nullptr;
+  std::optional<caf::actor> self;
+  std::vector<fiber*> pool; // idle fibers, touched only by this executor's behavior
+};
+
+namespace {
+
+std::atomic<runtime*> g_runtime{nullptr};
+std::mutex g_lifecycle;
+thread_local fiber* tls_fiber = nullptr;
+
+constexpr std::size_t max_idle_fibers = 16;
+constexpr std::int64_t executor_spin_ns = 50'000;
+constexpr std::int64_t executor_time_slice_ns = 2'000'000;
+
+caf::behavior executor_behavior(caf::event_based_actor*, executor* ex) {
+  return {[ex](run_atom) { ex->rt->run_executor(*ex); }};
+}
+
+caf::behavior clock_behavior(caf::event_based_actor*) {
+  return {[](timeout_atom, const timeout_ref& r) { r.b->notify(); }};
+}
+
+std::string demangle(const char* name) {
+  int status = 0;
+  char* out = abi::__cxa_demangle(name, nullptr, nullptr, &status);
+  if (status != 0 || !out)
+    return name;
+  std::string s(out);
+  std::free(out);
+  return s;
+}
+
+/// The failure of `t`, as callers of its result see it.
+std::exception_ptr as_task_error(const std::string& name, const std::exception_ptr& err) {
+  try {
+    std::rethrow_exception(err);
+  } catch (const task_error& e) {
+    return std::make_exception_ptr(e.passed_through(name));
+  } catch (const std::exception& e) {
+    return std::make_exception_ptr(task_error(demangle(typeid(e).name()), e.what(), {name}, err));
+  } catch (...) {
+    auto* type = abi::__cxa_current_exception_type();
+    return std::make_exception_ptr(
+      task_error(type ? demangle(type->name()) : "unknown", "(not a std::exception)", {name}, err));
+  }
+}
+
+void complete_returns_with(task_base* t, const std::exception_ptr& e) {
+  for (auto& r : t->returns())
+    r->complete_error(e);
+}
+
+} // namespace
+
+__attribute__((noinline)) fiber* current_fiber() noexcept {
+  asm volatile("" ::: "memory");
+  return tls_fiber;
+}
+
+task_base* current_task() noexcept {
+  fiber* f = current_fiber();
+  return f ? static_cast<task_base*>(f->payload) : nullptr;
+}
+
+runtime* runtime::current() noexcept { return g_runtime.load(std::memory_order_acquire); }
+
+void runtime::start(const config& cfg) {
+  std::lock_guard<std::mutex> lock(g_lifecycle);
+  if (g_runtime.load())
+    throw error("weft::init: weft is already initialized; call weft::shutdown() first");
+  auto* rt = new runtime(cfg);
+  g_runtime.store(rt, std::memory_order_release);
+}
+
+void runtime::stop() {
+  std::lock_guard<std::mutex> lock(g_lifecycle);
+  runtime* rt = g_runtime.load();
+  if (!rt)
+    return;
+  delete rt; // waits for running tasks; g_runtime stays set meanwhile so they can finish
+  g_runtime.store(nullptr, std::memory_order_release);
+}
+
+runtime::runtime(const config& cfg)
+  : cfg_(cfg), sched_(node_resources::from_config(cfg), [this](void* ex) { wake_executor(ex); }) {
+  set_log_level(cfg.log_level);
+  if (cfg.fiber_stack_size < 16 * 1024)
+    throw invalid_argument_error("weft: config.fiber_stack_size = " + std::to_string(cfg.fiber_stack_size) +
+                                 " is too small; expected at least 16384 bytes");
+  const auto cpus = static_cast<std::size_t>((sched_.node().cpu + resource_unit - 1) / resource_unit);
+  const std::size_t n_exec = std::max<std::size_t>(1, cpus);
+  caf_cfg_ = std::make_unique<caf::actor_system_config>();
+  // Work sharing parks idle workers on a condition variable, so a task
+  // submitted after a quiet spell starts in microseconds, not after the
+  // work-stealing scheduler's 10 ms relaxed sleep.
+  caf_cfg_->set("scheduler.policy", caf::atom("sharing"));
+  caf_cfg_->set("scheduler.max-threads", n_exec);
+  caf_ = std::make_unique<caf::actor_system>(*caf_cfg_);
+  for (std::size_t i = 0; i < n_exec; ++i) {
+    auto ex = std::make_unique<executor>();
+    ex->rt = this;
+    ex->self = caf_->spawn(executor_behavior, ex.get());
+    sched_.park(ex.get());
+    executors_.push_back(std::move(ex));
+  }
+  clock_ = std::make_unique<caf::actor>(caf_->spawn(clock_behavior));
+  log().info("runtime started: {} executors, node {}", n_exec, sched_.node().describe());
+}
+
+runtime::~runtime() {
+  stopping_.store(true, std::memory_order_release);
+  for (task_base* t : sched_.drain()) {
+    auto expected = task_phase::queued;
+    if (t->phase.compare_exchange_strong(expected, task_phase::dropped)) {
+      complete_returns_with(t, std::make_exception_ptr(runtime_shutdown_error(
+                                 "weft: task '" + task_name(*t) + "' did not run: the runtime shut down")));
+      live_tasks_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+    t->release();
+  }
+  auto last_report = now_ns();
+  while (live_tasks_.load(std::memory_order_acquire) > 0) {
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    if (now_ns() - last_report > 2'000'000'000) {
+      log().warn("shutdown is waiting for {} running task(s) to return",
+                 live_tasks_.load(std::memory_order_relaxed));
+      last_report = now_ns();
+    }
+  }
+  for (auto& ex : executors_)
+    caf::anon_send_exit(*ex->self, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(*clock_, caf::exit_reason::user_shutdown);
+  for (auto& ex : executors_)
+    ex->self.reset();
+  clock_.reset();
+  caf_.reset(); // joins CAF's threads once every actor is gone
+  for (auto& ex : executors_)
+    for (fiber* f : ex->pool) {
+      f->quit();
+      delete f;
+    }
+  log().info("runtime stopped");
+}
+
+std::string runtime::task_name(const task_base& t) {
+  if (t.options().name)
+    return *t.options().name;
+  Dl_info info{};
+  if (::dladdr(t.fn_id(), &info) && info.dli_sname && info.dli_saddr == t.fn_id()) {
+    std::string s = demangle(info.dli_sname);
+    if (auto paren = s.find('('); paren != std::string::npos)
+      s.erase(paren);
+    return s;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "task@%p", t.fn_id());
+  return buf;
+}
+
+struct dep_waiter final : completion_waiter {
+  runtime* rt;
+  task_base* task;
+  dep_waiter(runtime* r, task_base* t) : rt(r), task(t) {}
+  void on_complete(object_state&) noexcept override {
+    if (task->pending_deps.fetch_sub(1, std::memory_order_acq_rel) == 1)
+      rt->deps_ready(task);
+    delete this;
+  }
+};
+
+void runtime::submit(task_base* t) {
+  struct guard {
+    task_base* t;
+    ~guard() {
+      if (t)
+        t->release();
+    }
+  } g{t};
+  if (stopping())
+    throw runtime_shutdown_error("weft: cannot submit task '" + task_name(*t) + "': the runtime is shutting down");
+  const auto& o = t->options();
+  validate_task_options(o);
+  if (o.num_cpus || o.num_gpus || o.memory || o.resources)
+    t->demand = resolve_demand(o, sched_.node(), task_name(*t));
+  else if (sched_.node().cpu < resource_unit)
+    t->demand = resolve_demand(o, sched_.node(), task_name(*t)); // reports the infeasible default
+  else
+    t->demand.cpu = resource_unit;
+  std::size_t index = 0;
+  for (object_state* d : t->deps()) {
+    ++index;
+    if (!d)
+      throw invalid_argument_error("weft: argument for task '" + task_name(*t) +
+                                   "' is an invalid object_ref (default-constructed or moved-from); argument "
+                                   "object_ref #" + std::to_string(index));
+  }
+  t->retries_left = o.max_retries.value_or(3);
+  t->nested = current_fiber() != nullptr;
+  g.t = nullptr; // from here on the runtime owns the task
+  live_tasks_.fetch_add(1, std::memory_order_relaxed);
+  for (auto& r : t->returns())
+    r->set_producer(t);
+  auto deps = t->deps();
+  if (deps.empty()) {
+    enqueue(t);
+    return;
+  }
+  t->pending_deps.store(static_cast<std::uint32_t>(deps.size()) + 1, std::memory_order_relaxed);
+  for (object_state* d : deps) {
+    auto* w = new dep_waiter(this, t);
+    if (!d->add_waiter(w)) {
+      delete w;
+      t->pending_deps.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+  if (t->pending_deps.fetch_sub(1, std::memory_order_acq_rel) == 1)
+    deps_ready(t);
+}
+
+void runtime::deps_ready(task_base* t) {
+  for (object_state* d : t->deps()) {
+    if (d->failed()) {
+      auto expected = task_phase::waiting_deps;
+      if (!t->phase.compare_exchange_strong(expected, task_phase::finished)) {
+        t->release(); // cancelled meanwhile
+        return;
+      }
+      std::exception_ptr e = d->error();
+      try {
+        std::rethrow_exception(e);
+      } catch (const task_error& te) {
+        e = std::make_exception_ptr(te.passed_through(task_name(*t)));
+      } catch (...) {
+      }
+      fail(t, e);
+      return;
+    }
+  }
+  enqueue(t);
+}
+
+void runtime::enqueue(task_base* t) {
+  auto expected = task_phase::waiting_deps;
+  if (!t->phase.compare_exchange_strong(expected, task_phase::queued, std::memory_order_acq_rel)) {
+    t->release(); // cancelled before its arguments were ready
+    return;
+  }
+  if (!sched_.push(t)) {
+    expected = task_phase::queued;
+    if (t->phase.compare_exchange_strong(expected, task_phase::finished))
+      fail(t, std::make_exception_ptr(runtime_shutdown_error("weft: task '" + task_name(*t) +
+                                                             "' did not run: the runtime shut down")));
+    else
+      t->release();
+  }
+}
+
+void runtime::fail(task_base* t, std::exception_ptr e) {
+  complete_returns_with(t, e);
+  live_tasks_.fetch_sub(1, std::memory_order_acq_rel);
+  t->release();
+}
+
+void runtime::cancel(task_base* t) {
+  t->cancel_requested.store(true, std::memory_order_release);
+  auto p = t->phase.load(std::memory_order_acquire);
+  while (p == task_phase::waiting_deps || p == task_phase::queued) {
+    if (t->phase.compare_exchange_weak(p, task_phase::dropped, std::memory_order_acq_rel)) {
+      // Whoever holds the task (a queue, a dependency) releases it later.
+      complete_returns_with(t, std::make_exception_ptr(task_cancelled_error(
+                                 "weft: task '" + task_name(*t) + "' was cancelled before it ran")));
+      live_tasks_.fetch_sub(1, std::memory_order_acq_rel);
+      return;
+    }
+  }
+  // Running or blocked: it sees is_cancelled(), and its result becomes
+  // task_cancelled_error when it returns.
+}
+
+void runtime::execute(task_base* t) {
+  const auto& o = t->options();
+  for (;;) {
+    std::exception_ptr err;
+    try {
+      t->invoke();
+    } catch (...) {
+      err = std::current_exception();
+    }
+    if (t->cancel_requested.load(std::memory_order_acquire)) {
+      complete_returns_with(t, std::make_exception_ptr(task_cancelled_error(
+                                 "weft: task '" + task_name(*t) + "' was cancelled while it ran")));
+      return;
+    }
+    if (!err) {
+      for (auto& r : t->returns())
+        r->complete_value();
+      return;
+    }
+    const bool retry = t->retries_left != 0 && !stopping() && o.retry_exceptions && o.retry_exceptions->matches(err);
+    if (retry) {
+      if (t->retries_left > 0)
+        --t->retries_left;
+      log().debug("task '{}' threw; retrying ({} retries left)", task_name(*t), t->retries_left);
+      continue;
+    }
+    complete_returns_with(t, as_task_error(task_name(*t), err));
+    return;
+  }
+}
+
+void runtime::fiber_body(fiber& f) {
+  auto* t = static_cast<task_base*>(f.payload);
+  runtime::current()->execute(t);
+}
+
+void runtime::run_executor(executor& ex) {
+  const auto started = now_ns();
+  auto w = sched_.pop();
+  for (;;) {
+    while (w) {
+      task_base* t = w.task;
+      fiber* f = nullptr;
+      if (w.resume) {
+        f = static_cast<fiber*>(t->fiber);
+        t->phase.store(task_phase::running, std::memory_order_relaxed);
+      } else {
+        if (ex.pool.empty()) {
+          f = new fiber(cfg_.fiber_stack_size, &runtime::fiber_body);
+        } else {
+          f = ex.pool.back();
+          ex.pool.pop_back();
+        }
+        f->payload = t;
+        t->fiber = f;
+      }
+      tls_fiber = f;
+      f->resume();
+      tls_fiber = nullptr;
+      if (f->why == fiber::state::blocked) {
+        f->after_yield(*f, f->after_yield_arg);
+        w = sched_.pop();
+        continue;
+      }
+      t->fiber = nullptr;
+      f->payload = nullptr;
+      if (ex.pool.size() < max_idle_fibers) {
+        ex.pool.push_back(f);
+      } else {
+        f->quit();
+        delete f;
+      }
+      const bool slice_over = now_ns() - started > executor_time_slice_ns;
+      w = sched_.finish_and_pop(t, !slice_over);
+      live_tasks_.fetch_sub(1, std::memory_order_acq_rel);
+      t->release();
+      if (slice_over) {
+        // Let other CAF actors on this thread run; come back for more.
+        caf::anon_send(*ex.self, run_atom::value);
+        return;
+      }
+    }
+    if (sched_.try_start_spinning()) {
+      const auto seen = sched_.epoch();
+      const auto until = now_ns() + executor_spin_ns;
+      while (sched_.epoch() == seen && now_ns() < until)
+        cpu_relax();
+      sched_.stop_spinning();
+      w = sched_.pop();
+      if (w)
+        continue;
+    }
+    if (sched_.park(&ex))
+      return;
+    w = sched_.pop();
+  }
+}
+
+void runtime::wake_executor(void* ex) { caf::anon_send(*static_cast<executor*>(ex)->self, run_atom::value); }
+
+void runtime::schedule_timeout(blocker& b, std::int64_t deadline_ns) {
+  auto left = std::max<std::int64_t>(0, deadline_ns - now_ns());
+  caf::delayed_anon_send(*clock_, std::chrono::nanoseconds(left), timeout_atom::value, timeout_ref(&b));
+}
+
+void runtime::block_current_task(blocker& b, std::uint32_t seen_epoch, std::int64_t deadline_ns) {
+  fiber* f = current_fiber();
+  auto* t = static_cast<task_base*>(f->payload);
+  struct context {
+    runtime* rt;
+    blocker* b;
+    task_base* t;
+    std::uint32_t seen;
+    std::int64_t deadline;
+  } ctx{this, &b, t, seen_epoch, deadline_ns};
+  f->after_yield = [](fiber&, void* p) {
+    auto& c = *static_cast<context*>(p);
+    c.t->phase.store(task_phase::blocked, std::memory_order_relaxed);
+    c.rt->sched_.release_cpu(c.t);
+    if (c.deadline != 0)
+      c.rt->schedule_timeout(*c.b, c.deadline);
+    c.b->arm_fiber(c.t, c.seen);
+  };
+  f->after_yield_arg = &ctx;
+  f->why = fiber::state::blocked;
+  f->yield();
+  // Resumed by an executor (perhaps on another thread) with the CPUs back.
+}
+
+} // namespace weft::detail
