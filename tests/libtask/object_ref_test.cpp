@@ -1,12 +1,14 @@
 #include <catch2/catch.hpp>
-#include <weft/weft.hpp>
 
+#include "weft_test.hpp"
+
+namespace {
 int add(int a, int b) { return a + b; }
+} // namespace
 
 TEST_CASE("a remote call returns a ref whose get gives the value") {
-  weft::init({.num_cpus = 2});
+  weft_test::runtime_guard rt;
   const auto add_r = weft::remote(add);
   auto r = add_r.remote(1, 2);
   CHECK(weft::get(r) == 3);
-  weft::shutdown();
 }
