@@ -24,8 +24,8 @@ struct fiber_stack {
   boost::context::stack_context allocate() {
     const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
     const std::size_t usable = (size + page - 1) / page * page;
-    void* base = ::mmap(nullptr, usable + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                        -1, 0);
+    void* base =
+      ::mmap(nullptr, usable + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (base == MAP_FAILED)
       throw std::bad_alloc();
     ::mprotect(base, page, PROT_NONE);
@@ -87,7 +87,7 @@ void fiber::start_switch(bool to_fiber, bool final) noexcept {
     __sanitizer_start_switch_fiber(final ? nullptr : &fiber_fake_stack_, back_bottom_, back_size_);
 #else
   (void)to_fiber;
-  (void)final;
+  (void) final;
 #endif
 }
 

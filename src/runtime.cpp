@@ -60,7 +60,9 @@ caf::behavior executor_behavior(caf::event_based_actor*, executor* ex) {
   return {[ex](run_atom) { ex->rt->run_executor(*ex); }};
 }
 
-caf::behavior clock_behavior(caf::event_based_actor*) {
+// Takes an argument only because CAF 0.17 dereferences a null tuple pointer
+// (UBSan reports it) when a spawned function takes none.
+caf::behavior clock_behavior(caf::event_based_actor*, runtime*) {
   return {[](timeout_atom, const timeout_ref& r) { r.b->notify(); }};
 }
 
@@ -125,8 +127,9 @@ void runtime::stop() {
   g_runtime.store(nullptr, std::memory_order_release);
 }
 
-runtime::runtime(const config& cfg)
-  : cfg_(cfg), sched_(node_resources::from_config(cfg), [this](void* ex) { wake_executor(ex); }) {
+runtime::runtime(const config& cfg) :
+  cfg_(cfg),
+  sched_(node_resources::from_config(cfg), [this](void* ex) { wake_executor(ex); }) {
   set_log_level(cfg.log_level);
   if (cfg.fiber_stack_size < 16 * 1024)
     throw invalid_argument_error("weft: config.fiber_stack_size = " + std::to_string(cfg.fiber_stack_size) +
@@ -147,7 +150,7 @@ runtime::runtime(const config& cfg)
     sched_.park(ex.get());
     executors_.push_back(std::move(ex));
   }
-  clock_ = std::make_unique<caf::actor>(caf_->spawn(clock_behavior));
+  clock_ = std::make_unique<caf::actor>(caf_->spawn(clock_behavior, this));
   log().info("runtime started: {} executors, node {}", n_exec, sched_.node().describe());
 }
 
@@ -156,8 +159,8 @@ runtime::~runtime() {
   for (task_base* t : sched_.drain()) {
     auto expected = task_phase::queued;
     if (t->phase.compare_exchange_strong(expected, task_phase::dropped)) {
-      complete_returns_with(t, std::make_exception_ptr(runtime_shutdown_error(
-                                 "weft: task '" + task_name(*t) + "' did not run: the runtime shut down")));
+      complete_returns_with(t, std::make_exception_ptr(runtime_shutdown_error("weft: task '" + task_name(*t) +
+                                                                              "' did not run: the runtime shut down")));
       live_tasks_.fetch_sub(1, std::memory_order_acq_rel);
     }
     t->release();
@@ -166,8 +169,7 @@ runtime::~runtime() {
   while (live_tasks_.load(std::memory_order_acquire) > 0) {
     std::this_thread::sleep_for(std::chrono::microseconds(200));
     if (now_ns() - last_report > 2'000'000'000) {
-      log().warn("shutdown is waiting for {} running task(s) to return",
-                 live_tasks_.load(std::memory_order_relaxed));
+      log().warn("shutdown is waiting for {} running task(s) to return", live_tasks_.load(std::memory_order_relaxed));
       last_report = now_ns();
     }
   }
@@ -236,7 +238,8 @@ void runtime::submit(task_base* t) {
     if (!d)
       throw invalid_argument_error("weft: argument for task '" + task_name(*t) +
                                    "' is an invalid object_ref (default-constructed or moved-from); argument "
-                                   "object_ref #" + std::to_string(index));
+                                   "object_ref #" +
+                                   std::to_string(index));
   }
   t->retries_left = o.max_retries.value_or(3);
   t->nested = current_fiber() != nullptr;
@@ -292,8 +295,8 @@ void runtime::enqueue(task_base* t) {
   if (!sched_.push(t)) {
     expected = task_phase::queued;
     if (t->phase.compare_exchange_strong(expected, task_phase::finished))
-      fail(t, std::make_exception_ptr(runtime_shutdown_error("weft: task '" + task_name(*t) +
-                                                             "' did not run: the runtime shut down")));
+      fail(t, std::make_exception_ptr(
+                runtime_shutdown_error("weft: task '" + task_name(*t) + "' did not run: the runtime shut down")));
     else
       t->release();
   }
@@ -311,8 +314,8 @@ void runtime::cancel(task_base* t) {
   while (p == task_phase::waiting_deps || p == task_phase::queued) {
     if (t->phase.compare_exchange_weak(p, task_phase::dropped, std::memory_order_acq_rel)) {
       // Whoever holds the task (a queue, a dependency) releases it later.
-      complete_returns_with(t, std::make_exception_ptr(task_cancelled_error(
-                                 "weft: task '" + task_name(*t) + "' was cancelled before it ran")));
+      complete_returns_with(t, std::make_exception_ptr(task_cancelled_error("weft: task '" + task_name(*t) +
+                                                                            "' was cancelled before it ran")));
       live_tasks_.fetch_sub(1, std::memory_order_acq_rel);
       return;
     }
@@ -331,8 +334,8 @@ void runtime::execute(task_base* t) {
       err = std::current_exception();
     }
     if (t->cancel_requested.load(std::memory_order_acquire)) {
-      complete_returns_with(t, std::make_exception_ptr(task_cancelled_error(
-                                 "weft: task '" + task_name(*t) + "' was cancelled while it ran")));
+      complete_returns_with(t, std::make_exception_ptr(task_cancelled_error("weft: task '" + task_name(*t) +
+                                                                            "' was cancelled while it ran")));
       return;
     }
     if (!err) {
@@ -437,12 +440,16 @@ void runtime::block_current_task(blocker& b, std::uint32_t seen_epoch, std::int6
     std::int64_t deadline;
   } ctx{this, &b, t, seen_epoch, deadline_ns};
   f->after_yield = [](fiber&, void* p) {
-    auto& c = *static_cast<context*>(p);
+    // Copy the context and pin the blocker: once armed, the fiber may be
+    // resumed elsewhere at once, which ends `ctx` and may drop the blocker.
+    const context c = *static_cast<context*>(p);
+    c.b->add_ref();
     c.t->phase.store(task_phase::blocked, std::memory_order_relaxed);
     c.rt->sched_.release_cpu(c.t);
     if (c.deadline != 0)
       c.rt->schedule_timeout(*c.b, c.deadline);
     c.b->arm_fiber(c.t, c.seen);
+    c.b->release();
   };
   f->after_yield_arg = &ctx;
   f->why = fiber::state::blocked;

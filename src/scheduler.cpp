@@ -95,9 +95,8 @@ resource_demand resolve_demand(const task_options& opts, const node_resources& n
     d.memory = static_cast<std::int64_t>(*opts.memory);
   }
   auto infeasible = [&](const std::string& what, const std::string& asked, const std::string& has) {
-    throw resource_error("weft: task '" + task_name + "' asks for " + what + " = " + asked +
-                         ", but the node has " + has + " (node: " + node.describe() +
-                         "); no node could ever run it");
+    throw resource_error("weft: task '" + task_name + "' asks for " + what + " = " + asked + ", but the node has " +
+                         has + " (node: " + node.describe() + "); no node could ever run it");
   };
   if (d.cpu > node.cpu)
     infeasible("num_cpus", units(d.cpu), units(node.cpu));
@@ -111,8 +110,8 @@ resource_demand resolve_demand(const task_options& opts, const node_resources& n
       if (name.empty())
         throw invalid_argument_error("weft: task_options.resources has an empty resource name");
       if (name == "CPU" || name == "GPU" || name == "memory")
-        throw invalid_argument_error("weft: " + field + ": use task_options.num_cpus, num_gpus or memory for '" +
-                                     name + "'");
+        throw invalid_argument_error("weft: " + field + ": use task_options.num_cpus, num_gpus or memory for '" + name +
+                                     "'");
       auto u = to_units(amount, field, true);
       if (u == 0)
         continue;
@@ -133,9 +132,13 @@ bool same_shape(const resource_demand& a, const resource_demand& b) {
 }
 } // namespace
 
-scheduler::scheduler(node_resources node, std::function<void(void*)> wake)
-  : node_(std::move(node)), wake_(std::move(wake)), cpu_free_(node_.cpu), memory_free_(node_.memory),
-    gpu_free_(static_cast<std::size_t>(node_.gpu / resource_unit), resource_unit), custom_free_(node_.custom) {}
+scheduler::scheduler(node_resources node, std::function<void(void*)> wake) :
+  node_(std::move(node)),
+  wake_(std::move(wake)),
+  cpu_free_(node_.cpu),
+  memory_free_(node_.memory),
+  gpu_free_(static_cast<std::size_t>(node_.gpu / resource_unit), resource_unit),
+  custom_free_(node_.custom) {}
 
 bool scheduler::fits(const resource_demand& d) const noexcept {
   if (d.cpu > cpu_free_ || d.memory > memory_free_)

@@ -64,10 +64,10 @@ void apply(config& cfg, const std::string& key, const std::string& value, const 
 config config_from(int argc, const char* const* argv) {
   config cfg;
   const std::pair<const char*, const char*> env_keys[] = {{"WEFT_NUM_CPUS", "num-cpus"},
-                                                         {"WEFT_NUM_GPUS", "num-gpus"},
-                                                         {"WEFT_MEMORY", "memory"},
-                                                         {"WEFT_RESOURCES", "resources"},
-                                                         {"WEFT_LOG_LEVEL", "log-level"}};
+                                                          {"WEFT_NUM_GPUS", "num-gpus"},
+                                                          {"WEFT_MEMORY", "memory"},
+                                                          {"WEFT_RESOURCES", "resources"},
+                                                          {"WEFT_LOG_LEVEL", "log-level"}};
   for (auto [env, key] : env_keys)
     if (const char* v = std::getenv(env); v && *v)
       apply(cfg, key, v, std::string("$") + env);

@@ -18,9 +18,12 @@ std::string describe(const std::string& type_name, const std::string& message, c
 } // namespace
 
 task_error::task_error(std::string type_name, std::string message, std::vector<std::string> chain,
-                       std::exception_ptr cause)
-  : error(describe(type_name, message, chain)), type_name_(std::move(type_name)), message_(std::move(message)),
-    chain_(std::move(chain)), cause_(std::move(cause)) {}
+                       std::exception_ptr cause) :
+  error(describe(type_name, message, chain)),
+  type_name_(std::move(type_name)),
+  message_(std::move(message)),
+  chain_(std::move(chain)),
+  cause_(std::move(cause)) {}
 
 task_error task_error::passed_through(const std::string& task_name) const {
   auto chain = chain_;

@@ -32,9 +32,7 @@ object_id new_object_id() noexcept {
   return object_id{s.next++};
 }
 
-object_state::object_state() noexcept : id_(new_object_id()) {
-  g_live_objects.fetch_add(1, std::memory_order_relaxed);
-}
+object_state::object_state() noexcept : id_(new_object_id()) { g_live_objects.fetch_add(1, std::memory_order_relaxed); }
 
 object_state::~object_state() {
   if (producer_)

@@ -63,8 +63,7 @@ public:
 /// first, then every task that depended on its result.
 class task_error : public error {
 public:
-  task_error(std::string type_name, std::string message,
-             std::vector<std::string> chain, std::exception_ptr cause = {});
+  task_error(std::string type_name, std::string message, std::vector<std::string> chain, std::exception_ptr cause = {});
 
   /// Demangled type name of the exception the task threw, e.g. "std::out_of_range".
   const std::string& type_name() const noexcept { return type_name_; }

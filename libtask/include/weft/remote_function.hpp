@@ -57,8 +57,7 @@ struct call_result {
   using type = object_ref<R>;
 };
 template <class R, std::size_t Split>
-  requires(Split > 0)
-struct call_result<R, Split> {
+requires(Split > 0) struct call_result<R, Split> {
   template <std::size_t... I>
   static auto make(std::index_sequence<I...>) -> std::tuple<object_ref<std::tuple_element_t<I, R>>...>;
   using type = decltype(make(std::make_index_sequence<Split>{}));
@@ -77,8 +76,9 @@ public:
   /// object_ref<R>, or a tuple of typed refs after num_returns<N>().
   using result_type = typename detail::call_result<R, Split>::type;
 
-  explicit remote_function(fn_type fn, task_options defaults = {})
-    : fn_(fn), options_(std::make_shared<const task_options>(std::move(defaults))) {
+  explicit remote_function(fn_type fn, task_options defaults = {}) :
+    fn_(fn),
+    options_(std::make_shared<const task_options>(std::move(defaults))) {
     detail::check_result<R>();
     (detail::check_parameter<Params>(), ...);
   }
@@ -134,7 +134,8 @@ private:
   }
 
   template <std::size_t I>
-  using cell_value_t = std::conditional_t<Split == 0, R, std::tuple_element_t<I, std::conditional_t<Split == 0, std::tuple<R>, R>>>;
+  using cell_value_t =
+    std::conditional_t<Split == 0, R, std::tuple_element_t<I, std::conditional_t<Split == 0, std::tuple<R>, R>>>;
 
   template <std::size_t... I>
   static std::array<detail::object_ptr, sizeof...(I)> make_cells(std::index_sequence<I...>) {
@@ -175,7 +176,7 @@ remote_function<R(Params...)> remote(R (*fn)(Params...), task_options defaults =
 
 /// A captureless lambda works like a plain function.
 template <class F>
-  requires std::is_class_v<std::remove_cvref_t<F>>
+requires std::is_class_v<std::remove_cvref_t<F>>
 auto remote(F&& f, task_options defaults = {}) {
   using D = std::remove_cvref_t<F>;
   constexpr bool has_single_call = requires { &D::operator(); };

@@ -90,8 +90,7 @@ T get(const object_ref<T>& ref, std::chrono::duration<Rep, Period> timeout) {
 /// Values of all refs, in input order. Throws the first error it finds as
 /// soon as it is found, without waiting for the slower objects.
 template <class T>
-  requires(!std::is_void_v<T>)
-std::vector<T> get(const std::vector<object_ref<T>>& refs) {
+requires(!std::is_void_v<T>) std::vector<T> get(const std::vector<object_ref<T>>& refs) {
   auto cells = detail::cells_of(refs);
   detail::await_all(cells, 0, "get");
   std::vector<T> out;
@@ -102,8 +101,8 @@ std::vector<T> get(const std::vector<object_ref<T>>& refs) {
 }
 
 template <class T, class Rep, class Period>
-  requires(!std::is_void_v<T>)
-std::vector<T> get(const std::vector<object_ref<T>>& refs, std::chrono::duration<Rep, Period> timeout) {
+requires(!std::is_void_v<T>) std::vector<T> get(const std::vector<object_ref<T>>& refs,
+                                                std::chrono::duration<Rep, Period> timeout) {
   auto cells = detail::cells_of(refs);
   detail::await_all(cells, detail::deadline_after(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)),
                     "get");

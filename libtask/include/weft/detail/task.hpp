@@ -37,8 +37,11 @@ enum class task_phase : std::uint8_t { waiting_deps, queued, running, blocked, f
 class task_base {
 public:
   task_base(const void* fn_id, std::shared_ptr<const task_options> options, std::span<object_ptr> returns,
-            std::span<object_state* const> deps) noexcept
-    : fn_id_(fn_id), options_(std::move(options)), returns_(returns), deps_(deps) {}
+            std::span<object_state* const> deps) noexcept :
+    fn_id_(fn_id),
+    options_(std::move(options)),
+    returns_(returns),
+    deps_(deps) {}
   task_base(const task_base&) = delete;
   task_base& operator=(const task_base&) = delete;
   virtual ~task_base() = default;
@@ -64,12 +67,12 @@ public:
   std::atomic<task_phase> phase{task_phase::waiting_deps};
   std::atomic<bool> cancel_requested{false};
   std::atomic<std::uint32_t> pending_deps{0};
-  bool nested = false;        ///< submitted from inside a task (scheduled depth-first)
+  bool nested = false; ///< submitted from inside a task (scheduled depth-first)
   int retries_left = 0;
-  std::int64_t order = 0;     ///< queue key: smaller runs first
+  std::int64_t order = 0; ///< queue key: smaller runs first
   resource_demand demand;
-  std::vector<int> gpu_ids;   ///< GPUs held while running
-  void* fiber = nullptr;      ///< the fiber running it, while running or blocked
+  std::vector<int> gpu_ids; ///< GPUs held while running
+  void* fiber = nullptr;    ///< the fiber running it, while running or blocked
 
 private:
   std::atomic<std::uint32_t> refs_{1};
@@ -150,10 +153,12 @@ public:
 
   template <class... Args>
   task_impl(fn_type fn, std::shared_ptr<const task_options> options, std::array<object_ptr, num_returns> rets,
-            Args&&... args)
-    : task_base(reinterpret_cast<const void*>(fn), std::move(options), std::span<object_ptr>(rets_),
-                std::span<object_state* const>(deps_.data(), num_deps)),
-      fn_(fn), args_(std::forward<Args>(args)...), rets_(std::move(rets)) {
+            Args&&... args) :
+    task_base(reinterpret_cast<const void*>(fn), std::move(options), std::span<object_ptr>(rets_),
+              std::span<object_state* const>(deps_.data(), num_deps)),
+    fn_(fn),
+    args_(std::forward<Args>(args)...),
+    rets_(std::move(rets)) {
     collect_deps(std::index_sequence_for<Params...>{});
   }
 
