@@ -194,8 +194,9 @@ std::string runtime::task_name(const task_base& t) {
   Dl_info info{};
   if (::dladdr(t.fn_id(), &info) && info.dli_sname && info.dli_saddr == t.fn_id()) {
     std::string s = demangle(info.dli_sname);
-    if (auto paren = s.find('('); paren != std::string::npos)
-      s.erase(paren);
+    // "ns::f(int)" -> "ns::f"; "describe[abi:cxx11](int)" -> "describe"
+    if (auto cut = s.find_first_of("(["); cut != std::string::npos)
+      s.erase(cut);
     return s;
   }
   char buf[32];
@@ -226,7 +227,7 @@ void runtime::submit(task_base* t) {
     throw runtime_shutdown_error("weft: cannot submit task '" + task_name(*t) + "': the runtime is shutting down");
   const auto& o = t->options();
   validate_task_options(o);
-  if (o.num_cpus || o.num_gpus || o.memory || o.resources)
+  if (o.num_cpus || o.num_gpus || o.memory || !o.resources.empty())
     t->demand = resolve_demand(o, sched_.node(), task_name(*t));
   else if (sched_.node().cpu < resource_unit)
     t->demand = resolve_demand(o, sched_.node(), task_name(*t)); // reports the infeasible default
@@ -333,24 +334,25 @@ void runtime::execute(task_base* t) {
     } catch (...) {
       err = std::current_exception();
     }
-    if (t->cancel_requested.load(std::memory_order_acquire)) {
-      complete_returns_with(t, std::make_exception_ptr(task_cancelled_error("weft: task '" + task_name(*t) +
-                                                                            "' was cancelled while it ran")));
-      return;
-    }
-    if (!err) {
-      for (auto& r : t->returns())
-        r->complete_value();
-      return;
-    }
-    const bool retry = t->retries_left != 0 && !stopping() && o.retry_exceptions && o.retry_exceptions->matches(err);
+    const bool cancelled = t->cancel_requested.load(std::memory_order_acquire);
+    const bool retry = err && !cancelled && t->retries_left != 0 && !stopping() && o.retry_exceptions &&
+                       o.retry_exceptions->matches(err);
     if (retry) {
       if (t->retries_left > 0)
         --t->retries_left;
       log().debug("task '{}' threw; retrying ({} retries left)", task_name(*t), t->retries_left);
       continue;
     }
-    complete_returns_with(t, as_task_error(task_name(*t), err));
+    sched_.announce_finishing(); // this executor pops again right after publishing
+    if (cancelled) {
+      complete_returns_with(t, std::make_exception_ptr(task_cancelled_error("weft: task '" + task_name(*t) +
+                                                                            "' was cancelled while it ran")));
+    } else if (!err) {
+      for (auto& r : t->returns())
+        r->complete_value();
+    } else {
+      complete_returns_with(t, as_task_error(task_name(*t), err));
+    }
     return;
   }
 }

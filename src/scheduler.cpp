@@ -89,9 +89,9 @@ resource_demand resolve_demand(const task_options& opts, const node_resources& n
   d.cpu = opts.num_cpus ? to_units(*opts.num_cpus, "task_options.num_cpus", true) : resource_unit;
   d.gpu = opts.num_gpus ? to_units(*opts.num_gpus, "task_options.num_gpus", true) : 0;
   if (opts.memory) {
-    if (std::isnan(*opts.memory) || *opts.memory < 0)
+    if (std::isnan(*opts.memory) || std::isinf(*opts.memory) || *opts.memory < 0)
       throw invalid_argument_error("weft: task_options.memory = " + number(*opts.memory) +
-                                   " is invalid; expected a number of bytes >= 0");
+                                   " is invalid; expected a finite number of bytes >= 0");
     d.memory = static_cast<std::int64_t>(*opts.memory);
   }
   auto infeasible = [&](const std::string& what, const std::string& asked, const std::string& has) {
@@ -104,8 +104,8 @@ resource_demand resolve_demand(const task_options& opts, const node_resources& n
     infeasible("num_gpus", units(d.gpu), units(node.gpu));
   if (d.memory > node.memory)
     infeasible("memory", std::to_string(d.memory), std::to_string(node.memory));
-  if (opts.resources) {
-    for (const auto& [name, amount] : *opts.resources) {
+  {
+    for (const auto& [name, amount] : opts.resources) {
       const std::string field = "task_options.resources[\"" + name + "\"]";
       if (name.empty())
         throw invalid_argument_error("weft: task_options.resources has an empty resource name");
@@ -253,7 +253,8 @@ void* scheduler::take_parked_if_useful_locked() {
   if (parked_.empty())
     return nullptr;
   auto runnable = queued_ + resumes_.size();
-  if (runnable <= static_cast<std::size_t>(spinning_.load(std::memory_order_acquire)))
+  auto coming = spinning_.load(std::memory_order_acquire) + finishing_.load(std::memory_order_acquire);
+  if (runnable <= static_cast<std::size_t>(coming))
     return nullptr;
   if (!anything_fits_locked())
     return nullptr;
@@ -324,6 +325,7 @@ scheduler::work scheduler::finish_and_pop(task_base* t, bool pop) {
   {
     std::lock_guard<std::mutex> lock(mtx_);
     give_back(t, false);
+    finishing_.fetch_sub(1, std::memory_order_acq_rel);
     epoch_.fetch_add(1, std::memory_order_release);
     if (pop)
       w = pop_locked();

@@ -34,7 +34,7 @@ struct node_resources {
   /// Validates `cfg` and fills in defaults (hardware CPUs, 70% of RAM).
   static node_resources from_config(const config& cfg);
   int custom_index(const std::string& name) const;
-  /// "CPU=2, GPU=0, memory=16.0 GiB, disk=4"
+  /// "CPU=2, GPU=0, memory=17179869184, disk=4" (memory in bytes)
   std::string describe() const;
 };
 
@@ -76,6 +76,11 @@ public:
   /// At most one executor spins waiting for work; true if the caller may.
   bool try_start_spinning() noexcept;
   void stop_spinning() noexcept;
+  /// An executor is about to publish a task's results and will pop right
+  /// after: work submitted in reaction to those results (a synchronous
+  /// caller's next call) need not wake a parked executor. Paired with
+  /// finish_and_pop(), which ends the announcement.
+  void announce_finishing() noexcept { finishing_.fetch_add(1, std::memory_order_acq_rel); }
   /// Parks `executor` unless some work could start now. True if parked.
   bool park(void* executor);
 
@@ -112,6 +117,7 @@ private:
   std::int64_t seq_ = 0;
   std::vector<void*> parked_;
   std::atomic<int> spinning_{0};
+  std::atomic<int> finishing_{0};
   std::atomic<std::uint64_t> epoch_{0};
 };
 

@@ -8,9 +8,9 @@ std::string describe(const std::string& type_name, const std::string& message, c
   if (!message.empty())
     s += ": " + message;
   if (chain.size() > 1) {
-    s += " (passed through:";
+    s += " (passed through ";
     for (std::size_t i = 1; i < chain.size(); ++i)
-      s += " -> " + chain[i];
+      s += (i > 1 ? " -> " : "") + chain[i];
     s += ")";
   }
   return s;

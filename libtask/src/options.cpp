@@ -20,7 +20,8 @@ task_options merge(const task_options& base, const task_options& over) {
   take(out.num_cpus, over.num_cpus);
   take(out.num_gpus, over.num_gpus);
   take(out.memory, over.memory);
-  take(out.resources, over.resources);
+  if (!over.resources.empty())
+    out.resources = over.resources;
   take(out.max_retries, over.max_retries);
   take(out.retry_exceptions, over.retry_exceptions);
   take(out.max_calls, over.max_calls);

@@ -68,8 +68,10 @@ struct task_options {
   std::optional<double> num_gpus{};
   /// Bytes of node memory the task reserves. Default 0.
   std::optional<double> memory{};
-  /// Custom resources, e.g. {{"disk", 1}}. Default none.
-  std::optional<std::map<std::string, double>> resources{};
+  /// Custom resources, e.g. {{"disk", 1}}. Default none. Unlike the other
+  /// fields, an empty map means "unset": options() cannot clear resources
+  /// that the per-function defaults set, only replace them.
+  std::map<std::string, double> resources{};
   /// Reruns after a system failure (and, with retry_exceptions, after an
   /// exception). Default 3; -1 retries forever; 0 never.
   std::optional<int> max_retries{};

@@ -29,7 +29,9 @@ void init(int argc, const char* const* argv);
 config config_from(int argc, const char* const* argv);
 /// Stops the runtime: tasks not yet started fail with runtime_shutdown_error,
 /// running tasks are asked to stop (is_cancelled() turns true) and waited
-/// for. Refs stay valid as values; weft can be init()ed again. Idempotent.
+/// for. Refs stay valid C++ objects (is_ready() still answers) but get(),
+/// wait() and put() need a running runtime again; weft can be init()ed
+/// again. Idempotent. Must not race with other threads' weft calls.
 void shutdown();
 /// Thread-safe.
 bool is_initialized() noexcept;

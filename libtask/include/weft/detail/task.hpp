@@ -179,8 +179,8 @@ private:
     return fn_(pass_argument<Params>(std::get<I>(args_))...);
   }
 
-  template <std::size_t... I>
-  void split(R&& result, std::index_sequence<I...>) {
+  template <class Result, std::size_t... I>
+  void split(Result&& result, std::index_sequence<I...>) {
     (static_cast<value_object<std::tuple_element_t<I, R>>*>(rets_[I].get())->emplace(std::get<I>(std::move(result))),
      ...);
   }

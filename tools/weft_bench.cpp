@@ -1,0 +1,469 @@
+// weft-bench: runs Ray's microbenchmark workloads (same definitions as Ray's
+// ray_perf.py / single-node release tests) on weft, measures the engine's own
+// ceiling in the same run (raw CAF send and spawn, a blocking thread round
+// trip), and prints one table plus optional JSON. It asserts no speed.
+//
+//   weft-bench [--quick] [--only NAME] [--json FILE] [--list]
+#include <weft/weft.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <dirent.h>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <caf/all.hpp>
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double seconds_since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+struct settings {
+  bool quick = false;
+  double window_s = 1.0;
+  int windows = 5;
+};
+
+/// One row of the report.
+struct row {
+  std::string workload;
+  std::string mode = "local";
+  double value = 0;
+  std::string unit;
+  std::optional<std::string> ceiling;
+  std::optional<double> ratio;
+  double spread = 0; ///< (max - min) / median over the windows
+  std::string note;
+};
+
+struct stats {
+  double median = 0;
+  double spread = 0;
+};
+
+stats summarize(std::vector<double> xs) {
+  std::sort(xs.begin(), xs.end());
+  stats s;
+  s.median = xs[xs.size() / 2];
+  s.spread = s.median > 0 ? (xs.back() - xs.front()) / s.median : 0;
+  return s;
+}
+
+/// Rate of `batch` (which does `per_call` operations) over several windows,
+/// after one warm-up window.
+stats rate(const settings& cfg, double per_call, const std::function<void()>& batch) {
+  std::vector<double> rates;
+  for (int w = -1; w < cfg.windows; ++w) {
+    auto t0 = clock_type::now();
+    double ops = 0;
+    do {
+      batch();
+      ops += per_call;
+    } while (seconds_since(t0) < cfg.window_s);
+    if (w >= 0)
+      rates.push_back(ops / seconds_since(t0));
+  }
+  return summarize(rates);
+}
+
+/// Median time of `runs` runs of `once`, after one warm-up run.
+stats timed(int runs, const std::function<void()>& once) {
+  std::vector<double> times;
+  for (int r = -1; r < runs; ++r) {
+    auto t0 = clock_type::now();
+    once();
+    if (r >= 0)
+      times.push_back(seconds_since(t0));
+  }
+  return summarize(times);
+}
+
+long peak_rss_kb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0)
+      return std::stol(line.substr(6));
+  return 0;
+}
+
+int thread_count() {
+  int n = 0;
+  if (DIR* d = opendir("/proc/self/task")) {
+    while (auto* e = readdir(d))
+      n += e->d_name[0] != '.';
+    closedir(d);
+  }
+  return n;
+}
+
+// ---- remote functions of the workloads ----
+int small_value() { return 0; }
+int fib(int n) {
+  static const auto fib_r = weft::remote(fib);
+  if (n < 2)
+    return n;
+  auto a = fib_r.remote(n - 1);
+  auto b = fib_r.remote(n - 2);
+  return weft::get(a) + weft::get(b);
+}
+std::size_t count_refs(const std::vector<weft::object_ref<int>>& refs) { return weft::get(refs).size(); }
+
+// ---- the ceiling: what CAF and the OS do on this machine ----
+using go_atom = caf::atom_constant<caf::atom("go")>;
+
+stats caf_send_ceiling(const settings& cfg) {
+  caf::actor_system_config sys_cfg;
+  sys_cfg.set("scheduler.max-threads", 2);
+  caf::actor_system sys{sys_cfg};
+  std::atomic<long> received{0};
+  auto sink = sys.spawn([&received](caf::event_based_actor*) -> caf::behavior {
+    return {[&received](int) { received.fetch_add(1, std::memory_order_relaxed); }};
+  });
+  auto source = sys.spawn([sink](caf::event_based_actor* self) -> caf::behavior {
+    return {[=](go_atom, int n) {
+      for (int i = 0; i < n; ++i)
+        self->send(sink, i);
+    }};
+  });
+  const int n = cfg.quick ? 200'000 : 2'000'000;
+  auto s = rate(cfg, n, [&] {
+    long target = received.load() + n;
+    caf::anon_send(source, go_atom::value, n);
+    while (received.load(std::memory_order_relaxed) < target)
+      std::this_thread::yield();
+  });
+  caf::anon_send_exit(source, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(sink, caf::exit_reason::user_shutdown);
+  return s;
+}
+
+stats caf_spawn_ceiling(const settings& cfg) {
+  caf::actor_system_config sys_cfg;
+  sys_cfg.set("scheduler.max-threads", 2);
+  caf::actor_system sys{sys_cfg};
+  const int n = cfg.quick ? 10'000 : 50'000;
+  return rate(cfg, n, [&] {
+    for (int i = 0; i < n; ++i)
+      sys.spawn([](caf::event_based_actor* self, int) { self->quit(); }, i);
+    sys.await_all_actors_done();
+  });
+}
+
+stats thread_roundtrip_ceiling(const settings& cfg) {
+  std::mutex m;
+  std::condition_variable cv;
+  long ping = 0;
+  long pong = 0;
+  bool stop = false;
+  std::thread echo([&] {
+    std::unique_lock<std::mutex> lock(m);
+    for (;;) {
+      cv.wait(lock, [&] { return stop || ping != pong; });
+      if (stop)
+        return;
+      pong = ping;
+      cv.notify_all();
+    }
+  });
+  const int n = cfg.quick ? 2'000 : 20'000;
+  auto s = rate(cfg, n, [&] {
+    for (int i = 0; i < n; ++i) {
+      std::unique_lock<std::mutex> lock(m);
+      ++ping;
+      cv.notify_all();
+      cv.wait(lock, [&] { return pong == ping; });
+    }
+  });
+  {
+    std::lock_guard<std::mutex> lock(m);
+    stop = true;
+  }
+  cv.notify_all();
+  echo.join();
+  return s;
+}
+
+struct workload {
+  const char* name;
+  const char* what;
+  std::function<row(const settings&)> run;
+};
+
+std::vector<workload> workloads() {
+  return {
+    {"caf_send_ceiling", "raw CAF 0.17 plain send between two actors",
+     [](const settings& c) {
+       auto s = caf_send_ceiling(c);
+       return row{"caf_send_ceiling", "local", s.median, "msgs/s", {}, {}, s.spread, ""};
+     }},
+    {"caf_spawn_ceiling", "raw CAF spawn of an actor that quits at once",
+     [](const settings& c) {
+       auto s = caf_spawn_ceiling(c);
+       return row{"caf_spawn_ceiling", "local", s.median, "actors/s", {}, {}, s.spread, ""};
+     }},
+    {"thread_roundtrip_ceiling", "blocking round trip between two threads (mutex + condvar)",
+     [](const settings& c) {
+       auto s = thread_roundtrip_ceiling(c);
+       return row{"thread_roundtrip_ceiling", "local", s.median, "roundtrips/s", {}, {}, s.spread, ""};
+     }},
+    {"tasks_async", "1000 no-op tasks submitted, then one get, repeated",
+     [](const settings& c) {
+       const auto f = weft::remote(small_value);
+       auto s = rate(c, 1000, [&] {
+         std::vector<weft::object_ref<int>> refs;
+         refs.reserve(1000);
+         for (int i = 0; i < 1000; ++i)
+           refs.push_back(f.remote());
+         weft::get(refs);
+       });
+       return row{"tasks_async", "local", s.median, "tasks/s", "caf_send_ceiling", {}, s.spread, ""};
+     }},
+    {"tasks_sync", "get(f.remote()) one at a time",
+     [](const settings& c) {
+       const auto f = weft::remote(small_value);
+       auto s = rate(c, 100, [&] {
+         for (int i = 0; i < 100; ++i)
+           weft::get(f.remote());
+       });
+       return row{"tasks_sync", "local", s.median, "tasks/s", "thread_roundtrip_ceiling", {}, s.spread, ""};
+     }},
+    {"multi_client_tasks_async", "4 client threads, each 1000 tasks then one get",
+     [](const settings& c) {
+       const auto f = weft::remote(small_value);
+       auto s = rate(c, 4000, [&] {
+         std::vector<std::thread> clients;
+         for (int k = 0; k < 4; ++k)
+           clients.emplace_back([&] {
+             std::vector<weft::object_ref<int>> refs;
+             refs.reserve(1000);
+             for (int i = 0; i < 1000; ++i)
+               refs.push_back(f.remote());
+             weft::get(refs);
+           });
+         for (auto& t : clients)
+           t.join();
+       });
+       return row{"multi_client_tasks_async", "local", s.median, "tasks/s",
+                  "caf_send_ceiling",         {},      s.spread, "clients are threads until actors exist"};
+     }},
+    {"put_calls", "put of a small int",
+     [](const settings& c) {
+       auto s = rate(c, 1000, [] {
+         for (int i = 0; i < 1000; ++i)
+           weft::put(i);
+       });
+       return row{"put_calls", "local", s.median, "calls/s", {}, {}, s.spread, ""};
+     }},
+    {"get_calls", "get of a ready small object",
+     [](const settings& c) {
+       auto r = weft::put(7);
+       long sink = 0;
+       auto s = rate(c, 1000, [&] {
+         for (int i = 0; i < 1000; ++i)
+           sink += weft::get(r);
+       });
+       return row{"get_calls", "local", s.median + static_cast<double>(sink * 0), "calls/s", {}, {}, s.spread, ""};
+     }},
+    {"put_gigabytes", "put of an 800 MB array by copy",
+     [](const settings& c) {
+       const std::size_t bytes = c.quick ? 80'000'000 : 800'000'000;
+       std::vector<char> data(bytes, 1);
+       auto s = timed(c.quick ? 1 : 3, [&] { weft::put(data); });
+       return row{
+         "put_gigabytes", "local", bytes / s.median / 1e9, "GB/s", {}, {}, s.spread, c.quick ? "80 MB in --quick" : ""};
+     }},
+    {"put_gigabytes_move", "put of an 800 MB array by move",
+     [](const settings& c) {
+       const std::size_t bytes = c.quick ? 80'000'000 : 800'000'000;
+       std::vector<char> data(bytes, 1);
+       std::vector<double> times;
+       for (int r = 0; r < 3; ++r) {
+         auto t0 = clock_type::now();
+         auto ref = weft::put(std::move(data));
+         times.push_back(seconds_since(t0));
+         data = weft::get(ref); // get copies it back for the next round (not timed)
+       }
+       auto s = summarize(times);
+       return row{"put_gigabytes_move", "local", s.median, "s", {}, {}, s.spread, "O(1): no copy"};
+     }},
+    {"get_10k_refs", "get of one object holding 10,000 refs",
+     [](const settings& c) {
+       std::vector<weft::object_ref<int>> refs;
+       for (int i = 0; i < 10'000; ++i)
+         refs.push_back(weft::put(i));
+       auto holder = weft::put(refs);
+       auto s = timed(c.quick ? 3 : 10, [&] { (void)weft::get(holder); });
+       return row{"get_10k_refs", "local", s.median, "s", {}, {}, s.spread, ""};
+     }},
+    {"wait_1k_refs", "wait on 1000 refs, one ready at a time",
+     [](const settings& c) {
+       const auto f = weft::remote(small_value);
+       auto s = timed(c.quick ? 1 : 3, [&] {
+         std::vector<weft::object_ref<int>> refs;
+         for (int i = 0; i < 1000; ++i)
+           refs.push_back(f.remote());
+         while (!refs.empty())
+           refs = weft::wait(refs, 1).not_ready;
+       });
+       return row{"wait_1k_refs", "local", s.median, "s", {}, {}, s.spread, ""};
+     }},
+    {"args_10k", "one task taking 10,000 refs (in a vector) and getting them",
+     [](const settings& c) {
+       const auto f = weft::remote(count_refs);
+       std::vector<weft::object_ref<int>> refs;
+       for (int i = 0; i < 10'000; ++i)
+         refs.push_back(weft::put(i));
+       auto s = timed(c.quick ? 1 : 3, [&] { weft::get(f.remote(refs)); });
+       return row{"args_10k", "local", s.median, "s", {}, {}, s.spread, ""};
+     }},
+    {"fib25_nested", "fib(25) through nested tasks that get their children",
+     [](const settings& c) {
+       const auto f = weft::remote(fib);
+       int peak = 0;
+       std::atomic<bool> done{false};
+       std::thread watch([&] {
+         while (!done.load()) {
+           peak = std::max(peak, thread_count());
+           std::this_thread::sleep_for(std::chrono::milliseconds(5));
+         }
+       });
+       auto s = timed(c.quick ? 1 : 3, [&] { weft::get(f.remote(25)); });
+       done = true;
+       watch.join();
+       return row{"fib25_nested",
+                  "local",
+                  s.median,
+                  "s",
+                  {},
+                  {},
+                  s.spread,
+                  "peak OS threads " + std::to_string(peak - 1) + " (without the watcher)"};
+     }},
+    {"queued_1m_tasks", "1,000,000 tasks submitted, then one get of all",
+     [](const settings& c) {
+       const int n = c.quick ? 100'000 : 1'000'000;
+       auto s = timed(1, [&] {
+         std::vector<weft::object_ref<int>> refs;
+         refs.reserve(n);
+         const auto f = weft::remote(small_value);
+         for (int i = 0; i < n; ++i)
+           refs.push_back(f.remote());
+         weft::get(refs);
+       });
+       return row{"queued_1m_tasks",
+                  "local",
+                  s.median,
+                  "s",
+                  {},
+                  {},
+                  s.spread,
+                  "peak RSS " + std::to_string(peak_rss_kb() / 1024) + " MB" +
+                    (c.quick ? ", 100k tasks in --quick" : "")};
+     }},
+  };
+}
+
+void print_table(const std::vector<row>& rows) {
+  std::printf("%-26s %-7s %16s %-13s %-26s %8s %7s  %s\n", "workload", "mode", "value", "unit", "ceiling", "ratio",
+              "spread", "note");
+  for (const auto& r : rows) {
+    char ratio[32] = "-";
+    if (r.ratio)
+      std::snprintf(ratio, sizeof ratio, "%.3f", *r.ratio);
+    std::printf("%-26s %-7s %16.6g %-13s %-26s %8s %6.0f%%  %s\n", r.workload.c_str(), r.mode.c_str(), r.value,
+                r.unit.c_str(), r.ceiling ? r.ceiling->c_str() : "-", ratio, r.spread * 100, r.note.c_str());
+  }
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\')
+      out += '\\';
+    out += ch;
+  }
+  return out;
+}
+
+void write_json(const std::vector<row>& rows, const std::string& path) {
+  std::ofstream out(path);
+  out << "[\n";
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const auto& r = rows[i];
+    out << "  {\"workload\": \"" << r.workload << "\", \"mode\": \"" << r.mode << "\", \"value\": " << r.value
+        << ", \"unit\": \"" << r.unit
+        << "\", \"ceiling\": " << (r.ceiling ? "\"" + *r.ceiling + "\"" : std::string("null"))
+        << ", \"ratio\": " << (r.ratio ? std::to_string(*r.ratio) : std::string("null")) << ", \"spread\": " << r.spread
+        << ", \"note\": \"" << json_escape(r.note) << "\"}" << (i + 1 < rows.size() ? "," : "") << "\n";
+  }
+  out << "]\n";
+}
+
+int usage(const char* msg) {
+  std::fprintf(stderr, "%s\nusage: weft-bench [--quick] [--only NAME] [--json FILE] [--list]\n", msg);
+  return 2;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  settings cfg;
+  std::string only;
+  std::string json;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--quick") {
+      cfg.quick = true;
+      cfg.window_s = 0.1;
+      cfg.windows = 3;
+    } else if (a == "--only" && i + 1 < argc) {
+      only = argv[++i];
+    } else if (a == "--json" && i + 1 < argc) {
+      json = argv[++i];
+    } else if (a == "--list") {
+      for (const auto& w : workloads())
+        std::printf("%-26s %s\n", w.name, w.what);
+      return 0;
+    } else {
+      return usage(("weft-bench: unknown argument '" + a + "'").c_str());
+    }
+  }
+  auto all = workloads();
+  if (!only.empty() && std::none_of(all.begin(), all.end(), [&](const workload& w) { return w.name == only; }))
+    return usage(("weft-bench: no workload named '" + only + "' (see --list)").c_str());
+
+  std::vector<row> rows;
+  weft::init(argc, argv);
+  for (const auto& w : all) {
+    if (!only.empty() && w.name != only)
+      continue;
+    std::fprintf(stderr, "running %s ...\n", w.name);
+    rows.push_back(w.run(cfg));
+  }
+  weft::shutdown();
+  for (auto& r : rows) {
+    if (!r.ceiling)
+      continue;
+    for (const auto& c : rows)
+      if (c.workload == *r.ceiling && c.value > 0)
+        r.ratio = r.value / c.value;
+  }
+  print_table(rows);
+  if (!json.empty())
+    write_json(rows, json);
+  return 0;
+}
