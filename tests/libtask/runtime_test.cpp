@@ -1,0 +1,322 @@
+// Starting weft: weft::config_from() reads --weft-* flags and WEFT_*
+// environment variables (flags win), weft::init(argc, argv) applies them, and
+// bad configurations are refused with invalid_argument_error.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <iterator>
+#include <map>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "weft_test.hpp"
+
+using Catch::Matchers::Contains;
+
+namespace {
+
+constexpr auto bound = std::chrono::seconds(20);
+
+/// Clears every WEFT_* variable config_from reads and restores them at scope exit.
+class clean_environment {
+public:
+  clean_environment() {
+    for (const char* name : names) {
+      const char* v = std::getenv(name);
+      saved_.push_back(v ? std::optional<std::string>(v) : std::nullopt);
+      ::unsetenv(name);
+    }
+  }
+  ~clean_environment() {
+    for (std::size_t i = 0; i < std::size(names); ++i) {
+      if (saved_[i])
+        ::setenv(names[i], saved_[i]->c_str(), 1);
+      else
+        ::unsetenv(names[i]);
+    }
+  }
+  void set(const char* name, const char* value) { ::setenv(name, value, 1); }
+
+private:
+  static constexpr const char* names[] = {"WEFT_NUM_CPUS", "WEFT_NUM_GPUS", "WEFT_MEMORY", "WEFT_RESOURCES",
+                                          "WEFT_LOG_LEVEL"};
+  std::vector<std::optional<std::string>> saved_;
+};
+
+struct shutdown_at_exit {
+  ~shutdown_at_exit() { weft::shutdown(); }
+};
+
+weft::config parse(std::vector<const char*> args) {
+  args.insert(args.begin(), "program");
+  return weft::config_from(static_cast<int>(args.size()), args.data());
+}
+
+template <class E, class F>
+std::string what_of(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "<no exception thrown>";
+}
+
+int seven() { return 7; }
+
+/// Tail recursion through tasks, to run something that blocks on small stacks.
+int chain(int n);
+const auto chain_r = weft::remote(chain);
+int chain(int n) { return n == 0 ? 0 : weft::get(chain_r.remote(n - 1), bound) + 1; }
+
+} // namespace
+
+// ---------------------------------------------------------------- config_from: flags
+
+TEST_CASE("config_from parses --weft-num-cpus=N") {
+  clean_environment env;
+  const auto cfg = parse({"--weft-num-cpus=3"});
+  REQUIRE(cfg.num_cpus);
+  CHECK(*cfg.num_cpus == 3);
+}
+
+TEST_CASE("config_from takes a flag's value from the next argument") {
+  clean_environment env;
+  const auto cfg = parse({"--weft-num-gpus", "1", "--weft-num-cpus", "2.5"});
+  CHECK(cfg.num_gpus == 1);
+  REQUIRE(cfg.num_cpus);
+  CHECK(*cfg.num_cpus == 2.5);
+}
+
+TEST_CASE("config_from parses a resource list") {
+  clean_environment env;
+  const auto cfg = parse({"--weft-resources=disk:4,net:0.5"});
+  CHECK(cfg.resources == std::map<std::string, double>{{"disk", 4}, {"net", 0.5}});
+}
+
+TEST_CASE("config_from parses the log level and memory") {
+  clean_environment env;
+  const auto cfg = parse({"--weft-log-level=debug", "--weft-memory=1000"});
+  CHECK(cfg.log_level == std::optional<std::string>("debug"));
+  REQUIRE(cfg.memory);
+  CHECK(*cfg.memory == 1000);
+}
+
+TEST_CASE("config_from parses every flag together") {
+  clean_environment env;
+  const auto cfg = parse({"--weft-num-cpus=3", "--weft-num-gpus", "1", "--weft-resources=disk:4,net:0.5",
+                          "--weft-log-level=debug", "--weft-memory=1000"});
+  CHECK(cfg.num_cpus == std::optional<double>(3));
+  CHECK(cfg.num_gpus == 1);
+  CHECK(cfg.resources == std::map<std::string, double>{{"disk", 4}, {"net", 0.5}});
+  CHECK(cfg.log_level == std::optional<std::string>("debug"));
+  CHECK(cfg.memory == std::optional<double>(1000));
+}
+
+TEST_CASE("config_from ignores arguments that are not weft flags") {
+  clean_environment env;
+  const auto cfg = parse({"--verbose", "input.txt", "-n", "4", "--num-cpus=9", "--weft", "-weft-num-cpus=9",
+                          "--weft-num-cpus=2", "--threads", "8"});
+  CHECK(cfg.num_cpus == std::optional<double>(2));
+  CHECK(cfg.num_gpus == 0);
+  CHECK_FALSE(cfg.memory);
+  CHECK(cfg.resources.empty());
+  CHECK_FALSE(cfg.log_level);
+}
+
+TEST_CASE("config_from without weft flags gives the default config") {
+  clean_environment env;
+  const auto cfg = parse({"--verbose"});
+  const weft::config defaults;
+  CHECK_FALSE(cfg.num_cpus);
+  CHECK(cfg.num_gpus == defaults.num_gpus);
+  CHECK_FALSE(cfg.memory);
+  CHECK(cfg.resources.empty());
+  CHECK_FALSE(cfg.log_level);
+  CHECK(cfg.fiber_stack_size == defaults.fiber_stack_size);
+}
+
+TEST_CASE("an unknown --weft- flag is an invalid_argument_error naming it") {
+  clean_environment env;
+  const auto msg = what_of<weft::invalid_argument_error>([] { parse({"--weft-foo=1"}); });
+  CHECK_THAT(msg, Contains("--weft-foo"));
+}
+
+TEST_CASE("a flag value that is not a number is an invalid_argument_error naming it") {
+  clean_environment env;
+  const auto msg = what_of<weft::invalid_argument_error>([] { parse({"--weft-num-cpus=abc"}); });
+  CHECK_THAT(msg, Contains("abc") && Contains("num-cpus"));
+  CHECK_THROWS_AS(parse({"--weft-num-cpus=3x"}), weft::invalid_argument_error);
+  CHECK_THROWS_AS(parse({"--weft-num-cpus="}), weft::invalid_argument_error);
+  CHECK_THROWS_AS(parse({"--weft-memory=lots"}), weft::invalid_argument_error);
+}
+
+TEST_CASE("a malformed resource list is an invalid_argument_error") {
+  clean_environment env;
+  CHECK_THAT(what_of<weft::invalid_argument_error>([] { parse({"--weft-resources=disk"}); }), Contains("disk"));
+  CHECK_THAT(what_of<weft::invalid_argument_error>([] { parse({"--weft-resources=disk:x"}); }), Contains("x"));
+  CHECK_THROWS_AS(parse({"--weft-resources=:4"}), weft::invalid_argument_error);
+}
+
+TEST_CASE("a flag without its value at the end of the line is an invalid_argument_error") {
+  clean_environment env;
+  const auto msg = what_of<weft::invalid_argument_error>([] { parse({"--weft-num-gpus"}); });
+  CHECK_THAT(msg, Contains("--weft-num-gpus"));
+}
+
+// ---------------------------------------------------------------- config_from: environment
+
+TEST_CASE("config_from reads the WEFT_ environment variables") {
+  clean_environment env;
+  env.set("WEFT_NUM_CPUS", "5");
+  env.set("WEFT_NUM_GPUS", "2");
+  env.set("WEFT_MEMORY", "2048");
+  env.set("WEFT_RESOURCES", "disk:2,net:1");
+  env.set("WEFT_LOG_LEVEL", "error");
+  const auto cfg = parse({});
+  CHECK(cfg.num_cpus == std::optional<double>(5));
+  CHECK(cfg.num_gpus == 2);
+  CHECK(cfg.memory == std::optional<double>(2048));
+  CHECK(cfg.resources == std::map<std::string, double>{{"disk", 2}, {"net", 1}});
+  CHECK(cfg.log_level == std::optional<std::string>("error"));
+}
+
+TEST_CASE("flags win over environment variables") {
+  clean_environment env;
+  env.set("WEFT_NUM_CPUS", "5");
+  env.set("WEFT_RESOURCES", "disk:2");
+  env.set("WEFT_LOG_LEVEL", "error");
+  const auto cfg = parse({"--weft-num-cpus=3", "--weft-resources=tape:1", "--weft-log-level", "info"});
+  CHECK(cfg.num_cpus == std::optional<double>(3));
+  CHECK(cfg.resources == std::map<std::string, double>{{"tape", 1}});
+  CHECK(cfg.log_level == std::optional<std::string>("info"));
+}
+
+TEST_CASE("environment variables fill in what the flags leave out") {
+  clean_environment env;
+  env.set("WEFT_NUM_CPUS", "5");
+  env.set("WEFT_LOG_LEVEL", "error");
+  const auto cfg = parse({"--weft-num-cpus=3"});
+  CHECK(cfg.num_cpus == std::optional<double>(3));
+  CHECK(cfg.log_level == std::optional<std::string>("error"));
+}
+
+TEST_CASE("a bad environment value is an invalid_argument_error naming the variable") {
+  clean_environment env;
+  env.set("WEFT_NUM_CPUS", "lots");
+  const auto msg = what_of<weft::invalid_argument_error>([] { parse({}); });
+  CHECK_THAT(msg, Contains("WEFT_NUM_CPUS") && Contains("lots"));
+}
+
+// ---------------------------------------------------------------- init(argc, argv)
+
+TEST_CASE("init(argc, argv) applies --weft-num-cpus") {
+  clean_environment env;
+  shutdown_at_exit stop;
+  const char* argv[] = {"program", "--weft-num-cpus=3", "positional"};
+  weft::init(3, argv);
+  REQUIRE(weft::is_initialized());
+  CHECK(weft::get(weft::remote(seven, {.num_cpus = 3}).remote(), bound) == 7);
+  CHECK_THROWS_AS(weft::remote(seven, {.num_cpus = 4}).remote(), weft::resource_error);
+}
+
+TEST_CASE("init(argc, argv) with fewer CPUs makes a larger task infeasible") {
+  clean_environment env;
+  shutdown_at_exit stop;
+  const char* argv[] = {"program", "--weft-num-cpus=2"};
+  weft::init(2, argv);
+  const auto msg = what_of<weft::resource_error>([] { weft::remote(seven, {.num_cpus = 3}).remote(); });
+  CHECK_THAT(msg, Contains("num_cpus") && Contains("3") && Contains("2"));
+  CHECK(weft::get(weft::remote(seven, {.num_cpus = 2}).remote(), bound) == 7);
+}
+
+TEST_CASE("init(argc, argv) applies --weft-resources and --weft-num-gpus") {
+  clean_environment env;
+  shutdown_at_exit stop;
+  const char* argv[] = {"program", "--weft-num-cpus=2", "--weft-resources=disk:1", "--weft-num-gpus", "1"};
+  weft::init(5, argv);
+  weft::task_options o{.num_gpus = 1};
+  o.resources = std::map<std::string, double>{{"disk", 1}};
+  CHECK(weft::get(weft::remote(seven, o).remote(), bound) == 7);
+  o.resources = std::map<std::string, double>{{"disk", 2}};
+  CHECK_THROWS_AS(weft::remote(seven, o).remote(), weft::resource_error);
+}
+
+TEST_CASE("init(argc, argv) applies the environment") {
+  clean_environment env;
+  shutdown_at_exit stop;
+  env.set("WEFT_NUM_CPUS", "3");
+  const char* argv[] = {"program"};
+  weft::init(1, argv);
+  CHECK(weft::get(weft::remote(seven, {.num_cpus = 3}).remote(), bound) == 7);
+  CHECK_THROWS_AS(weft::remote(seven, {.num_cpus = 4}).remote(), weft::resource_error);
+}
+
+TEST_CASE("init(argc, argv) with an unknown flag throws and starts nothing") {
+  clean_environment env;
+  shutdown_at_exit stop;
+  const char* argv[] = {"program", "--weft-cpus=2"};
+  CHECK_THROWS_AS(weft::init(2, argv), weft::invalid_argument_error);
+  CHECK_FALSE(weft::is_initialized());
+}
+
+TEST_CASE("init without num_cpus gives the node the machine's hardware threads") {
+  clean_environment env;
+  shutdown_at_exit stop;
+  weft::init({});
+  const double hw = std::max(1u, std::thread::hardware_concurrency());
+  CHECK(weft::get(weft::remote(seven, {.num_cpus = hw}).remote(), bound) == 7);
+  CHECK_THROWS_AS(weft::remote(seven, {.num_cpus = hw + 1}).remote(), weft::resource_error);
+}
+
+// ---------------------------------------------------------------- bad configs
+
+TEST_CASE("an unknown log level name makes init throw invalid_argument_error naming it") {
+  clean_environment env;
+  shutdown_at_exit stop;
+  const auto msg = what_of<weft::invalid_argument_error>([] { weft::init({.num_cpus = 1, .log_level = "loud"}); });
+  CHECK_THAT(msg, Contains("loud"));
+  CHECK_FALSE(weft::is_initialized());
+  const char* argv[] = {"program", "--weft-log-level=shouty"};
+  CHECK_THROWS_AS(weft::init(2, argv), weft::invalid_argument_error);
+  CHECK_FALSE(weft::is_initialized());
+}
+
+TEST_CASE("an unknown log level in WEFT_LOG_LEVEL makes init throw invalid_argument_error") {
+  clean_environment env;
+  shutdown_at_exit stop;
+  env.set("WEFT_LOG_LEVEL", "chatty");
+  const auto msg = what_of<weft::invalid_argument_error>([] { weft::init({.num_cpus = 1}); });
+  CHECK_THAT(msg, Contains("chatty"));
+  CHECK_FALSE(weft::is_initialized());
+}
+
+TEST_CASE("every documented log level name is accepted") {
+  clean_environment env;
+  shutdown_at_exit stop;
+  for (const char* level : {"trace", "debug", "info", "warn", "error", "critical", "off"}) {
+    INFO("log level " << level);
+    weft::init({.num_cpus = 1, .log_level = level});
+    CHECK(weft::is_initialized());
+    weft::shutdown();
+  }
+  weft::init({.num_cpus = 1, .log_level = "warn"}); // quiet again for what follows
+}
+
+TEST_CASE("a fiber stack below 16 KiB makes init throw invalid_argument_error") {
+  clean_environment env;
+  shutdown_at_exit stop;
+  const auto msg = what_of<weft::invalid_argument_error>([] { weft::init({.num_cpus = 1, .fiber_stack_size = 4096}); });
+  CHECK_THAT(msg, Contains("fiber_stack_size") && Contains("4096"));
+  CHECK_FALSE(weft::is_initialized());
+}
+
+TEST_CASE("tasks run and block on small fiber stacks") {
+  clean_environment env;
+  shutdown_at_exit stop;
+  weft::init({.num_cpus = 1, .fiber_stack_size = 64 * 1024});
+  CHECK(weft::get(chain_r.remote(50), bound) == 50);
+}
