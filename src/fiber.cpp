@@ -12,12 +12,6 @@
 #else
 #define WEFT_ASAN 0
 #endif
-#if defined(__SANITIZE_THREAD__)
-#include <sanitizer/tsan_interface.h>
-#define WEFT_TSAN 1
-#else
-#define WEFT_TSAN 0
-#endif
 
 namespace weft::detail {
 
@@ -49,18 +43,11 @@ struct fiber_stack {
 };
 
 fiber::fiber(std::size_t stack_size, body_fn body) : body_(body) {
-#if WEFT_TSAN
-  tsan_fiber_ = __tsan_create_fiber(0);
-#endif
   self_ = boost::context::fiber(std::allocator_arg, fiber_stack{stack_size, this},
                                 [this](boost::context::fiber&& back) { return entry(this, std::move(back)); });
 }
 
-fiber::~fiber() {
-#if WEFT_TSAN
-  __tsan_destroy_fiber(tsan_fiber_);
-#endif
-}
+fiber::~fiber() = default;
 
 boost::context::fiber fiber::entry(fiber* self, boost::context::fiber&& back) {
   self->back_ = std::move(back);
@@ -93,14 +80,6 @@ void fiber::quit() {
 }
 
 void fiber::start_switch(bool to_fiber, bool final) noexcept {
-#if WEFT_TSAN
-  if (to_fiber) {
-    tsan_back_ = __tsan_get_current_fiber();
-    __tsan_switch_to_fiber(tsan_fiber_, 0);
-  } else {
-    __tsan_switch_to_fiber(tsan_back_, 0);
-  }
-#endif
 #if WEFT_ASAN
   if (to_fiber)
     __sanitizer_start_switch_fiber(&exec_fake_stack_, stack_bottom_, stack_size_);

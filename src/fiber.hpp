@@ -54,9 +54,6 @@ private:
   std::size_t stack_size_ = 0;
   const void* back_bottom_ = nullptr;
   std::size_t back_size_ = 0;
-  // ThreadSanitizer's fiber handles.
-  void* tsan_fiber_ = nullptr;
-  void* tsan_back_ = nullptr;
   void* exec_fake_stack_ = nullptr;
   void* fiber_fake_stack_ = nullptr;
 
