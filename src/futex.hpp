@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 
 namespace weft::detail {
 
@@ -23,6 +24,38 @@ inline void cpu_relax() noexcept {
   asm volatile("yield");
 #endif
 }
+
+/// A mutex for critical sections of a few hundred nanoseconds: it spins a
+/// little before it sleeps, so a brief overlap between two threads costs no
+/// context switch (a plain std::mutex sleeps at the first contention).
+class spin_then_block_mutex {
+public:
+  void lock() noexcept {
+    for (int i = 0; i < 256; ++i) {
+      if (!locked_.load(std::memory_order_relaxed) && m_.try_lock()) {
+        locked_.store(true, std::memory_order_relaxed);
+        return;
+      }
+      cpu_relax();
+    }
+    m_.lock();
+    locked_.store(true, std::memory_order_relaxed);
+  }
+  bool try_lock() noexcept {
+    if (!m_.try_lock())
+      return false;
+    locked_.store(true, std::memory_order_relaxed);
+    return true;
+  }
+  void unlock() noexcept {
+    locked_.store(false, std::memory_order_relaxed);
+    m_.unlock();
+  }
+
+private:
+  std::mutex m_;
+  std::atomic<bool> locked_{false}; ///< hint only: spin on a read, not on try_lock
+};
 
 /// How long a thread spins on a word before it parks: a cross-core wake-up
 /// costs tens of microseconds, a spin that catches the answer ~1 µs.

@@ -409,14 +409,24 @@ void runtime::run_executor(executor& ex) {
       }
     }
     if (sched_.try_start_spinning()) {
-      const auto seen = sched_.epoch();
+      // Spin for the whole window: an epoch change may be another
+      // executor's bookkeeping rather than work for this one.
+      auto seen = sched_.epoch();
       const auto until = now_ns() + executor_spin_ns;
-      while (sched_.epoch() == seen && now_ns() < until)
+      while (!w && now_ns() < until) {
         cpu_relax();
+        if (auto e = sched_.epoch(); e != seen) {
+          seen = e;
+          w = sched_.pop();
+        }
+      }
       sched_.stop_spinning();
-      w = sched_.pop();
-      if (w)
+      if (w) {
+        // Work pushed while this executor still counted as the spinner
+        // woke nobody; hand it to a parked executor now if it can start.
+        sched_.wake_if_needed();
         continue;
+      }
     }
     if (sched_.park(&ex))
       return;

@@ -212,7 +212,7 @@ void scheduler::insert_sorted(std::deque<task_base*>& q, task_base* t) {
 bool scheduler::push(task_base* t) {
   void* to_wake = nullptr;
   {
-    std::lock_guard<std::mutex> lock(mtx_);
+    std::lock_guard<spin_then_block_mutex> lock(mtx_);
     if (closed_)
       return false;
     ++seq_;
@@ -240,7 +240,7 @@ bool scheduler::push(task_base* t) {
 void scheduler::push_resume(task_base* t) {
   void* to_wake = nullptr;
   {
-    std::lock_guard<std::mutex> lock(mtx_);
+    std::lock_guard<spin_then_block_mutex> lock(mtx_);
     resumes_.push_back(t);
     epoch_.fetch_add(1, std::memory_order_release);
     to_wake = take_parked_if_useful_locked();
@@ -309,7 +309,7 @@ scheduler::work scheduler::pop() {
   work w;
   void* to_wake = nullptr;
   {
-    std::lock_guard<std::mutex> lock(mtx_);
+    std::lock_guard<spin_then_block_mutex> lock(mtx_);
     w = pop_locked();
     if (w)
       to_wake = take_parked_if_useful_locked();
@@ -323,7 +323,7 @@ scheduler::work scheduler::finish_and_pop(task_base* t, bool pop) {
   work w;
   void* to_wake = nullptr;
   {
-    std::lock_guard<std::mutex> lock(mtx_);
+    std::lock_guard<spin_then_block_mutex> lock(mtx_);
     give_back(t, false);
     finishing_.fetch_sub(1, std::memory_order_acq_rel);
     epoch_.fetch_add(1, std::memory_order_release);
@@ -339,7 +339,7 @@ scheduler::work scheduler::finish_and_pop(task_base* t, bool pop) {
 void scheduler::release_cpu(task_base* t) {
   void* to_wake = nullptr;
   {
-    std::lock_guard<std::mutex> lock(mtx_);
+    std::lock_guard<spin_then_block_mutex> lock(mtx_);
     give_back(t, true);
     epoch_.fetch_add(1, std::memory_order_release);
     to_wake = take_parked_if_useful_locked();
@@ -355,8 +355,18 @@ bool scheduler::try_start_spinning() noexcept {
 
 void scheduler::stop_spinning() noexcept { spinning_.store(0, std::memory_order_release); }
 
+void scheduler::wake_if_needed() {
+  void* to_wake = nullptr;
+  {
+    std::lock_guard<spin_then_block_mutex> lock(mtx_);
+    to_wake = take_parked_if_useful_locked();
+  }
+  if (to_wake)
+    wake_(to_wake);
+}
+
 bool scheduler::park(void* executor) {
-  std::lock_guard<std::mutex> lock(mtx_);
+  std::lock_guard<spin_then_block_mutex> lock(mtx_);
   if (anything_fits_locked())
     return false;
   parked_.push_back(executor);
@@ -364,7 +374,7 @@ bool scheduler::park(void* executor) {
 }
 
 std::vector<task_base*> scheduler::drain() {
-  std::lock_guard<std::mutex> lock(mtx_);
+  std::lock_guard<spin_then_block_mutex> lock(mtx_);
   closed_ = true;
   std::vector<task_base*> out;
   for (auto& s : shapes_) {

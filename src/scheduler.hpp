@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "futex.hpp"
 #include "weft/config.hpp"
 #include "weft/detail/task.hpp"
 #include "weft/options.hpp"
@@ -76,6 +77,9 @@ public:
   /// At most one executor spins waiting for work; true if the caller may.
   bool try_start_spinning() noexcept;
   void stop_spinning() noexcept;
+  /// Wakes a parked executor if queued work could start and nobody else is
+  /// about to take it (after a spinner took work and stopped spinning).
+  void wake_if_needed();
   /// An executor is about to publish a task's results and will pop right
   /// after: work submitted in reaction to those results (a synchronous
   /// caller's next call) need not wake a parked executor. Paired with
@@ -105,7 +109,7 @@ private:
   node_resources node_;
   std::function<void(void*)> wake_;
 
-  std::mutex mtx_;
+  spin_then_block_mutex mtx_;
   std::int64_t cpu_free_;
   std::int64_t memory_free_;
   std::vector<std::int64_t> gpu_free_; // per GPU, in resource units
