@@ -22,18 +22,8 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-constexpr auto bound = std::chrono::seconds(20);
-
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 20s) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() >= until)
-      return pred();
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
+using weft_test::bound;
+using weft_test::eventually;
 
 // ---- tasks that hold both CPUs until released ----
 

@@ -39,20 +39,10 @@ using Catch::Matchers::Contains;
 
 namespace {
 
+using weft_test::bound;
+using weft_test::eventually;
+
 constexpr bool rss_is_meaningful = !WEFT_TEST_SANITIZED;
-
-constexpr auto bound = std::chrono::seconds(20);
-
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 20s) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() >= until)
-      return pred();
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
 
 /// The runtime drops its own references to a finished task's objects just
 /// after publishing them, so the count settles shortly after get() returns.

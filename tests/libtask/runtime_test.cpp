@@ -18,7 +18,8 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-constexpr auto bound = std::chrono::seconds(20);
+using weft_test::bound;
+using weft_test::eventually;
 
 /// Clears every WEFT_* variable config_from reads and restores them at scope exit.
 class clean_environment {

@@ -27,18 +27,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr auto bound = std::chrono::seconds(20);
-
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 20s) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() >= until)
-      return pred();
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
+using weft_test::bound;
+using weft_test::eventually;
 
 /// OS threads of this process right now.
 int os_threads() {

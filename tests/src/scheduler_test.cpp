@@ -27,19 +27,8 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-constexpr auto bound = std::chrono::seconds(20);
-
-/// Polls `pred` every millisecond until it holds or `limit` passes.
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 20s) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() >= until)
-      return pred();
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
+using weft_test::bound;
+using weft_test::eventually;
 
 /// The exception message of `f()` if it throws E, else a marker no check matches.
 template <class E, class F>
