@@ -3,7 +3,9 @@
 
 #include <weft/weft.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <string>
 #include <thread>
 
 namespace weft_test {
@@ -32,5 +34,37 @@ bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::second
   }
   return true;
 }
+
+/// The what() of the E that `f` throws, or "<no exception thrown>".
+template <class E, class F>
+std::string what_of(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "<no exception thrown>";
+}
+
+/// A gate that tasks block on until the test opens it.
+inline std::atomic<bool> gate_open{false};
+
+/// Blocks (a task) until the gate opens; gives up after a generous deadline
+/// or when weft shuts down, so no test can hang for good.
+inline void wait_for_gate() {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!gate_open.load() && !weft::is_cancelled() && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+/// Closes the gate now and opens it when the test case ends, even on a
+/// failed REQUIRE, so shutdown never waits on a task blocked at the gate.
+/// Declare it after the runtime_guard.
+struct open_gate_at_exit {
+  open_gate_at_exit() { gate_open = false; }
+  ~open_gate_at_exit() { gate_open = true; }
+  open_gate_at_exit(const open_gate_at_exit&) = delete;
+  open_gate_at_exit& operator=(const open_gate_at_exit&) = delete;
+};
 
 } // namespace weft_test

@@ -39,6 +39,8 @@ using Catch::Matchers::Contains;
 
 namespace {
 
+using weft_test::what_of;
+
 using weft_test::bound;
 using weft_test::eventually;
 
@@ -62,16 +64,6 @@ std::int64_t rss_bytes() {
 struct shutdown_at_exit {
   ~shutdown_at_exit() { weft::shutdown(); }
 };
-
-template <class E, class F>
-std::string what_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "<no exception thrown>";
-}
 
 // ---- tasks ----
 

@@ -38,24 +38,8 @@ static_assert(std::is_same_v<decltype(std::declval<weft::object_ref<int>>().id()
 
 namespace {
 
-std::atomic<bool> g_gate_open{false};
-
-/// Blocks a task until the test opens the gate; gives up after a generous
-/// deadline (or when weft shuts down) so no test hangs for good.
-void wait_for_gate() {
-  const auto give_up = std::chrono::steady_clock::now() + 30s;
-  while (!g_gate_open.load() && !weft::is_cancelled() && std::chrono::steady_clock::now() < give_up)
-    std::this_thread::sleep_for(1ms);
-}
-
-/// Opens the gate when the test case ends, even on a failed REQUIRE. Declare
-/// it after the runtime_guard so it runs before shutdown.
-struct open_gate_at_exit {
-  open_gate_at_exit() { g_gate_open = false; }
-  ~open_gate_at_exit() { g_gate_open = true; }
-  open_gate_at_exit(const open_gate_at_exit&) = delete;
-  open_gate_at_exit& operator=(const open_gate_at_exit&) = delete;
-};
+using weft_test::open_gate_at_exit;
+using weft_test::wait_for_gate;
 
 struct point {
   int x = 0;
@@ -196,7 +180,7 @@ TEST_CASE("get with a timeout throws get_timeout_error and a later get still ret
   auto r = weft::remote(gated_value).remote(7);
   CHECK_THROWS_AS(weft::get(r, 50ms), weft::get_timeout_error);
   CHECK_FALSE(r.is_ready());
-  g_gate_open = true;
+  weft_test::gate_open = true;
   CHECK(weft::get(r) == 7);
   CHECK(weft::get(r, 50ms) == 7); // a ready object is returned whatever the timeout
 }
@@ -220,7 +204,7 @@ TEST_CASE("get of a list with a timeout throws get_timeout_error when one item i
   open_gate_at_exit gate;
   std::vector<weft::object_ref<int>> refs{weft::put(1), weft::remote(gated_value).remote(2)};
   CHECK_THROWS_AS(weft::get(refs, 50ms), weft::get_timeout_error);
-  g_gate_open = true;
+  weft_test::gate_open = true;
   CHECK(weft::get(refs, 30s) == std::vector<int>{1, 2});
 }
 
@@ -232,9 +216,9 @@ TEST_CASE("get of a list throws the first error without waiting for a slow item"
   std::vector<weft::object_ref<int>> refs{slow, failing};
   CHECK_THROWS_AS(weft::get(refs), weft::task_error);
   // The gate is still shut: get returned while the slow task was still blocked.
-  CHECK_FALSE(g_gate_open.load());
+  CHECK_FALSE(weft_test::gate_open.load());
   CHECK_FALSE(slow.is_ready());
-  g_gate_open = true;
+  weft_test::gate_open = true;
   CHECK(weft::get(slow) == 1);
 }
 
@@ -351,7 +335,7 @@ TEST_CASE("is_ready turns true once the producing task finished") {
   open_gate_at_exit gate;
   auto r = weft::remote(gated_value).remote(4);
   CHECK_FALSE(r.is_ready());
-  g_gate_open = true;
+  weft_test::gate_open = true;
   CHECK(weft::get(r) == 4);
   CHECK(r.is_ready());
   CHECK(weft::put(1).is_ready());

@@ -20,24 +20,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// A latch that a task blocks on until the test opens it. It gives up after a
-/// generous deadline (or when weft shuts down) so no test can hang for good.
-std::atomic<bool> g_gate_open{false};
-
-void wait_for_gate() {
-  const auto give_up = std::chrono::steady_clock::now() + 30s;
-  while (!g_gate_open.load() && !weft::is_cancelled() && std::chrono::steady_clock::now() < give_up)
-    std::this_thread::sleep_for(1ms);
-}
-
-/// Opens the gate when the test case ends, even on a failed REQUIRE, so
-/// shutdown never waits for a task blocked on it. Declare after the runtime_guard.
-struct open_gate_at_exit {
-  open_gate_at_exit() { g_gate_open = false; }
-  ~open_gate_at_exit() { g_gate_open = true; }
-  open_gate_at_exit(const open_gate_at_exit&) = delete;
-  open_gate_at_exit& operator=(const open_gate_at_exit&) = delete;
-};
+using weft_test::open_gate_at_exit;
+using weft_test::wait_for_gate;
 
 /// Counts copies and moves, to tell how arguments reach a task.
 struct tracked {
@@ -308,7 +292,7 @@ TEST_CASE("a task whose ref argument is not ready waits for it before running") 
   auto [ready, not_ready] = weft::wait(refs, 1, 150ms);
   CHECK(ready.empty());
   CHECK_FALSE(next.is_ready());
-  g_gate_open = true;
+  weft_test::gate_open = true;
   CHECK(weft::get(next) == 42);
 }
 
@@ -328,7 +312,7 @@ TEST_CASE("a task with an object_ref parameter runs without waiting for the obje
   auto seen_ready = weft::remote(ref_is_ready).remote(slow);
   CHECK_FALSE(weft::get(seen_ready, 20s));
   auto times_ten = weft::remote(get_ref_times_ten).remote(slow);
-  g_gate_open = true;
+  weft_test::gate_open = true;
   CHECK(weft::get(times_ten) == 30);
 }
 
@@ -340,7 +324,7 @@ TEST_CASE("refs nested in a container argument stay refs and are not waited for"
   // The task ran while the middle object was still blocked: it saw two ready refs.
   CHECK(weft::get(n_ready, 20s) == 2);
   auto sum = weft::remote(sum_refs).remote(refs);
-  g_gate_open = true;
+  weft_test::gate_open = true;
   CHECK(weft::get(sum) == 6);
 }
 

@@ -18,6 +18,8 @@ using Catch::Matchers::Contains;
 
 namespace {
 
+using weft_test::what_of;
+
 using weft_test::bound;
 using weft_test::eventually;
 
@@ -54,16 +56,6 @@ struct shutdown_at_exit {
 weft::config parse(std::vector<const char*> args) {
   args.insert(args.begin(), "program");
   return weft::config_from(static_cast<int>(args.size()), args.data());
-}
-
-template <class E, class F>
-std::string what_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "<no exception thrown>";
 }
 
 int seven() { return 7; }

@@ -27,20 +27,12 @@ using Catch::Matchers::Contains;
 
 namespace {
 
+using weft_test::what_of;
+
 using weft_test::bound;
 using weft_test::eventually;
 
 /// The exception message of `f()` if it throws E, else a marker no check matches.
-template <class E, class F>
-std::string what_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "<no exception thrown>";
-}
-
 // ---- overlap tracking ----
 
 std::atomic<int> g_now{0};
