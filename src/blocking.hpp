@@ -17,7 +17,7 @@ namespace weft::detail {
 /// a waiter that timed out may leave safely.
 class blocker {
 public:
-  /// Registers on every not-done cell in `cells`; `already_done` counts the rest.
+  /// Room for `capacity` watched cells (watch() must not be called more often).
   explicit blocker(std::size_t capacity);
 
   void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }

@@ -227,12 +227,12 @@ void runtime::submit(task_base* t) {
     throw runtime_shutdown_error("weft: cannot submit task '" + task_name(*t) + "': the runtime is shutting down");
   const auto& o = t->options();
   validate_task_options(o);
-  if (o.num_cpus || o.num_gpus || o.memory || !o.resources.empty())
-    t->demand = resolve_demand(o, sched_.node(), task_name(*t));
-  else if (sched_.node().cpu < resource_unit)
-    t->demand = resolve_demand(o, sched_.node(), task_name(*t)); // reports the infeasible default
-  else
+  // Fast path: default options on a node with a CPU need no validation.
+  const bool defaults = !o.num_cpus && !o.num_gpus && !o.memory && o.resources.empty();
+  if (defaults && sched_.node().cpu >= resource_unit)
     t->demand.cpu = resource_unit;
+  else
+    t->demand = resolve_demand(o, sched_.node(), task_name(*t));
   std::size_t index = 0;
   for (object_state* d : t->deps()) {
     ++index;

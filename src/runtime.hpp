@@ -65,9 +65,7 @@ private:
   void deps_ready(task_base* t);
   void enqueue(task_base* t);
   void fail(task_base* t, std::exception_ptr e);
-  void finish_dropped(task_base* t);
   void execute(task_base* t);
-  void run_work(executor& ex, scheduler::work w);
   void wake_executor(void* ex);
   void schedule_timeout(blocker& b, std::int64_t deadline_ns);
 
