@@ -36,23 +36,29 @@ void blocker::notify() noexcept {
   } else if (p == fiber_task) {
     int expected = fiber_task;
     if (parked_.compare_exchange_strong(expected, none, std::memory_order_seq_cst))
-      runtime::current()->resume(task_);
+      resume_(resume_arg_);
   }
 }
 
-void blocker::arm_fiber(task_base* t, std::uint32_t seen) noexcept {
-  task_ = t;
+void blocker::arm_fiber(resume_fn resume, void* arg, std::uint32_t seen) noexcept {
+  resume_ = resume;
+  resume_arg_ = arg;
   parked_.store(fiber_task, std::memory_order_seq_cst);
   if (epoch_.load(std::memory_order_seq_cst) != seen) {
     int expected = fiber_task;
     if (parked_.compare_exchange_strong(expected, none, std::memory_order_seq_cst))
-      runtime::current()->resume(t);
+      resume(arg);
   }
 }
 
+bool blocker::disarm() noexcept {
+  int expected = fiber_task;
+  return parked_.compare_exchange_strong(expected, none, std::memory_order_seq_cst);
+}
+
 void blocker::park(std::uint32_t seen, std::int64_t deadline_ns) {
-  if (current_fiber()) {
-    runtime::current()->block_current_task(*this, seen, deadline_ns);
+  if (fiber* f = current_fiber()) {
+    f->host->block(*f, *this, seen, deadline_ns);
     return;
   }
   const auto spin_until = now_ns() + spin_before_park_ns;

@@ -38,8 +38,13 @@ public:
 
   /// Something changed (a cell completed, a timer fired): wake the waiter.
   void notify() noexcept;
-  /// Called on an executor after the waiting fiber has yielded.
-  void arm_fiber(task_base* t, std::uint32_t seen) noexcept;
+  /// Called by the fiber's host after the waiting fiber has yielded:
+  /// `resume(arg)` runs once, on the next notify() past `seen` (or at once
+  /// if that already happened).
+  using resume_fn = void (*)(void*) noexcept;
+  void arm_fiber(resume_fn resume, void* arg, std::uint32_t seen) noexcept;
+  /// Takes back an armed fiber wake-up; true if it had not fired yet.
+  bool disarm() noexcept;
 
 private:
   ~blocker() = default;
@@ -54,7 +59,8 @@ private:
   std::atomic<std::uint32_t> completed_{0};
   std::atomic<bool> any_failed_{false};
   std::atomic<int> parked_{none};
-  task_base* task_ = nullptr;
+  resume_fn resume_ = nullptr;
+  void* resume_arg_ = nullptr;
   std::vector<node> nodes_;
 };
 

@@ -8,11 +8,29 @@
 // so code on a fiber must not keep thread-local addresses across yield().
 #pragma once
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
+#include <vector>
 
 #include <boost/context/fiber.hpp>
 
 namespace weft::detail {
+
+class blocker;
+class fiber;
+
+/// Whoever runs code on a fiber (the task executors, an actor) decides how
+/// a fiber that blocks in get() is suspended and later resumed.
+class fiber_host {
+public:
+  /// Suspends `f` (the current fiber) until `b` is notified past `seen` or
+  /// `deadline_ns` passes. May throw (an actor being killed unwinds).
+  virtual void block(fiber& f, blocker& b, std::uint32_t seen, std::int64_t deadline_ns) = 0;
+
+protected:
+  ~fiber_host() = default;
+};
 
 class fiber {
 public:
@@ -34,8 +52,16 @@ public:
   /// What the fiber left for the executor when it last yielded.
   enum class state { idle, running, finished, blocked };
   state why = state::idle;
-  /// Opaque slot for the runtime (the task being run).
+  /// Opaque slot for the host (the task or actor call being run).
   void* payload = nullptr;
+  /// What runs on the fiber: a task (payload is its task_base) or an actor call.
+  enum class kind : std::uint8_t { task, actor_call };
+  kind what = kind::task;
+  fiber_host* host = nullptr;
+  /// Set by the host to ask the code on the fiber to stop (is_cancelled()).
+  std::atomic<bool> interrupt{false};
+  /// GPUs the code on the fiber holds (an actor's), or null.
+  const std::vector<int>* gpu_ids = nullptr;
   /// Runs on the executor's stack right after a blocked fiber yields.
   void (*after_yield)(fiber&, void*) = nullptr;
   void* after_yield_arg = nullptr;

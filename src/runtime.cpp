@@ -98,6 +98,26 @@ void complete_returns_with(task_base* t, const std::exception_ptr& e) {
 
 } // namespace
 
+std::string demangled(const char* name) { return demangle(name); }
+
+std::exception_ptr to_task_error(const std::string& name, const std::exception_ptr& err) {
+  return as_task_error(name, err);
+}
+
+std::string symbol_name(const void* code) {
+  Dl_info info{};
+  if (code && ::dladdr(code, &info) && info.dli_sname && info.dli_saddr == code) {
+    std::string s = demangle(info.dli_sname);
+    // "ns::f(int)" -> "ns::f"; "describe[abi:cxx11](int)" -> "describe"
+    if (auto cut = s.find_first_of("(["); cut != std::string::npos)
+      s.erase(cut);
+    return s;
+  }
+  return {};
+}
+
+void set_current_fiber(fiber* f) noexcept { tls_fiber = f; }
+
 __attribute__((noinline)) fiber* current_fiber() noexcept {
   asm volatile("" ::: "memory");
   return tls_fiber;
@@ -105,7 +125,7 @@ __attribute__((noinline)) fiber* current_fiber() noexcept {
 
 task_base* current_task() noexcept {
   fiber* f = current_fiber();
-  return f ? static_cast<task_base*>(f->payload) : nullptr;
+  return f && f->what == fiber::kind::task ? static_cast<task_base*>(f->payload) : nullptr;
 }
 
 runtime* runtime::current() noexcept { return g_runtime.load(std::memory_order_acquire); }
@@ -154,8 +174,31 @@ runtime::runtime(const config& cfg) :
   log().info("runtime started: {} executors, node {}", n_exec, sched_.node().describe());
 }
 
+runtime_service& runtime::service(const void* key, runtime_service* (*make)(runtime&)) {
+  std::lock_guard<std::mutex> lock(services_mtx_);
+  for (auto& [k, svc] : services_)
+    if (k == key)
+      return *svc;
+  if (stopping())
+    throw runtime_shutdown_error("weft: the runtime is shutting down");
+  services_.emplace_back(key, std::unique_ptr<runtime_service>(make(*this)));
+  return *services_.back().second;
+}
+
 runtime::~runtime() {
   stopping_.store(true, std::memory_order_release);
+  {
+    // Services (actors) end first: their calls may wait on tasks, and
+    // tasks on them; killing them unblocks both sides.
+    std::vector<runtime_service*> svcs;
+    {
+      std::lock_guard<std::mutex> lock(services_mtx_);
+      for (auto& [k, svc] : services_)
+        svcs.push_back(svc.get());
+    }
+    for (auto* svc : svcs)
+      svc->stop();
+  }
   for (task_base* t : sched_.drain()) {
     auto expected = task_phase::queued;
     if (t->phase.compare_exchange_strong(expected, task_phase::dropped)) {
@@ -179,6 +222,7 @@ runtime::~runtime() {
   for (auto& ex : executors_)
     ex->self.reset();
   clock_.reset();
+  services_.clear();
   caf_.reset(); // joins CAF's threads once every actor is gone
   for (auto& ex : executors_)
     for (fiber* f : ex->pool) {
@@ -191,14 +235,8 @@ runtime::~runtime() {
 std::string runtime::task_name(const task_base& t) {
   if (t.options().name)
     return *t.options().name;
-  Dl_info info{};
-  if (::dladdr(t.fn_id(), &info) && info.dli_sname && info.dli_saddr == t.fn_id()) {
-    std::string s = demangle(info.dli_sname);
-    // "ns::f(int)" -> "ns::f"; "describe[abi:cxx11](int)" -> "describe"
-    if (auto cut = s.find_first_of("(["); cut != std::string::npos)
-      s.erase(cut);
+  if (std::string s = symbol_name(t.fn_id()); !s.empty())
     return s;
-  }
   char buf[32];
   std::snprintf(buf, sizeof buf, "task@%p", t.fn_id());
   return buf;
@@ -243,8 +281,8 @@ void runtime::submit(task_base* t) {
                                    std::to_string(index));
   }
   t->retries_left = o.max_retries.value_or(3);
-  t->nested = current_fiber() != nullptr;
-  g.t = nullptr; // from here on the runtime owns the task
+  t->nested = current_task() != nullptr; // from an actor call: in submission order
+  g.t = nullptr;                         // from here on the runtime owns the task
   live_tasks_.fetch_add(1, std::memory_order_relaxed);
   for (auto& r : t->returns())
     r->set_producer(t);
@@ -375,6 +413,7 @@ void runtime::run_executor(executor& ex) {
       } else {
         if (ex.pool.empty()) {
           f = new fiber(cfg_.fiber_stack_size, &runtime::fiber_body);
+          f->host = this;
         } else {
           f = ex.pool.back();
           ex.pool.pop_back();
@@ -441,8 +480,8 @@ void runtime::schedule_timeout(blocker& b, std::int64_t deadline_ns) {
   caf::delayed_anon_send(*clock_, std::chrono::nanoseconds(left), timeout_atom::value, timeout_ref(&b));
 }
 
-void runtime::block_current_task(blocker& b, std::uint32_t seen_epoch, std::int64_t deadline_ns) {
-  fiber* f = current_fiber();
+void runtime::block(fiber& fb, blocker& b, std::uint32_t seen_epoch, std::int64_t deadline_ns) {
+  fiber* f = &fb;
   auto* t = static_cast<task_base*>(f->payload);
   struct context {
     runtime* rt;
@@ -460,7 +499,7 @@ void runtime::block_current_task(blocker& b, std::uint32_t seen_epoch, std::int6
     c.rt->sched_.release_cpu(c.t);
     if (c.deadline != 0)
       c.rt->schedule_timeout(*c.b, c.deadline);
-    c.b->arm_fiber(c.t, c.seen);
+    c.b->arm_fiber([](void* task) noexcept { runtime::current()->resume(static_cast<task_base*>(task)); }, c.t, c.seen);
     c.b->release();
   };
   f->after_yield_arg = &ctx;

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -30,7 +31,15 @@ namespace weft::detail {
 
 struct executor;
 
-class runtime {
+/// A subsystem that lives as long as the runtime (the actor system). Its
+/// stop() runs first thing in shutdown, before queued tasks are dropped.
+class runtime_service {
+public:
+  virtual ~runtime_service() = default;
+  virtual void stop() = 0;
+};
+
+class runtime final : public fiber_host {
 public:
   explicit runtime(const config& cfg);
   ~runtime();
@@ -48,9 +57,20 @@ public:
   bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
   const node_resources& node() const noexcept { return sched_.node(); }
 
-  /// Suspends the current task's fiber until `b` is notified (or its
-  /// deadline passes), giving back the task's CPUs meanwhile.
-  void block_current_task(blocker& b, std::uint32_t seen_epoch, std::int64_t deadline_ns);
+  /// Suspends a task's fiber until `b` is notified (or its deadline
+  /// passes), giving back the task's CPUs meanwhile.
+  void block(fiber& f, blocker& b, std::uint32_t seen_epoch, std::int64_t deadline_ns) override;
+  /// Notifies `b` once `deadline_ns` (steady clock) has passed.
+  void schedule_timeout(blocker& b, std::int64_t deadline_ns);
+
+  /// The CAF actor system everything runs on.
+  caf::actor_system& caf_system() noexcept { return *caf_; }
+  scheduler& sched() noexcept { return sched_; }
+  const config& cfg() const noexcept { return cfg_; }
+
+  /// The service stored under `key`, made by `make()` on first use.
+  /// Thread-safe. Throws runtime_shutdown_error while stopping.
+  runtime_service& service(const void* key, runtime_service* (*make)(runtime&));
   /// Queues a blocked task to go on.
   void resume(task_base* t) { sched_.push_resume(t); }
 
@@ -67,7 +87,6 @@ private:
   void fail(task_base* t, std::exception_ptr e);
   void execute(task_base* t);
   void wake_executor(void* ex);
-  void schedule_timeout(blocker& b, std::int64_t deadline_ns);
 
   static void fiber_body(fiber& f);
 
@@ -79,12 +98,25 @@ private:
   std::unique_ptr<caf::actor_system> caf_;
   std::vector<std::unique_ptr<executor>> executors_;
   std::unique_ptr<caf::actor> clock_;
+  std::mutex services_mtx_;
+  std::vector<std::pair<const void*, std::unique_ptr<runtime_service>>> services_;
   friend struct dep_waiter;
 };
 
-/// The task running on this thread's current fiber, or null.
+/// The task running on this thread's current fiber, or null (also on an
+/// actor call's fiber).
 task_base* current_task() noexcept;
 /// The fiber this thread is running, or null (not inside a task).
 fiber* current_fiber() noexcept;
+/// For fiber hosts other than the executors: the fiber about to run (null after).
+void set_current_fiber(fiber* f) noexcept;
+
+/// A demangled C++ type name.
+std::string demangled(const char* mangled);
+/// The failure as callers of task `name`'s result see it (a task_error).
+std::exception_ptr to_task_error(const std::string& name, const std::exception_ptr& err);
+/// The demangled name of the function whose code starts at `code`, without
+/// its parameter list; "" if unknown.
+std::string symbol_name(const void* code);
 
 } // namespace weft::detail

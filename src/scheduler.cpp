@@ -155,13 +155,14 @@ bool scheduler::fits(const resource_demand& d) const noexcept {
   return whole * resource_unit >= d.gpu;
 }
 
-void scheduler::acquire(task_base* t) {
-  const auto& d = t->demand;
+void scheduler::acquire(task_base* t) { take(t->demand, t->gpu_ids); }
+
+void scheduler::take(const resource_demand& d, std::vector<int>& gpu_ids) {
   cpu_free_ -= d.cpu;
   memory_free_ -= d.memory;
   for (auto& [idx, amount] : d.custom)
     custom_free_[static_cast<std::size_t>(idx)] -= amount;
-  t->gpu_ids.clear();
+  gpu_ids.clear();
   if (d.gpu == 0)
     return;
   if (d.gpu < resource_unit) {
@@ -171,33 +172,85 @@ void scheduler::acquire(task_base* t) {
       if (gpu_free_[i] >= d.gpu && (best == gpu_free_.size() || gpu_free_[i] < gpu_free_[best]))
         best = i;
     gpu_free_[best] -= d.gpu;
-    t->gpu_ids.push_back(static_cast<int>(best));
+    gpu_ids.push_back(static_cast<int>(best));
     return;
   }
   auto need = d.gpu / resource_unit;
   for (std::size_t i = 0; i < gpu_free_.size() && need > 0; ++i) {
     if (gpu_free_[i] == resource_unit) {
       gpu_free_[i] = 0;
-      t->gpu_ids.push_back(static_cast<int>(i));
+      gpu_ids.push_back(static_cast<int>(i));
       --need;
     }
   }
 }
 
 void scheduler::give_back(task_base* t, bool cpu_only) {
-  const auto& d = t->demand;
-  cpu_free_ += d.cpu;
   if (cpu_only)
-    return;
+    cpu_free_ += t->demand.cpu;
+  else
+    put_back(t->demand, t->gpu_ids);
+}
+
+void scheduler::put_back(const resource_demand& d, std::vector<int>& gpu_ids) {
+  cpu_free_ += d.cpu;
   memory_free_ += d.memory;
   for (auto& [idx, amount] : d.custom)
     custom_free_[static_cast<std::size_t>(idx)] += amount;
   if (d.gpu > 0) {
     std::int64_t each = d.gpu < resource_unit ? d.gpu : resource_unit;
-    for (int id : t->gpu_ids)
+    for (int id : gpu_ids)
       gpu_free_[static_cast<std::size_t>(id)] += each;
-    t->gpu_ids.clear();
+    gpu_ids.clear();
   }
+}
+
+void scheduler::grant_reservations_locked(std::vector<reservation>& granted) {
+  // Strictly in order: a large request at the front is not starved by
+  // smaller ones behind it.
+  while (!reservations_.empty() && fits(reservations_.front().demand)) {
+    take(reservations_.front().demand, *reservations_.front().gpu_ids);
+    granted.push_back(std::move(reservations_.front()));
+    reservations_.pop_front();
+  }
+}
+
+void scheduler::reserve(const resource_demand& d, std::vector<int>* gpu_ids, std::function<void()> granted) {
+  std::vector<reservation> now;
+  {
+    std::lock_guard<spin_then_block_mutex> lock(mtx_);
+    // Queue behind earlier waiters so reservations are granted first come, first served.
+    reservations_.push_back({d, gpu_ids, std::move(granted)});
+    grant_reservations_locked(now);
+    has_reservations_.store(!reservations_.empty(), std::memory_order_release);
+  }
+  for (auto& r : now)
+    r.granted();
+}
+
+void scheduler::unreserve(const resource_demand& d, std::vector<int>& gpu_ids) {
+  void* to_wake = nullptr;
+  std::vector<reservation> now;
+  {
+    std::lock_guard<spin_then_block_mutex> lock(mtx_);
+    put_back(d, gpu_ids);
+    grant_reservations_locked(now);
+    has_reservations_.store(!reservations_.empty(), std::memory_order_release);
+    epoch_.fetch_add(1, std::memory_order_release);
+    to_wake = take_parked_if_useful_locked();
+  }
+  for (auto& r : now)
+    r.granted();
+  if (to_wake)
+    wake_(to_wake);
+}
+
+std::size_t scheduler::cancel_reservation(const std::vector<int>* gpu_ids) {
+  std::lock_guard<spin_then_block_mutex> lock(mtx_);
+  auto before = reservations_.size();
+  std::erase_if(reservations_, [&](const reservation& r) { return r.gpu_ids == gpu_ids; });
+  has_reservations_.store(!reservations_.empty(), std::memory_order_release);
+  return before - reservations_.size();
 }
 
 void scheduler::insert_sorted(std::deque<task_base*>& q, task_base* t) {
@@ -322,15 +375,22 @@ scheduler::work scheduler::pop() {
 scheduler::work scheduler::finish_and_pop(task_base* t, bool pop) {
   work w;
   void* to_wake = nullptr;
+  std::vector<reservation> granted;
   {
     std::lock_guard<spin_then_block_mutex> lock(mtx_);
     give_back(t, false);
+    if (has_reservations_.load(std::memory_order_relaxed)) {
+      grant_reservations_locked(granted);
+      has_reservations_.store(!reservations_.empty(), std::memory_order_release);
+    }
     finishing_.fetch_sub(1, std::memory_order_acq_rel);
     epoch_.fetch_add(1, std::memory_order_release);
     if (pop)
       w = pop_locked();
     to_wake = take_parked_if_useful_locked();
   }
+  for (auto& r : granted)
+    r.granted();
   if (to_wake)
     wake_(to_wake);
   return w;
@@ -338,12 +398,19 @@ scheduler::work scheduler::finish_and_pop(task_base* t, bool pop) {
 
 void scheduler::release_cpu(task_base* t) {
   void* to_wake = nullptr;
+  std::vector<reservation> granted;
   {
     std::lock_guard<spin_then_block_mutex> lock(mtx_);
     give_back(t, true);
+    if (has_reservations_.load(std::memory_order_relaxed)) {
+      grant_reservations_locked(granted);
+      has_reservations_.store(!reservations_.empty(), std::memory_order_release);
+    }
     epoch_.fetch_add(1, std::memory_order_release);
     to_wake = take_parked_if_useful_locked();
   }
+  for (auto& r : granted)
+    r.granted();
   if (to_wake)
     wake_(to_wake);
 }

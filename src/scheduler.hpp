@@ -88,6 +88,16 @@ public:
   /// Parks `executor` unless some work could start now. True if parked.
   bool park(void* executor);
 
+  /// Holds `d` for an actor's lifetime: takes it now if it fits (and no
+  /// earlier reservation waits), else queues the request. `granted` runs
+  /// once the resources are taken (possibly at once, on this thread), with
+  /// the GPU ids written to `*gpu_ids`. `gpu_ids` also names the request.
+  void reserve(const resource_demand& d, std::vector<int>* gpu_ids, std::function<void()> granted);
+  /// Gives back what reserve() granted.
+  void unreserve(const resource_demand& d, std::vector<int>& gpu_ids);
+  /// Drops a reservation that was not granted yet; returns how many were dropped.
+  std::size_t cancel_reservation(const std::vector<int>* gpu_ids);
+
   /// Closes the queues, removes and returns every queued (not blocked)
   /// task; for shutdown. Resumes keep working so blocked tasks can finish.
   std::vector<task_base*> drain();
@@ -98,9 +108,18 @@ private:
     std::deque<task_base*> tasks; // sorted by task_base::order
   };
 
+  struct reservation {
+    resource_demand demand;
+    std::vector<int>* gpu_ids;
+    std::function<void()> granted;
+  };
+
   bool fits(const resource_demand& d) const noexcept;
   void acquire(task_base* t);
   void give_back(task_base* t, bool cpu_only);
+  void take(const resource_demand& d, std::vector<int>& gpu_ids);
+  void put_back(const resource_demand& d, std::vector<int>& gpu_ids);
+  void grant_reservations_locked(std::vector<reservation>& granted);
   work pop_locked();
   bool anything_fits_locked();
   void* take_parked_if_useful_locked();
@@ -120,6 +139,8 @@ private:
   bool closed_ = false;
   std::int64_t seq_ = 0;
   std::vector<void*> parked_;
+  std::deque<reservation> reservations_;
+  std::atomic<bool> has_reservations_{false};
   std::atomic<int> spinning_{0};
   std::atomic<int> finishing_{0};
   std::atomic<std::uint64_t> epoch_{0};

@@ -111,16 +111,23 @@ std::string to_string(object_id id) {
 }
 
 bool is_cancelled() noexcept {
-  auto* t = detail::current_task();
-  if (!t)
+  auto* f = detail::current_fiber();
+  if (!f)
     return false;
   auto* rt = detail::runtime::current();
-  return t->cancel_requested.load(std::memory_order_acquire) || (rt && rt->stopping());
+  if (rt && rt->stopping())
+    return true;
+  if (f->interrupt.load(std::memory_order_acquire))
+    return true;
+  auto* t = detail::current_task();
+  return t && t->cancel_requested.load(std::memory_order_acquire);
 }
 
 std::vector<int> get_gpu_ids() {
-  auto* t = detail::current_task();
-  return t ? t->gpu_ids : std::vector<int>{};
+  if (auto* t = detail::current_task())
+    return t->gpu_ids;
+  auto* f = detail::current_fiber();
+  return f && f->gpu_ids ? *f->gpu_ids : std::vector<int>{};
 }
 
 std::int64_t live_objects() noexcept { return detail::live_object_count(); }

@@ -58,6 +58,14 @@ public:
   using error::error;
 };
 
+/// An actor call cannot complete because the actor is gone: killed, out of
+/// restarts, exited with exit_actor(), ended with its owner, or the runtime
+/// shut down. The message names the actor (class, id, name) and the cause.
+class actor_died_error : public error {
+public:
+  using error::error;
+};
+
 /// A task threw. Carries the original exception's type name and message and
 /// the chain of task names the failure passed through: the task that threw
 /// first, then every task that depended on its result.

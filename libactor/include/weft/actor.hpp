@@ -1,0 +1,420 @@
+/// @file
+/// Actors: stateful workers (Ray's `@ray.remote` classes). Each actor is one
+/// CAF actor that owns an instance of your class; every method call is a
+/// message to it and returns an object_ref at once.
+///
+///     struct counter {
+///       explicit counter(int start) : value(start) {}
+///       int increment() { return ++value; }
+///       int value;
+///     };
+///     const auto counter_r = weft::remote<counter>();
+///     weft::actor_handle<counter> h = counter_r.remote(10);
+///     weft::object_ref<int> r = h.task(&counter::increment).remote();
+///
+/// Calls through one handle run in submission order, one at a time (unless
+/// max_concurrency > 1). Handles are reference counted: when the last copy
+/// anywhere (including in pending tasks and calls) is gone, the actor
+/// finishes its queued calls, runs its destructor and ends. See
+/// docs/actors.md for the exact guarantees.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+
+#include "weft/coro.hpp"
+#include "weft/detail/actor_call.hpp"
+#include "weft/detail/task.hpp"
+#include "weft/object_ref.hpp"
+#include "weft/remote_function.hpp"
+
+namespace weft {
+
+/// Who ends a non-killed actor: `owned` actors end when their last handle
+/// is dropped or their owner actor dies; `detached` ones live until kill()
+/// or shutdown() (Ray's lifetime="detached").
+enum class lifetime { owned, detached };
+
+/// Options of an actor (Ray's actor `.options(...)`). Unset fields keep the
+/// per-class default given to weft::remote<T>(...), then the defaults listed
+/// here. Field order for designated initializers: name, namespace_,
+/// max_restarts, max_task_retries, max_concurrency, lifetime, num_cpus,
+/// num_gpus, memory, resources, restart_on_exception, get_if_exists.
+struct actor_options {
+  /// Registers the actor under this name (unique within its namespace) for
+  /// get_actor(). Default: unnamed.
+  std::optional<std::string> name{};
+  /// Namespace of the name. Default: "" (the job's namespace).
+  std::optional<std::string> namespace_{};
+  /// Restarts after a failure (constructor threw, kill with no_restart =
+  /// false, or a method threw with restart_on_exception). Default 0; -1 forever.
+  std::optional<int> max_restarts{};
+  /// Resubmissions of a call interrupted by a failure. 0 (default):
+  /// at-most-once, interrupted calls fail. > 0 or -1: at-least-once.
+  std::optional<int> max_task_retries{};
+  /// Calls in progress at once. Default 1. A call blocked in get() holds its
+  /// slot; a coroutine method suspended at co_await does not.
+  std::optional<int> max_concurrency{};
+  std::optional<weft::lifetime> lifetime{};
+  /// Resources the actor holds for its whole life. Default: none held (like
+  /// Ray: one CPU to place it, zero while it lives). An actor whose request
+  /// does not fit now waits until it does; one that never could is an error.
+  std::optional<double> num_cpus{};
+  std::optional<double> num_gpus{};
+  std::optional<double> memory{};
+  std::map<std::string, double> resources{};
+  /// Erlang/Akka style: a method that throws also fails the actor (it
+  /// restarts if max_restarts allows). Default false: Ray semantics, the
+  /// exception goes to the caller and the actor lives on.
+  std::optional<bool> restart_on_exception{};
+  /// With a name: return the existing actor of that name instead of failing.
+  std::optional<bool> get_if_exists{};
+};
+
+/// Fields set in `over` replace those of `base`.
+actor_options merge(const actor_options& base, const actor_options& over);
+
+/// Options of weft::kill().
+struct kill_options {
+  /// true: the actor is dead for good. false: it fails and restarts if
+  /// max_restarts allows.
+  bool no_restart = true;
+};
+
+template <class T>
+class actor_handle;
+
+namespace detail {
+
+template <class M>
+struct method_traits {
+  static constexpr bool is_method = false;
+};
+#define WEFT_METHOD_TRAITS(QUALS)                                                                                      \
+  template <class C, class R, class... P>                                                                              \
+  struct method_traits<R (C::*)(P...) QUALS> {                                                                         \
+    static constexpr bool is_method = true;                                                                            \
+    using class_type = C;                                                                                              \
+    using result_type = R;                                                                                             \
+    using params = std::tuple<P...>;                                                                                   \
+  };
+WEFT_METHOD_TRAITS()
+WEFT_METHOD_TRAITS(const)
+WEFT_METHOD_TRAITS(noexcept)
+WEFT_METHOD_TRAITS(const noexcept)
+#undef WEFT_METHOD_TRAITS
+
+/// The value type of the ref a method call returns: R, or T for coro<T>.
+template <class R>
+struct call_value {
+  using type = R;
+};
+template <class T>
+struct call_value<coro<T>> {
+  using type = T;
+};
+
+/// The code address of a non-virtual member function (Itanium C++ ABI), or
+/// null for a virtual one; only used to name methods in errors.
+template <class M>
+const void* method_address(M m) noexcept {
+  if constexpr (sizeof(M) == 2 * sizeof(std::ptrdiff_t)) {
+    std::ptrdiff_t words[2];
+    std::memcpy(words, &m, sizeof words);
+    if ((words[0] & 1) == 0)
+      return reinterpret_cast<const void*>(words[0]);
+  }
+  return nullptr;
+}
+
+// ---- calls into libactor/src ----
+/// Creates an actor; returns one handle count. Throws on bad options.
+actor_ref create_actor(std::unique_ptr<actor_factory> factory, const actor_options& options);
+/// Hands a built call to its actor (the call's `target` names it).
+void submit_call(actor_call* call);
+actor_ref find_actor(const std::string& name, const std::string& ns, const std::type_info& type);
+void kill_actor(const actor_ref& ref, bool no_restart);
+actor_id id_of(const actor_core* core) noexcept;
+
+template <class T, class M, class R, class ParamTuple, class StoredTuple>
+class actor_call_impl;
+
+template <class T, class M, class R, class... Params, class... Stored>
+class actor_call_impl<T, M, R, std::tuple<Params...>, std::tuple<Stored...>> final : public actor_call {
+  static constexpr std::size_t num_deps = (std::size_t{0} + ... + (resolves_v<Params, Stored> ? 1 : 0));
+  using value_t = typename call_value<R>::type;
+
+public:
+  template <class... Args>
+  actor_call_impl(M method, object_ptr ret, Args&&... args) :
+    actor_call(std::span<object_ptr>(&ret_, 1), std::span<object_state* const>(deps_.data(), num_deps),
+               method_address(method)),
+    method_(method),
+    args_(std::forward<Args>(args)...),
+    ret_(std::move(ret)) {
+    std::size_t k = 0;
+    collect(k, std::index_sequence_for<Params...>{});
+  }
+
+  call_status invoke(void* instance) override {
+    T& self = *static_cast<T*>(instance);
+    if constexpr (is_coro_v<R>) {
+      coro_ = call(self, std::index_sequence_for<Params...>{});
+      return resume_coroutine();
+    } else if constexpr (std::is_void_v<R>) {
+      call(self, std::index_sequence_for<Params...>{});
+    } else {
+      cell().emplace(call(self, std::index_sequence_for<Params...>{}));
+    }
+    return call_status::finished;
+  }
+
+  call_status resume_coroutine() override {
+    if constexpr (is_coro_v<R>) {
+      if (!coro_.step())
+        return call_status::suspended;
+      struct reset_after {
+        R& c;
+        ~reset_after() { c.reset(); }
+      } guard{coro_};
+      if constexpr (std::is_void_v<value_t>)
+        coro_.take();
+      else
+        cell().emplace(coro_.take());
+    }
+    return call_status::finished;
+  }
+
+  void drop_coroutine() noexcept override {
+    if constexpr (is_coro_v<R>)
+      coro_.reset();
+  }
+
+private:
+  value_object<value_t>& cell() { return *static_cast<value_object<value_t>*>(ret_.get()); }
+
+  template <std::size_t... I>
+  R call(T& self, std::index_sequence<I...>) const {
+    return (self.*method_)(pass_argument<Params>(std::get<I>(args_))...);
+  }
+
+  template <std::size_t... I>
+  void collect(std::size_t& k, std::index_sequence<I...>) {
+    (
+      [&] {
+        if constexpr (resolves_v<Params, Stored>)
+          deps_[k++] = std::get<I>(args_).cell();
+      }(),
+      ...);
+  }
+
+  M method_;
+  std::tuple<Stored...> args_;
+  object_ptr ret_;
+  std::array<object_state*, num_deps == 0 ? 1 : num_deps> deps_{};
+  [[no_unique_address]] std::conditional_t<is_coro_v<R>, R, std::tuple<>> coro_{};
+};
+
+} // namespace detail
+
+/// A method of an actor bound to a handle: `.remote(args...)` calls it.
+/// Cheap to copy.
+template <class T, class M>
+class actor_method {
+  using traits = detail::method_traits<M>;
+  using R = typename traits::result_type;
+  using params = typename traits::params;
+
+public:
+  using result_type = object_ref<typename detail::call_value<R>::type>;
+
+  actor_method(detail::actor_ref target, M method) : target_(std::move(target)), method_(method) {}
+
+  /// Submits one call. Returns at once. Thread-safe. Calls made through
+  /// one handle run in the order they were made. Throws
+  /// invalid_argument_error for an invalid handle or object_ref argument;
+  /// a call on a dead actor returns a ref whose get() throws actor_died_error.
+  template <class... Args>
+  result_type remote(Args&&... args) const {
+    return remote_impl(static_cast<params*>(nullptr), std::forward<Args>(args)...);
+  }
+
+private:
+  template <class... Params, class... Args>
+  result_type remote_impl(std::tuple<Params...>*, Args&&... args) const {
+    constexpr bool count_ok = sizeof...(Args) == sizeof...(Params);
+    static_assert(count_ok, "weft: wrong number of arguments in .remote(...): pass exactly the method's parameters");
+    if constexpr (count_ok) {
+      constexpr bool types_ok = check_all<std::tuple<Params...>, Args...>(std::index_sequence_for<Args...>{});
+      if constexpr (types_ok) {
+        using value_t = typename detail::call_value<R>::type;
+        using call_type =
+          detail::actor_call_impl<T, M, R, std::tuple<Params...>, std::tuple<detail::stored_t<Params, Args>...>>;
+        detail::object_ptr cell(new detail::value_object<value_t>());
+        result_type ref(cell);
+        auto* call = new call_type(method_, std::move(cell), std::forward<Args>(args)...);
+        call->target = target_;
+        detail::submit_call(call);
+        return ref;
+      }
+    }
+    return result_type{};
+  }
+
+  template <class ParamTuple, class... Args, std::size_t... I>
+  static constexpr bool check_all(std::index_sequence<I...>) {
+    return (detail::check_argument<I, std::tuple_element_t<I, ParamTuple>, Args>() && ...);
+  }
+
+  detail::actor_ref target_;
+  M method_;
+};
+
+/// A reference to an actor (Ray's ActorHandle). A value: copy it, pass it to
+/// tasks and actor methods, return it from them. Each copy keeps a
+/// non-detached actor alive. Copies may be used from any thread.
+template <class T>
+class actor_handle {
+public:
+  /// An invalid handle (valid() is false).
+  actor_handle() noexcept = default;
+  /// Internal: adopt a counted reference.
+  explicit actor_handle(detail::actor_ref ref) noexcept : ref_(std::move(ref)) {}
+
+  /// The method `m` bound to this actor; `.remote(args...)` calls it.
+  /// `m` is a member function of T or of one of its bases (virtual
+  /// functions dispatch to T's override). For an overloaded method, pick
+  /// one with a cast: `static_cast<int (counter::*)(int)>(&counter::add)`.
+  template <class M>
+  actor_method<T, M> task(M m) const {
+    using traits = detail::method_traits<M>;
+    static_assert(traits::is_method, "weft: actor_handle<T>::task(m) needs a pointer to a member function of T, "
+                                     "e.g. h.task(&counter::increment)");
+    if constexpr (traits::is_method) {
+      using C = typename traits::class_type;
+      static_assert(std::is_base_of_v<C, T>,
+                    "weft: this method belongs to another class: task(&C::m) needs C to be the actor's class "
+                    "or one of its bases");
+      using R = typename traits::result_type;
+      detail::check_result<typename detail::call_value<R>::type>();
+      check_params(static_cast<typename traits::params*>(nullptr));
+    }
+    return actor_method<T, M>(ref_, m);
+  }
+
+  bool valid() const noexcept { return static_cast<bool>(ref_); }
+  /// The actor's id (the same across restarts); actor_id{} if invalid.
+  actor_id id() const noexcept { return ref_ ? detail::id_of(ref_.get()) : actor_id{}; }
+
+  /// Internal: the counted reference.
+  const detail::actor_ref& ref() const noexcept { return ref_; }
+
+  friend bool operator==(const actor_handle& a, const actor_handle& b) noexcept { return a.ref_.get() == b.ref_.get(); }
+
+private:
+  template <class... P>
+  static void check_params(std::tuple<P...>*) {
+    (detail::check_parameter<P>(), ...);
+  }
+
+  detail::actor_ref ref_;
+};
+
+static_assert(std::is_nothrow_move_constructible_v<actor_handle<int>>);
+static_assert(std::is_copy_constructible_v<actor_handle<int>>);
+
+/// An actor class (Ray's `@ray.remote class`): `.remote(args...)` starts an
+/// actor. Cheap to copy; immutable.
+template <class T>
+class actor_class {
+public:
+  explicit actor_class(actor_options defaults = {}) : defaults_(std::move(defaults)) {}
+
+  /// The same class with some options replaced (Ray's `.options(...)`).
+  actor_class options(const actor_options& over) const { return actor_class(merge(defaults_, over)); }
+
+  /// Starts an actor: T is constructed from copies of `args` (kept for
+  /// restarts) on the actor. Returns at once; a constructor that throws
+  /// fails the actor (calls then fail with actor_died_error, or it
+  /// restarts). Throws invalid_argument_error for bad options or a name
+  /// already taken, resource_error for a request no node can satisfy.
+  template <class... Args>
+  actor_handle<T> remote(Args&&... args) const {
+    constexpr bool ok = std::is_constructible_v<T, const std::decay_t<Args>&...>;
+    static_assert(ok, "weft: remote<T>().remote(args...): T cannot be constructed from these arguments (each is "
+                      "stored as a copy, so the constructor gets const lvalues)");
+    static_assert((std::is_copy_constructible_v<std::decay_t<Args>> && ...),
+                  "weft: actor constructor arguments must be copyable: they are kept to re-run the "
+                  "constructor on restart");
+    if constexpr (ok) {
+      auto factory =
+        std::make_unique<detail::actor_factory_impl<T, std::decay_t<Args>...>>(std::forward<Args>(args)...);
+      return actor_handle<T>(detail::create_actor(std::move(factory), defaults_));
+    }
+    return actor_handle<T>{};
+  }
+
+  const actor_options& default_options() const noexcept { return defaults_; }
+
+private:
+  actor_options defaults_;
+};
+
+/// Makes T an actor class, optionally with per-class default options.
+template <class T>
+requires std::is_class_v<T> actor_class<T> remote(actor_options defaults = {}) {
+  static_assert(!std::is_abstract_v<T>, "weft::remote<T>(): T is abstract; name the concrete class");
+  return actor_class<T>(std::move(defaults));
+}
+
+/// The live actor registered under `name` in `ns`, or nullopt. Throws
+/// invalid_argument_error for an empty name, or when the actor is not a T.
+template <class T>
+std::optional<actor_handle<T>> get_actor(const std::string& name, const std::string& ns = "") {
+  detail::actor_ref r = detail::find_actor(name, ns, typeid(T));
+  if (!r)
+    return std::nullopt;
+  return actor_handle<T>(std::move(r));
+}
+
+/// Ends the actor now: its running, queued and later calls fail with
+/// actor_died_error, and its name is free again once kill() returns. With
+/// no_restart = false it fails instead, and restarts if max_restarts allows.
+/// A call that is busy computing finishes its computation, but its result
+/// is discarded. Does not wait for the actor to finish. Idempotent.
+template <class T>
+void kill(const actor_handle<T>& h, kill_options opts = {}) {
+  detail::kill_actor(h.ref(), opts.no_restart);
+}
+
+/// Inside an actor method: the actor exits gracefully once this call
+/// returns (its result is delivered); later calls fail with
+/// actor_died_error and it is not restarted. Throws weft::error outside
+/// an actor method.
+void exit_actor();
+
+/// What the running code can learn about where it runs (Ray's runtime context).
+class current_context {
+public:
+  /// Inside an actor: true when this incarnation is a restart.
+  bool was_current_actor_restarted() const;
+  /// The actor this code runs on, if any.
+  std::optional<actor_id> actor() const;
+  /// The actor's name ("" if unnamed or not in an actor).
+  std::string actor_name() const;
+  /// The actor's namespace ("" if not in an actor).
+  std::string actor_namespace() const;
+};
+
+/// The context of the calling code. Cheap; thread-safe.
+current_context runtime_context();
+
+} // namespace weft

@@ -1,0 +1,142 @@
+/// @file
+/// The parts of an actor that the public templates build: the counted
+/// reference behind every actor_handle, one method call as the actor runtime
+/// sees it, and the factory that (re)constructs the user's object.
+/// Internal header; the runtime half lives in libactor/src.
+#pragma once
+
+#include <atomic>
+#include <compare>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <tuple>
+#include <typeinfo>
+#include <utility>
+
+#include "weft/detail/object_state.hpp"
+
+namespace weft {
+
+/// Identity of one actor; stays the same across restarts.
+struct actor_id {
+  std::uint64_t value = 0;
+  friend bool operator==(actor_id, actor_id) = default;
+  friend auto operator<=>(actor_id, actor_id) = default;
+};
+
+/// "actor#2a"
+std::string to_string(actor_id id);
+
+namespace detail {
+
+class actor_core;
+
+/// One counted handle on an actor (null allowed). Every live actor_ref
+/// keeps a non-detached actor alive; the last one going away ends it.
+class actor_ref {
+public:
+  actor_ref() noexcept = default;
+  /// Adopts one handle count already added to `core`.
+  static actor_ref adopt(actor_core* core) noexcept {
+    actor_ref r;
+    r.p_ = core;
+    return r;
+  }
+  actor_ref(const actor_ref& o) noexcept;
+  actor_ref(actor_ref&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  actor_ref& operator=(actor_ref o) noexcept {
+    std::swap(p_, o.p_);
+    return *this;
+  }
+  ~actor_ref();
+  actor_core* get() const noexcept { return p_; }
+  explicit operator bool() const noexcept { return p_ != nullptr; }
+
+private:
+  actor_core* p_ = nullptr;
+};
+
+/// Builds (and rebuilds, on restart) the user's object from stored
+/// constructor arguments.
+class actor_factory {
+public:
+  virtual ~actor_factory() = default;
+  /// A new instance; throws what the constructor throws.
+  virtual void* create() const = 0;
+  virtual void destroy(void* instance) const noexcept = 0;
+  virtual const std::type_info& type() const noexcept = 0;
+};
+
+template <class T, class... Args>
+class actor_factory_impl final : public actor_factory {
+public:
+  template <class... A>
+  explicit actor_factory_impl(A&&... args) : args_(std::forward<A>(args)...) {}
+  void* create() const override {
+    return std::apply([](const Args&... a) { return static_cast<void*>(new T(a...)); }, args_);
+  }
+  void destroy(void* instance) const noexcept override { delete static_cast<T*>(instance); }
+  const std::type_info& type() const noexcept override { return typeid(T); }
+
+private:
+  std::tuple<Args...> args_;
+};
+
+enum class call_status : std::uint8_t { finished, suspended };
+
+/// One method call. The typed part (member pointer, arguments, result
+/// cells) is actor_call_impl; the rest is owned by the actor runtime.
+class actor_call {
+public:
+  actor_call(std::span<object_ptr> returns, std::span<object_state* const> deps, const void* method_id) noexcept :
+    returns_(returns),
+    deps_(deps),
+    method_id_(method_id) {}
+  actor_call(const actor_call&) = delete;
+  actor_call& operator=(const actor_call&) = delete;
+  virtual ~actor_call() {
+    if (home_release)
+      home_release(home);
+  }
+
+  /// Runs the method on `instance` and stores (does not publish) its
+  /// result. A coroutine method may stop at a co_await: `suspended`.
+  /// Throws what the method throws.
+  virtual call_status invoke(void* instance) = 0;
+  /// Continues a suspended coroutine call. Throws what the method throws.
+  virtual call_status resume_coroutine() { return call_status::finished; }
+  /// Destroys a suspended coroutine's frame (its locals' destructors run).
+  virtual void drop_coroutine() noexcept {}
+
+  std::span<object_ptr> returns() const noexcept { return returns_; }
+  std::span<object_state* const> deps() const noexcept { return deps_; }
+  /// Identifies the method (its code address when known), for names in errors.
+  const void* method_id() const noexcept { return method_id_; }
+
+  void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void release() noexcept {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1)
+      delete this;
+  }
+
+  // ---- actor runtime bookkeeping: read and written by libactor/src only ----
+  actor_ref target;                               ///< counts as a handle until the call ends
+  int retries_left = 0;                           ///< resubmissions left after a restart
+  std::uint8_t phase = 0;                         ///< runtime-defined
+  std::atomic<bool> killed{false};                ///< unwind: the actor is going away
+  void* fiber = nullptr;                          ///< the fiber running it, while it runs or blocks
+  void* home = nullptr;                           ///< where wake-ups go (runtime-owned)
+  void (*home_release)(void*) noexcept = nullptr; ///< frees `home`
+
+private:
+  std::atomic<std::uint32_t> refs_{1};
+  std::span<object_ptr> returns_;
+  std::span<object_state* const> deps_;
+  const void* method_id_;
+};
+
+} // namespace detail
+} // namespace weft
