@@ -354,6 +354,10 @@ void incarnation::settle() {
     }
     if (exit_requested && md == mode::running) {
       exit_requested = false;
+      {
+        std::lock_guard<std::mutex> lock(core->mtx);
+        core->normal_exit = true;
+      }
       begin_death("it exited with weft::exit_actor()", false);
       continue;
     }
@@ -553,6 +557,7 @@ void incarnation::end_gracefully() {
     if (core->state != actor_state::dead) {
       core->state = actor_state::dead;
       core->cause = "its last handle was dropped";
+      core->normal_exit = true;
     }
     core->final_kill = true;
     core->current = caf::actor();
@@ -973,10 +978,15 @@ void actor_system::incarnation_ended(actor_core* core) {
 void actor_system::finish_for_good(actor_core* core, std::vector<actor_call*> to_fail) {
   std::exception_ptr e;
   std::vector<actor_core*> children;
+  std::vector<std::function<void(const actor_exit&)>> monitors;
+  actor_exit exit_info;
   bool granted = false;
   {
     std::lock_guard<std::mutex> lock(core->mtx);
     e = core->death_error_locked();
+    monitors = std::move(core->monitors);
+    core->monitors.clear();
+    exit_info = actor_exit{core->id, core->normal_exit, core->cause};
     children = std::move(core->children);
     core->children.clear();
     core->finalized = true;
@@ -993,7 +1003,16 @@ void actor_system::finish_for_good(actor_core* core, std::vector<actor_call*> to
     else
       rt_.sched().cancel_reservation(&core->gpu_ids);
   }
-  log().debug("actor {} ended: {}", core->describe(), core->cause);
+  log().debug("actor {} ended: {}", core->describe(), exit_info.cause);
+  for (auto& fn : monitors) {
+    try {
+      fn(exit_info);
+    } catch (const std::exception& ex) {
+      log().error("a monitor callback of actor {} threw: {}", core->describe(), ex.what());
+    } catch (...) {
+      log().error("a monitor callback of actor {} threw", core->describe());
+    }
+  }
   for (actor_core* child : children) {
     if (!child->detached)
       kill(child, true, "its owner, actor " + core->describe() + ", died");
@@ -1092,6 +1111,24 @@ void kill_actor(const actor_ref& ref, bool no_restart) {
 }
 
 actor_id id_of(const actor_core* core) noexcept { return core->id; }
+
+void monitor_actor(const actor_ref& ref, std::function<void(const actor_exit&)> fn) {
+  if (!ref)
+    throw invalid_argument_error("weft::monitor: the actor_handle is invalid (default-constructed or moved-from)");
+  if (!fn)
+    throw invalid_argument_error("weft::monitor: the callback is empty");
+  actor_core* core = ref.get();
+  actor_exit now;
+  {
+    std::lock_guard<std::mutex> lock(core->mtx);
+    if (!core->finalized) {
+      core->monitors.push_back(std::move(fn));
+      return;
+    }
+    now = actor_exit{core->id, core->normal_exit, core->cause};
+  }
+  fn(now);
+}
 
 bool suspend_actor_call_on(object_state* cell) {
   fiber* f = current_fiber();

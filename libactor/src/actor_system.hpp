@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -85,6 +86,8 @@ public:
   bool resources_granted = false;
   bool finalized = false;            ///< dead and cleaned up
   std::vector<actor_core*> children; ///< owned actors (strong refs)
+  bool normal_exit = false;          ///< exit_actor() or last handle dropped
+  std::vector<std::function<void(const actor_exit&)>> monitors;
 
 private:
   ~actor_core();

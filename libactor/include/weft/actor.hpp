@@ -22,6 +22,7 @@
 #include <array>
 #include <cstddef>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -393,6 +394,28 @@ std::optional<actor_handle<T>> get_actor(const std::string& name, const std::str
 template <class T>
 void kill(const actor_handle<T>& h, kill_options opts = {}) {
   detail::kill_actor(h.ref(), opts.no_restart);
+}
+
+/// How an actor ended for good.
+struct actor_exit {
+  actor_id id;
+  /// true: it exited with exit_actor() or its last handle was dropped.
+  /// false: killed, out of restarts, its owner died, or the runtime shut down.
+  bool normal = false;
+  /// Why, in words ("killed by kill()", ...).
+  std::string cause;
+};
+
+namespace detail {
+void monitor_actor(const actor_ref& ref, std::function<void(const actor_exit&)> fn);
+}
+
+/// Calls `fn` once, when the actor is dead for good (at once if it already
+/// is); restarts do not count. `fn` runs on a weft thread and must not
+/// block. Does not keep the actor alive. Thread-safe.
+template <class T>
+void monitor(const actor_handle<T>& h, std::function<void(const actor_exit&)> fn) {
+  detail::monitor_actor(h.ref(), std::move(fn));
 }
 
 /// Inside an actor method: the actor exits gracefully once this call
