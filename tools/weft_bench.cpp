@@ -122,6 +122,58 @@ int fib(int n) {
 }
 std::size_t count_refs(const std::vector<weft::object_ref<int>>& refs) { return weft::get(refs).size(); }
 
+// ---- the actor of the workloads (Ray's ray_perf.py `Actor`) ----
+struct bench_actor {
+  int small_value() { return 0; }
+  int small_value_arg(int x) { return x; }
+  int small_value_batch(int n) { return n; }
+};
+
+/// An actor that calls another actor, for the n:n workloads (a client).
+struct bench_client {
+  explicit bench_client(weft::actor_handle<bench_actor> servers) : server(std::move(servers)) {}
+  int small_value_batch(int n) {
+    std::vector<weft::object_ref<int>> refs;
+    refs.reserve(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i)
+      refs.push_back(server.task(&bench_actor::small_value).remote());
+    weft::get(refs);
+    return n;
+  }
+  int small_value_batch_arg(int n) {
+    auto x = weft::put(0);
+    std::vector<weft::object_ref<int>> refs;
+    refs.reserve(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i)
+      refs.push_back(server.task(&bench_actor::small_value_arg).remote(x));
+    weft::get(refs);
+    return n;
+  }
+  weft::actor_handle<bench_actor> server;
+};
+
+/// A task-submitting actor, for multi-client tasks async.
+struct task_client {
+  int submit_batch(int n) {
+    const auto f = weft::remote(small_value);
+    std::vector<weft::object_ref<int>> refs;
+    refs.reserve(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i)
+      refs.push_back(f.remote());
+    weft::get(refs);
+    return n;
+  }
+};
+
+long current_rss_kb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0)
+      return std::stol(line.substr(6));
+  return 0;
+}
+
 // ---- the ceiling: what CAF and the OS do on this machine ----
 using go_atom = caf::atom_constant<caf::atom("go")>;
 
@@ -241,24 +293,120 @@ std::vector<workload> workloads() {
        });
        return row{"tasks_sync", "local", s.median, "tasks/s", "thread_roundtrip_ceiling", {}, s.spread, ""};
      }},
-    {"multi_client_tasks_async", "4 client threads, each 1000 tasks then one get",
+    {"multi_client_tasks_async", "4 submitting actors, each 1000 tasks then one get",
      [](const settings& c) {
-       const auto f = weft::remote(small_value);
+       std::vector<weft::actor_handle<task_client>> clients;
+       for (int k = 0; k < 4; ++k)
+         clients.push_back(weft::remote<task_client>().remote());
        auto s = rate(c, 4000, [&] {
-         std::vector<std::thread> clients;
-         for (int k = 0; k < 4; ++k)
-           clients.emplace_back([&] {
-             std::vector<weft::object_ref<int>> refs;
-             refs.reserve(1000);
-             for (int i = 0; i < 1000; ++i)
-               refs.push_back(f.remote());
-             weft::get(refs);
-           });
-         for (auto& t : clients)
-           t.join();
+         std::vector<weft::object_ref<int>> done;
+         for (auto& a : clients)
+           done.push_back(a.task(&task_client::submit_batch).remote(1000));
+         weft::get(done);
        });
-       return row{"multi_client_tasks_async", "local", s.median, "tasks/s",
-                  "caf_send_ceiling",         {},      s.spread, "clients are threads until actors exist"};
+       return row{"multi_client_tasks_async", "local", s.median, "tasks/s", "caf_send_ceiling", {}, s.spread, ""};
+     }},
+    {"actor_calls_sync", "1:1 actor calls, get(h.task(m).remote()) one at a time",
+     [](const settings& c) {
+       auto h = weft::remote<bench_actor>().remote();
+       auto s = rate(c, 100, [&] {
+         for (int i = 0; i < 100; ++i)
+           weft::get(h.task(&bench_actor::small_value).remote());
+       });
+       return row{"actor_calls_sync", "local", s.median, "calls/s", "thread_roundtrip_ceiling", {}, s.spread, ""};
+     }},
+    {"actor_calls_async", "1:1 actor calls, 1000 submitted then one get",
+     [](const settings& c) {
+       auto h = weft::remote<bench_actor>().remote();
+       auto s = rate(c, 1000, [&] {
+         std::vector<weft::object_ref<int>> refs;
+         refs.reserve(1000);
+         for (int i = 0; i < 1000; ++i)
+           refs.push_back(h.task(&bench_actor::small_value).remote());
+         weft::get(refs);
+       });
+       return row{"actor_calls_async", "local", s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
+     }},
+    {"actor_calls_concurrent", "1:1 actor calls to a max_concurrency = 16 actor, 1000 then one get",
+     [](const settings& c) {
+       auto h = weft::remote<bench_actor>().options({.max_concurrency = 16}).remote();
+       auto s = rate(c, 1000, [&] {
+         std::vector<weft::object_ref<int>> refs;
+         refs.reserve(1000);
+         for (int i = 0; i < 1000; ++i)
+           refs.push_back(h.task(&bench_actor::small_value).remote());
+         weft::get(refs);
+       });
+       return row{"actor_calls_concurrent", "local", s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
+     }},
+    {"actor_calls_1_n", "1:n async calls: one client, n = 2 x CPUs actors, 1000 per batch",
+     [](const settings& c) {
+       const int n = 2 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+       std::vector<weft::actor_handle<bench_actor>> actors;
+       for (int k = 0; k < n; ++k)
+         actors.push_back(weft::remote<bench_actor>().remote());
+       auto s = rate(c, 1000, [&] {
+         std::vector<weft::object_ref<int>> refs;
+         refs.reserve(1000);
+         for (int i = 0; i < 1000; ++i)
+           refs.push_back(actors[static_cast<std::size_t>(i % n)].task(&bench_actor::small_value).remote());
+         weft::get(refs);
+       });
+       return row{"actor_calls_1_n", "local", s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
+     }},
+    {"actor_calls_n_n", "n:n async calls: n client actors each calling its own actor, 1000 each",
+     [](const settings& c) {
+       const int n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+       std::vector<weft::actor_handle<bench_client>> clients;
+       for (int k = 0; k < n; ++k)
+         clients.push_back(weft::remote<bench_client>().remote(weft::remote<bench_actor>().remote()));
+       auto s = rate(c, 1000.0 * n, [&] {
+         std::vector<weft::object_ref<int>> done;
+         for (auto& cl : clients)
+           done.push_back(cl.task(&bench_client::small_value_batch).remote(1000));
+         weft::get(done);
+       });
+       return row{"actor_calls_n_n", "local", s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
+     }},
+    {"actor_calls_n_n_put_arg", "n:n async calls with a put() ref as argument",
+     [](const settings& c) {
+       const int n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+       std::vector<weft::actor_handle<bench_client>> clients;
+       for (int k = 0; k < n; ++k)
+         clients.push_back(weft::remote<bench_client>().remote(weft::remote<bench_actor>().remote()));
+       auto s = rate(c, 1000.0 * n, [&] {
+         std::vector<weft::object_ref<int>> done;
+         for (auto& cl : clients)
+           done.push_back(cl.task(&bench_client::small_value_batch_arg).remote(1000));
+         weft::get(done);
+       });
+       return row{"actor_calls_n_n_put_arg", "local", s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
+     }},
+    {"create_10k_actors", "10,000 actors created, each answering one call; then all dropped",
+     [](const settings& c) {
+       const int n = c.quick ? 1000 : 10'000;
+       long rss_cost_kb = 0;
+       auto s = timed(c.quick ? 1 : 3, [&] {
+         const long before = current_rss_kb();
+         std::vector<weft::actor_handle<bench_actor>> actors;
+         actors.reserve(static_cast<std::size_t>(n));
+         for (int i = 0; i < n; ++i)
+           actors.push_back(weft::remote<bench_actor>().remote());
+         std::vector<weft::object_ref<int>> refs;
+         refs.reserve(static_cast<std::size_t>(n));
+         for (auto& a : actors)
+           refs.push_back(a.task(&bench_actor::small_value).remote());
+         weft::get(refs);
+         rss_cost_kb = std::max(rss_cost_kb, current_rss_kb() - before);
+       });
+       return row{"create_10k_actors",
+                  "local",
+                  n / s.median,
+                  "actors/s",
+                  "caf_spawn_ceiling",
+                  {},
+                  s.spread,
+                  std::to_string(n) + " live actors cost " + std::to_string(rss_cost_kb / 1024) + " MB RSS"};
      }},
     {"put_calls", "put of a small int",
      [](const settings& c) {

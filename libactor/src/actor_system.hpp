@@ -72,6 +72,10 @@ public:
   std::vector<int> gpu_ids; ///< also names its scheduler reservation
 
   std::atomic<std::int64_t> handles{0};
+  /// Calls sent to an incarnation so far; an idle incarnation watches it
+  /// while it spins for a synchronous caller's next call.
+  std::atomic<std::uint64_t> sent{0};
+  std::uint64_t received = 0; ///< call messages taken by incarnations (their thread only)
   /// Set by kill(): results of calls still running are discarded.
   std::atomic<bool> killed_now{false};
 
