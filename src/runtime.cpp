@@ -161,7 +161,10 @@ runtime::runtime(const config& cfg) :
   // submitted after a quiet spell starts in microseconds, not after the
   // work-stealing scheduler's 10 ms relaxed sleep.
   caf_cfg_->set("scheduler.policy", caf::atom("sharing"));
-  caf_cfg_->set("scheduler.max-threads", n_exec);
+  // One thread more than executors: executors can hold at most n_exec
+  // threads (a task computing, or blocking its thread), so actors always
+  // have a thread to run on.
+  caf_cfg_->set("scheduler.max-threads", n_exec + 1);
   caf_ = std::make_unique<caf::actor_system>(*caf_cfg_);
   for (std::size_t i = 0; i < n_exec; ++i) {
     auto ex = std::make_unique<executor>();

@@ -141,7 +141,7 @@ struct incarnation final : fiber_host {
   void* instance = nullptr;
   bool restarted = false;
 
-  enum class mode { waiting_resources, constructing, running, dying } md = mode::waiting_resources;
+  enum class mode { created, waiting_resources, constructing, running, dying } md = mode::created;
   std::deque<actor_call*> queue;        // delivered, not started
   std::deque<actor_call*> ready_coros;  // suspended coroutines whose object is ready
   std::vector<actor_call*> in_progress; // started and not finished, in start order
@@ -149,7 +149,11 @@ struct incarnation final : fiber_host {
   bool exit_requested = false;
   bool drained = false; // dying: the drain marker arrived
   bool restartable = false;
-  std::vector<actor_call*> carry; // dying: unfinished calls, in order
+  // Dying: unfinished calls handed on, started ones first (in start order,
+  // as they finish unwinding), then the ones that never started.
+  std::vector<actor_call*> started_at_death; // in_progress when dying began
+  std::vector<actor_call*> carry_started;
+  std::vector<actor_call*> carry;
 
   // Spinning for the next call: a caller that waits for each result sends
   // its next call microseconds after the last one finished; waiting for it
@@ -284,6 +288,10 @@ void incarnation::block(fiber& f, blocker& b, std::uint32_t seen, std::int64_t d
 }
 
 void incarnation::on_start() {
+  if (md != mode::created) { // killed before it started
+    settle();
+    return;
+  }
   bool granted = false;
   {
     std::lock_guard<std::mutex> lock(core->mtx);
@@ -456,7 +464,7 @@ void incarnation::finish_call(actor_call* c) {
   if (interrupted) {
     // Its result (if any) is discarded; the supervisor retries or fails it.
     c->phase = running;
-    carry.push_back(c);
+    carry_started.push_back(c);
     return;
   }
   if (!err) {
@@ -533,6 +541,7 @@ void incarnation::begin_death(std::string cause, bool can_restart) {
   self->send(self, drained_atom::value);
   // Calls not started stay in order behind the ones in progress.
   std::vector<actor_call*> started = in_progress;
+  started_at_death = started;
   for (actor_call* c : started) {
     c->killed.store(true, std::memory_order_release);
     if (c->fiber)
@@ -544,7 +553,7 @@ void incarnation::begin_death(std::string cause, bool can_restart) {
       std::erase(in_progress, c);
       if (c->phase == ready)
         std::erase(ready_coros, c);
-      carry.push_back(c);
+      carry_started.push_back(c);
     } else if (c->phase == blocked && c->fiber) {
       // Wake it so it unwinds (get() throws actor_died_error); the wake-up
       // message arrives while this incarnation drains.
@@ -568,11 +577,21 @@ void incarnation::check_dead() {
   if (md != mode::dying || !drained || !in_progress.empty())
     return;
   destroy_instance();
+  // Started calls in their start order (they finished unwinding in any order).
+  auto rank = [this](actor_call* c) {
+    auto it = std::find(started_at_death.begin(), started_at_death.end(), c);
+    return it - started_at_death.begin();
+  };
+  std::stable_sort(carry_started.begin(), carry_started.end(),
+                   [&](actor_call* a, actor_call* b) { return rank(a) < rank(b); });
   {
     std::lock_guard<std::mutex> lock(core->mtx);
+    for (actor_call* c : carry_started)
+      core->carried.push_back(c);
     for (actor_call* c : carry)
       core->carried.push_back(c);
   }
+  carry_started.clear();
   carry.clear();
   self->quit(caf::make_error(caf::sec::runtime_error));
   delete this; // no handler runs after quit()
@@ -647,6 +666,11 @@ caf::actor actor_system::spawn_incarnation(actor_core* core, std::vector<actor_c
   auto* inc = new incarnation(this, core, restarted);
   for (actor_call* c : initial) {
     c->phase = queued;
+    if (c->home) { // wake-ups went to the incarnation that died
+      c->home_release(c->home);
+      c->home = nullptr;
+      c->home_release = nullptr;
+    }
     inc->queue.push_back(c);
   }
   live_incarnations_.fetch_add(1, std::memory_order_acq_rel);
@@ -812,11 +836,14 @@ actor_ref actor_system::create(std::unique_ptr<actor_factory> factory, const act
   if (owner && !core->detached) {
     std::lock_guard<std::mutex> lock(owner->mtx);
     std::erase_if(owner->children, [](actor_core* ch) {
-      if (ch->state == actor_state::dead) { // a stale read is harmless: only pruning
-        ch->release();
-        return true;
+      bool dead = false;
+      {
+        std::lock_guard<std::mutex> child_lock(ch->mtx); // owner before child: no path nests them the other way
+        dead = ch->finalized;
       }
-      return false;
+      if (dead)
+        ch->release();
+      return dead;
     });
     core->add_ref();
     owner->children.push_back(core);

@@ -5,10 +5,13 @@
 #pragma once
 
 #include "weft/actor.hpp"
+#include "weft/actor_pool.hpp"
 #include "weft/config.hpp"
 #include "weft/coro.hpp"
 #include "weft/errors.hpp"
 #include "weft/object_ref.hpp"
 #include "weft/options.hpp"
+#include "weft/queue.hpp"
 #include "weft/remote_function.hpp"
 #include "weft/runtime.hpp"
+#include "weft/supervisor.hpp"
