@@ -243,9 +243,13 @@ void wake_call(void* p) noexcept {
 
 struct coro_waiter final : completion_waiter {
   actor_call* call;
-  explicit coro_waiter(actor_call* c) : call(c) { call->add_ref(); }
+  // The incarnation the call was suspended on, fixed now: if that one dies
+  // and the call is retried elsewhere, this stale wake-up must not reach
+  // the retry (it is dropped with the dead actor's mailbox).
+  caf::actor home;
+  coro_waiter(actor_call* c, caf::actor h) : call(c), home(std::move(h)) { call->add_ref(); }
   void on_complete(object_state&) noexcept override {
-    caf::anon_send(*static_cast<caf::actor*>(call->home), coro_atom::value, call_msg(call));
+    caf::anon_send(home, coro_atom::value, call_msg(call));
     delete this;
   }
 };
@@ -1190,8 +1194,7 @@ bool suspend_actor_call_on(object_state* cell) {
     throw error("weft: co_await on an object_ref works only inside a weft::coro actor method run by weft");
   auto* c = static_cast<actor_call*>(f->payload);
   incarnation* inc = incarnation_of(f);
-  inc->set_home(c);
-  auto* w = new coro_waiter(c);
+  auto* w = new coro_waiter(c, inc->me);
   if (cell->add_waiter(w))
     return true;
   c->release();
