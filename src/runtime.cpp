@@ -273,7 +273,7 @@ void runtime::submit(task_base* t) {
   if (defaults && sched_.node().cpu >= resource_unit)
     t->demand.cpu = resource_unit;
   else
-    t->demand = resolve_demand(o, sched_.node(), task_name(*t));
+    t->demand = resolve_demand(o, sched_.node(), "task '" + task_name(*t) + "'");
   std::size_t index = 0;
   for (object_state* d : t->deps()) {
     ++index;

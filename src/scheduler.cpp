@@ -84,19 +84,20 @@ void validate_task_options(const task_options& opts) {
                                  " is invalid; expected 0 (unlimited) or a positive count");
 }
 
-resource_demand resolve_demand(const task_options& opts, const node_resources& node, const std::string& task_name) {
+resource_demand resolve_demand(const task_options& opts, const node_resources& node, const std::string& task_name,
+                               const std::string& options_type) {
   resource_demand d;
-  d.cpu = opts.num_cpus ? to_units(*opts.num_cpus, "task_options.num_cpus", true) : resource_unit;
-  d.gpu = opts.num_gpus ? to_units(*opts.num_gpus, "task_options.num_gpus", true) : 0;
+  d.cpu = opts.num_cpus ? to_units(*opts.num_cpus, options_type + ".num_cpus", true) : resource_unit;
+  d.gpu = opts.num_gpus ? to_units(*opts.num_gpus, options_type + ".num_gpus", true) : 0;
   if (opts.memory) {
     if (std::isnan(*opts.memory) || std::isinf(*opts.memory) || *opts.memory < 0)
-      throw invalid_argument_error("weft: task_options.memory = " + number(*opts.memory) +
+      throw invalid_argument_error("weft: " + options_type + ".memory = " + number(*opts.memory) +
                                    " is invalid; expected a finite number of bytes >= 0");
     d.memory = static_cast<std::int64_t>(*opts.memory);
   }
   auto infeasible = [&](const std::string& what, const std::string& asked, const std::string& has) {
-    throw resource_error("weft: task '" + task_name + "' asks for " + what + " = " + asked + ", but the node has " +
-                         has + " (node: " + node.describe() + "); no node could ever run it");
+    throw resource_error("weft: " + task_name + " asks for " + what + " = " + asked + ", but the node has " + has +
+                         " (node: " + node.describe() + "); no node could ever run it");
   };
   if (d.cpu > node.cpu)
     infeasible("num_cpus", units(d.cpu), units(node.cpu));
@@ -106,12 +107,12 @@ resource_demand resolve_demand(const task_options& opts, const node_resources& n
     infeasible("memory", std::to_string(d.memory), std::to_string(node.memory));
   {
     for (const auto& [name, amount] : opts.resources) {
-      const std::string field = "task_options.resources[\"" + name + "\"]";
+      const std::string field = options_type + ".resources[\"" + name + "\"]";
       if (name.empty())
-        throw invalid_argument_error("weft: task_options.resources has an empty resource name");
+        throw invalid_argument_error("weft: " + options_type + ".resources has an empty resource name");
       if (name == "CPU" || name == "GPU" || name == "memory")
-        throw invalid_argument_error("weft: " + field + ": use task_options.num_cpus, num_gpus or memory for '" + name +
-                                     "'");
+        throw invalid_argument_error("weft: " + field + ": use " + options_type +
+                                     ".num_cpus, num_gpus or memory for '" + name + "'");
       auto u = to_units(amount, field, true);
       if (u == 0)
         continue;

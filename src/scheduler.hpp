@@ -41,8 +41,10 @@ struct node_resources {
 
 /// Validates options and turns them into a demand. Throws
 /// invalid_argument_error naming the field, or resource_error when the node
-/// could never satisfy it. `task_name` is used in messages.
-resource_demand resolve_demand(const task_options& opts, const node_resources& node, const std::string& task_name);
+/// could never satisfy it. `task_name` ("task 'f'") and `options_type` name
+/// the requester and its options in messages.
+resource_demand resolve_demand(const task_options& opts, const node_resources& node, const std::string& task_name,
+                               const std::string& options_type = "task_options");
 
 /// Validates the non-resource fields (max_retries, max_calls).
 void validate_task_options(const task_options& opts);

@@ -803,7 +803,7 @@ actor_ref actor_system::create(std::unique_ptr<actor_factory> factory, const act
     as_task.num_gpus = o.num_gpus;
     as_task.memory = o.memory;
     as_task.resources = o.resources;
-    core->demand = resolve_demand(as_task, rt_.node(), "actor " + core->class_name);
+    core->demand = resolve_demand(as_task, rt_.node(), "actor " + core->class_name, "actor_options");
     core->holds_resources = core->demand.cpu || core->demand.gpu || core->demand.memory || !core->demand.custom.empty();
   }
   core->factory = std::move(factory);

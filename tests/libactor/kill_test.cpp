@@ -56,6 +56,22 @@ struct victim {
   int value = 0;
 };
 
+/// Its constructor blocks in weft::get until the gate opens.
+struct slow_starter {
+  static inline std::atomic<int> constructions_begun{0};
+  static inline std::atomic<int> constructed{0};
+  static inline std::atomic<int> destroyed{0};
+  slow_starter() {
+    ++constructions_begun;
+    weft::get(weft::remote(gate_value).remote(1));
+    ++constructed;
+  }
+  ~slow_starter() { ++destroyed; }
+  slow_starter(const slow_starter&) = delete;
+  slow_starter& operator=(const slow_starter&) = delete;
+  bool restarted() const { return weft::runtime_context().was_current_actor_restarted(); }
+};
+
 /// The what() of the actor_died_error that get(ref) throws (bounded).
 template <class T>
 std::string died_what(const weft::object_ref<T>& ref) {
@@ -197,6 +213,52 @@ TEST_CASE("kill with no_restart = false right after creating an actor restarts i
   }
   CHECK(weft::get(h.task(&victim::restarted).remote(), bound));
   end_or_exit(h, "an actor killed before it started never ended");
+}
+
+TEST_CASE("kill fails a call that waits for its object_ref arguments") {
+  runtime_guard rt;
+  weft_test::open_gate_at_exit gate;
+  auto h = weft::remote<victim>().remote();
+  weft::get(h.task(&victim::add).remote(1), bound);
+  auto pending = h.task(&victim::add).remote(weft::remote(gate_value).remote(5)); // argument not ready
+  auto behind = h.task(&victim::add).remote(1);
+  weft::kill(h);
+  CHECK_THAT(died_what(pending), Catch::Contains("killed by kill()"));
+  CHECK_THAT(died_what(behind), Catch::Contains("killed by kill()"));
+}
+
+TEST_CASE("kill during a constructor that blocks in get ends the actor without a destructor") {
+  runtime_guard rt;
+  weft_test::open_gate_at_exit gate;
+  slow_starter::constructions_begun = 0;
+  slow_starter::constructed = 0;
+  slow_starter::destroyed = 0;
+  auto h = weft::remote<slow_starter>().remote();
+  auto call = h.task(&slow_starter::restarted).remote();
+  REQUIRE(eventually([] { return slow_starter::constructions_begun.load() == 1; }));
+  weft::kill(h);
+  CHECK_THAT(died_what(call), Catch::Contains("killed by kill()"));
+  end_or_exit(h, "an actor killed in its constructor never ended");
+  CHECK(slow_starter::constructed == 0);
+  CHECK(slow_starter::destroyed == 0); // no object was ever complete
+}
+
+TEST_CASE("kill with no_restart = false during a constructor restarts the actor") {
+  runtime_guard rt;
+  weft_test::open_gate_at_exit gate;
+  slow_starter::constructions_begun = 0;
+  slow_starter::constructed = 0;
+  slow_starter::destroyed = 0;
+  auto h = weft::remote<slow_starter>().options({.max_restarts = 1}).remote();
+  auto call = h.task(&slow_starter::restarted).remote(); // not started: goes to the next incarnation
+  REQUIRE(eventually([] { return slow_starter::constructions_begun.load() == 1; }));
+  weft::kill(h, {.no_restart = false});
+  REQUIRE(eventually([] { return slow_starter::constructions_begun.load() == 2; }));
+  weft_test::gate_open = true;
+  CHECK(weft::get(call, bound));
+  CHECK(slow_starter::constructed == 1);
+  end_or_exit(h, "a restarted actor never ended");
+  CHECK(slow_starter::destroyed == 1);
 }
 
 TEST_CASE("the name of a killed actor is free again as soon as kill returns") {

@@ -307,3 +307,14 @@ TEST_CASE("options() keeps the class defaults it does not override") {
   weft::kill(no_restart, {.no_restart = false});
   CHECK_THROWS_AS(weft::get(no_restart.task(&counter::get_value).remote(), bound), weft::actor_died_error);
 }
+
+TEST_CASE("resource errors of an actor name the actor and actor_options, not a task") {
+  weft_test::runtime_guard rt({.num_cpus = 2});
+  struct plain {};
+  const auto infeasible =
+    weft_test::what_of<weft::resource_error>([] { weft::remote<plain>().options({.num_gpus = 1}).remote(); });
+  CHECK_THAT(infeasible, Catch::Contains("actor ") && Catch::Contains("num_gpus") && !Catch::Contains("task '"));
+  const auto negative =
+    weft_test::what_of<weft::invalid_argument_error>([] { weft::remote<plain>().options({.num_cpus = -1}).remote(); });
+  CHECK_THAT(negative, Catch::Contains("actor_options.num_cpus"));
+}

@@ -197,6 +197,12 @@ struct parent {
   int ping() const { return 1; }
 };
 
+/// Creates a child in its constructor (so it owns it) and keeps its handle.
+struct builder {
+  weft::actor_handle<child> kid = weft::remote<child>().remote();
+  weft::actor_handle<child> get_kid() const { return kid; }
+};
+
 weft::actor_handle<child> child_from_task() {
   auto h = weft::remote<child>().remote();
   weft::get(h.task(&child::add).remote(10), bound);
@@ -448,6 +454,18 @@ TEST_CASE("an owner that ends when its last handle is dropped takes its children
   CHECK(owner_end.get().normal);
   exit_probe kid_end;
   weft::monitor(kid, kid_end.callback());
+  REQUIRE(eventually([&] { return kid_end.fired(); }));
+  CHECK_THAT(died_what(kid.task(&child::add).remote(1)), Catch::Contains("owner"));
+}
+
+TEST_CASE("an actor created in a constructor is owned by the actor being constructed") {
+  runtime_guard rt;
+  auto owner = weft::remote<builder>().remote();
+  weft::actor_handle<child> kid = weft::get(owner.task(&builder::get_kid).remote(), bound);
+  CHECK(weft::get(kid.task(&child::add).remote(1), bound) == 1);
+  exit_probe kid_end;
+  weft::monitor(kid, kid_end.callback());
+  weft::kill(owner);
   REQUIRE(eventually([&] { return kid_end.fired(); }));
   CHECK_THAT(died_what(kid.task(&child::add).remote(1)), Catch::Contains("owner"));
 }
