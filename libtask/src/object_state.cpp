@@ -1,4 +1,6 @@
 #include "weft/detail/object_state.hpp"
+#include "weft/errors.hpp"
+#include "weft/object_ref.hpp"
 
 #include "../../src/futex.hpp"
 #include "weft/detail/task.hpp"
@@ -35,6 +37,12 @@ object_id new_object_id() noexcept {
 object_state::object_state() noexcept : id_(new_object_id()) { g_live_objects.fetch_add(1, std::memory_order_relaxed); }
 
 object_state::~object_state() {
+  // A cell freed before it got a value (its producer is gone without
+  // completing it, e.g. an actor that died holding it) still tells its
+  // waiters, so they release what they hold instead of leaking it.
+  if (!done() && waiters_.load(std::memory_order_acquire) != nullptr)
+    complete_error(std::make_exception_ptr(
+      weft::error("weft: the object was freed before it got a value (" + to_string(id_) + ")")));
   if (producer_)
     producer_->release();
   g_live_objects.fetch_sub(1, std::memory_order_relaxed);
