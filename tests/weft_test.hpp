@@ -57,6 +57,18 @@ inline void wait_for_gate() {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
+/// A task body: returns `x` once the gate opens.
+inline int gate_value(int x) {
+  wait_for_gate();
+  return x;
+}
+
+/// The what() of the actor_died_error that get(ref) throws (within `bound`).
+template <class T>
+std::string died_what(const weft::object_ref<T>& ref) {
+  return what_of<weft::actor_died_error>([&] { weft::get(ref, bound); });
+}
+
 /// Closes the gate now and opens it when the test case ends, even on a
 /// failed REQUIRE, so shutdown never waits on a task blocked at the gate.
 /// Declare it after the runtime_guard.

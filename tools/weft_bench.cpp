@@ -91,14 +91,18 @@ stats timed(int runs, const std::function<void()>& once) {
   return summarize(times);
 }
 
-long peak_rss_kb() {
+/// A "Key:  N kB" field of /proc/self/status, in KiB.
+long status_kb(const char* key) {
   std::ifstream in("/proc/self/status");
   std::string line;
+  const std::size_t len = std::strlen(key);
   while (std::getline(in, line))
-    if (line.rfind("VmHWM:", 0) == 0)
-      return std::stol(line.substr(6));
+    if (line.compare(0, len, key) == 0)
+      return std::stol(line.substr(len));
   return 0;
 }
+
+long peak_rss_kb() { return status_kb("VmHWM:"); }
 
 int thread_count() {
   int n = 0;
@@ -165,13 +169,32 @@ struct task_client {
   }
 };
 
-long current_rss_kb() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0)
-      return std::stol(line.substr(6));
-  return 0;
+long current_rss_kb() { return status_kb("VmRSS:"); }
+
+/// Calls per second of batches of 1000 no-op calls spread round-robin over
+/// `actors`, each batch ended by one get.
+stats async_calls(const settings& c, const std::vector<weft::actor_handle<bench_actor>>& actors) {
+  return rate(c, 1000, [&] {
+    std::vector<weft::object_ref<int>> refs;
+    refs.reserve(1000);
+    for (std::size_t i = 0; i < 1000; ++i)
+      refs.push_back(actors[i % actors.size()].task(&bench_actor::small_value).remote());
+    weft::get(refs);
+  });
+}
+
+/// n:n: one client actor per CPU, each making 1000 calls on its own server actor per batch.
+stats n_to_n_calls(const settings& c, int (bench_client::*batch)(int)) {
+  const int n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<weft::actor_handle<bench_client>> clients;
+  for (int k = 0; k < n; ++k)
+    clients.push_back(weft::remote<bench_client>().remote(weft::remote<bench_actor>().remote()));
+  return rate(c, 1000.0 * n, [&] {
+    std::vector<weft::object_ref<int>> done;
+    for (auto& cl : clients)
+      done.push_back(cl.task(batch).remote(1000));
+    weft::get(done);
+  });
 }
 
 // ---- the ceiling: what CAF and the OS do on this machine ----
@@ -317,26 +340,12 @@ std::vector<workload> workloads() {
      }},
     {"actor_calls_async", "1:1 actor calls, 1000 submitted then one get",
      [](const settings& c) {
-       auto h = weft::remote<bench_actor>().remote();
-       auto s = rate(c, 1000, [&] {
-         std::vector<weft::object_ref<int>> refs;
-         refs.reserve(1000);
-         for (int i = 0; i < 1000; ++i)
-           refs.push_back(h.task(&bench_actor::small_value).remote());
-         weft::get(refs);
-       });
+       auto s = async_calls(c, {weft::remote<bench_actor>().remote()});
        return row{"actor_calls_async", "local", s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
      }},
     {"actor_calls_concurrent", "1:1 actor calls to a max_concurrency = 16 actor, 1000 then one get",
      [](const settings& c) {
-       auto h = weft::remote<bench_actor>().options({.max_concurrency = 16}).remote();
-       auto s = rate(c, 1000, [&] {
-         std::vector<weft::object_ref<int>> refs;
-         refs.reserve(1000);
-         for (int i = 0; i < 1000; ++i)
-           refs.push_back(h.task(&bench_actor::small_value).remote());
-         weft::get(refs);
-       });
+       auto s = async_calls(c, {weft::remote<bench_actor>().options({.max_concurrency = 16}).remote()});
        return row{"actor_calls_concurrent", "local", s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
      }},
     {"actor_calls_1_n", "1:n async calls: one client, n = 2 x CPUs actors, 1000 per batch",
@@ -345,41 +354,17 @@ std::vector<workload> workloads() {
        std::vector<weft::actor_handle<bench_actor>> actors;
        for (int k = 0; k < n; ++k)
          actors.push_back(weft::remote<bench_actor>().remote());
-       auto s = rate(c, 1000, [&] {
-         std::vector<weft::object_ref<int>> refs;
-         refs.reserve(1000);
-         for (int i = 0; i < 1000; ++i)
-           refs.push_back(actors[static_cast<std::size_t>(i % n)].task(&bench_actor::small_value).remote());
-         weft::get(refs);
-       });
+       auto s = async_calls(c, actors);
        return row{"actor_calls_1_n", "local", s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
      }},
     {"actor_calls_n_n", "n:n async calls: n client actors each calling its own actor, 1000 each",
      [](const settings& c) {
-       const int n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-       std::vector<weft::actor_handle<bench_client>> clients;
-       for (int k = 0; k < n; ++k)
-         clients.push_back(weft::remote<bench_client>().remote(weft::remote<bench_actor>().remote()));
-       auto s = rate(c, 1000.0 * n, [&] {
-         std::vector<weft::object_ref<int>> done;
-         for (auto& cl : clients)
-           done.push_back(cl.task(&bench_client::small_value_batch).remote(1000));
-         weft::get(done);
-       });
+       auto s = n_to_n_calls(c, &bench_client::small_value_batch);
        return row{"actor_calls_n_n", "local", s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
      }},
     {"actor_calls_n_n_put_arg", "n:n async calls with a put() ref as argument",
      [](const settings& c) {
-       const int n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-       std::vector<weft::actor_handle<bench_client>> clients;
-       for (int k = 0; k < n; ++k)
-         clients.push_back(weft::remote<bench_client>().remote(weft::remote<bench_actor>().remote()));
-       auto s = rate(c, 1000.0 * n, [&] {
-         std::vector<weft::object_ref<int>> done;
-         for (auto& cl : clients)
-           done.push_back(cl.task(&bench_client::small_value_batch_arg).remote(1000));
-         weft::get(done);
-       });
+       auto s = n_to_n_calls(c, &bench_client::small_value_batch_arg);
        return row{"actor_calls_n_n_put_arg", "local", s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
      }},
     {"create_10k_actors", "10,000 actors created, each answering one call; then all dropped",

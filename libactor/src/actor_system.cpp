@@ -148,7 +148,6 @@ struct incarnation final : fiber_host {
   int active = 0;                       // in_progress minus suspended coroutines
   bool exit_requested = false;
   bool drained = false; // dying: the drain marker arrived
-  bool restartable = false;
   // Dying: unfinished calls handed on, started ones first (in start order,
   // as they finish unwinding), then the ones that never started.
   std::vector<actor_call*> started_at_death; // in_progress when dying began
@@ -214,6 +213,14 @@ private:
 };
 
 incarnation* incarnation_of(fiber* f) { return static_cast<incarnation*>(f->host); }
+
+/// The incarnation whose call runs on this thread's fiber, or null.
+incarnation* current_incarnation() {
+  fiber* f = current_fiber();
+  if (!f || f->what != fiber::kind::actor_call || !f->host)
+    return nullptr;
+  return incarnation_of(f);
+}
 
 void actor_fiber_body(fiber& f) {
   auto* c = static_cast<actor_call*>(f.payload);
@@ -520,7 +527,6 @@ void incarnation::on_unreferenced() { settle(); }
 void incarnation::begin_death(std::string cause, bool can_restart) {
   if (md == mode::dying) {
     if (!can_restart) {
-      restartable = false;
       std::lock_guard<std::mutex> lock(core->mtx);
       core->final_kill = true;
     }
@@ -528,7 +534,6 @@ void incarnation::begin_death(std::string cause, bool can_restart) {
   }
   const bool was_waiting = md == mode::waiting_resources;
   md = mode::dying;
-  restartable = can_restart;
   {
     std::lock_guard<std::mutex> lock(core->mtx);
     if (core->state != actor_state::dead) {
@@ -810,8 +815,8 @@ actor_ref actor_system::create(std::unique_ptr<actor_factory> factory, const act
 
   // Owner: the actor whose method (or constructor) is creating this one.
   actor_core* owner = nullptr;
-  if (fiber* f = current_fiber(); f && f->what == fiber::kind::actor_call && f->host)
-    owner = incarnation_of(f)->core.get();
+  if (incarnation* creator = current_incarnation())
+    owner = creator->core.get();
 
   {
     std::lock_guard<std::mutex> lock(mtx_);
@@ -863,12 +868,7 @@ actor_ref actor_system::create(std::unique_ptr<actor_factory> factory, const act
 }
 
 void actor_system::submit(actor_call* c) {
-  actor_core* core = c->target.get();
-  if (!core) {
-    c->release();
-    throw invalid_argument_error(
-      "weft: actor method call through an invalid actor_handle (default-constructed or moved-from)");
-  }
+  actor_core* core = c->target.get(); // non-null: checked by submit_call
   std::size_t index = 0;
   for (object_state* d : c->deps()) {
     ++index;
@@ -1189,11 +1189,10 @@ void monitor_actor(const actor_ref& ref, std::function<void(const actor_exit&)> 
 }
 
 bool suspend_actor_call_on(object_state* cell) {
-  fiber* f = current_fiber();
-  if (!f || f->what != fiber::kind::actor_call || !f->host)
+  incarnation* inc = current_incarnation();
+  if (!inc)
     throw error("weft: co_await on an object_ref works only inside a weft::coro actor method run by weft");
-  auto* c = static_cast<actor_call*>(f->payload);
-  incarnation* inc = incarnation_of(f);
+  auto* c = static_cast<actor_call*>(current_fiber()->payload);
   auto* w = new coro_waiter(c, inc->me);
   if (cell->add_waiter(w))
     return true;
@@ -1201,15 +1200,6 @@ bool suspend_actor_call_on(object_state* cell) {
   delete w;
   return false;
 }
-
-namespace {
-incarnation* current_incarnation() {
-  fiber* f = current_fiber();
-  if (!f || f->what != fiber::kind::actor_call || !f->host)
-    return nullptr;
-  return incarnation_of(f);
-}
-} // namespace
 
 } // namespace weft::detail
 

@@ -161,17 +161,13 @@ struct waiter {
   }
   int ping() { return ++calls; }
 };
-int wait_for_gate_then(int x) {
-  weft_test::wait_for_gate();
-  return x;
-}
 } // namespace
 
 TEST_CASE("a coroutine method that co_awaits lets other calls run meanwhile") {
   runtime_guard rt;
   weft_test::open_gate_at_exit gate;
   auto h = weft::remote<waiter>().remote();
-  auto slow = weft::remote(wait_for_gate_then).remote(21);
+  auto slow = weft::remote(weft_test::gate_value).remote(21);
   auto out = h.task(&waiter::twice).remote(slow);
   // The actor is free while twice() waits: ping runs to completion.
   CHECK(weft::get(h.task(&waiter::ping).remote(), weft_test::bound) == 1);

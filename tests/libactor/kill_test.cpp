@@ -14,18 +14,15 @@
 
 using namespace std::chrono_literals;
 using weft_test::bound;
+using weft_test::died_what;
 using weft_test::eventually;
+using weft_test::gate_value;
 using weft_test::runtime_guard;
 using weft_test::what_of;
 
 namespace {
 
 std::atomic<bool> g_entered{false};
-
-int gate_value(int x) {
-  weft_test::wait_for_gate();
-  return x;
-}
 
 struct victim {
   static inline std::atomic<int> constructed{0};
@@ -73,11 +70,6 @@ struct slow_starter {
 };
 
 /// The what() of the actor_died_error that get(ref) throws (bounded).
-template <class T>
-std::string died_what(const weft::object_ref<T>& ref) {
-  return what_of<weft::actor_died_error>([&] { weft::get(ref, bound); });
-}
-
 std::atomic<bool> g_stall_open{false};
 std::atomic<int> g_stalling{0};
 

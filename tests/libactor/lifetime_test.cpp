@@ -12,6 +12,7 @@
 using namespace std::chrono_literals;
 using weft_test::bound;
 using weft_test::eventually;
+using weft_test::gate_value;
 using weft_test::runtime_guard;
 using weft_test::what_of;
 
@@ -46,11 +47,6 @@ struct tracked {
 };
 
 std::atomic<bool> g_entered{false};
-
-int gate_value(int x) {
-  weft_test::wait_for_gate();
-  return x;
-}
 
 int tracked::add_after_gate(int n) {
   g_entered = true;

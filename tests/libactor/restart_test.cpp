@@ -19,21 +19,13 @@
 
 using namespace std::chrono_literals;
 using weft_test::bound;
+using weft_test::died_what;
 using weft_test::eventually;
+using weft_test::gate_value;
 using weft_test::runtime_guard;
 using weft_test::what_of;
 
 namespace {
-
-template <class T>
-std::string died_what(const weft::object_ref<T>& ref) {
-  return what_of<weft::actor_died_error>([&] { weft::get(ref, bound); });
-}
-
-int gate_value(int x) {
-  weft_test::wait_for_gate();
-  return x;
-}
 
 // ------------------------------------------------------ constructor failures
 
