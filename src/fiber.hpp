@@ -66,6 +66,10 @@ public:
   void (*after_yield)(fiber&, void*) = nullptr;
   void* after_yield_arg = nullptr;
 
+  /// Lowest usable address of the fiber's stack, and its usable size.
+  const void* stack_low() const noexcept { return stack_bottom_; }
+  std::size_t stack_size() const noexcept { return stack_size_; }
+
 private:
   static boost::context::fiber entry(fiber* self, boost::context::fiber&& back);
   void start_switch(bool to_fiber, bool final = false) noexcept;

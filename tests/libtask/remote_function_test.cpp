@@ -32,6 +32,10 @@ struct tracked {
   explicit tracked(int v) : value(v) {}
   tracked(const tracked& o) : value(o.value) { ++copies; }
   tracked(tracked&& o) noexcept : value(o.value) { ++moves; }
+  template <class Archive>
+  void serialize(Archive& ar, unsigned) {
+    ar & value;
+  }
   tracked& operator=(const tracked& o) {
     value = o.value;
     ++copies;

@@ -136,6 +136,10 @@ struct blocked_report {
   bool cpu_task_ran = false;     ///< a CPU-only task ran while this one was blocked
   bool inner_stayed_out = false; ///< the task needing the same GPU/resource did not start meanwhile
   weft::object_ref<std::vector<int>> inner;
+  template <class Archive>
+  void serialize(Archive& ar, unsigned) {
+    ar & cpu_task_ran & inner_stayed_out & inner;
+  }
 };
 
 template <class Inner>

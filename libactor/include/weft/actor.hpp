@@ -94,6 +94,10 @@ template <class T>
 class actor_handle;
 
 namespace detail {
+/// weft's own actors that always live in the driver (a supervisor's state
+/// holds factories): their methods need not be serializable.
+template <class T>
+struct driver_only_actor : std::false_type {};
 
 template <class M>
 struct method_traits {
@@ -306,6 +310,8 @@ public:
                     "or one of its bases");
       using R = typename traits::result_type;
       detail::check_result<typename detail::call_value<R>::type>();
+      if constexpr (!detail::driver_only_actor<T>::value)
+        (void)detail::require_serializable<std::remove_cvref_t<typename detail::call_value<R>::type>>::value;
       check_params(static_cast<typename traits::params*>(nullptr));
     }
     return actor_method<T, M>(ref_, m);
@@ -324,10 +330,18 @@ private:
   template <class... P>
   static void check_params(std::tuple<P...>*) {
     (detail::check_parameter<P>(), ...);
+    if constexpr (!detail::driver_only_actor<T>::value)
+      ((void)detail::require_serializable<std::remove_cvref_t<P>>::value, ...);
   }
 
   detail::actor_ref ref_;
 };
+
+namespace detail {
+/// A handle stays a handle when it crosses a process (and keeps its actor alive).
+template <class T>
+struct serializable_impl<actor_handle<T>> : std::true_type {};
+} // namespace detail
 
 static_assert(std::is_nothrow_move_constructible_v<actor_handle<int>>);
 static_assert(std::is_copy_constructible_v<actor_handle<int>>);

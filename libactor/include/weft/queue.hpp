@@ -56,6 +56,10 @@ struct queue_stats {
   std::size_t maxsize = 0;         ///< 0: unbounded
   std::size_t waiting_getters = 0; ///< blocked get() calls
   std::size_t waiting_putters = 0; ///< blocked put() calls (their items are not in `size`)
+  template <class Archive>
+  void serialize(Archive& ar, unsigned) {
+    ar & size & maxsize & waiting_getters & waiting_putters;
+  }
 };
 
 namespace detail {
@@ -73,11 +77,19 @@ void check_queue_timeout(const char* what, const std::optional<std::chrono::nano
 struct queue_put_reply {
   bool accepted = false;
   std::size_t size = 0; ///< the queue's size when a non-blocking put was refused
+  template <class Archive>
+  void serialize(Archive& ar, unsigned) {
+    ar & accepted & size;
+  }
 };
 
 template <class T>
 struct queue_get_reply {
   std::optional<T> item; ///< empty: refused (non-blocking) or withdrawn
+  template <class Archive>
+  void serialize(Archive& ar, unsigned) {
+    ar & item;
+  }
 };
 
 /// The actor behind a weft::queue. Every method runs on the actor, one at a
@@ -338,6 +350,12 @@ public:
 
   /// The actor behind the queue (to monitor it, for instance).
   const actor_handle<actor_type>& actor() const noexcept { return actor_; }
+
+  /// A queue passed to a task stays the same queue (its handle crosses).
+  template <class Archive>
+  void serialize(Archive& ar, unsigned) {
+    ar & actor_ & maxsize_;
+  }
 
 private:
   actor_handle<actor_type> actor_;

@@ -44,6 +44,8 @@ namespace weft {
 
 namespace detail {
 class supervisor_actor;
+template <>
+struct driver_only_actor<supervisor_actor> : std::true_type {};
 [[noreturn]] void throw_wrong_child_type(const std::string& id, const std::type_info& has, const std::type_info& want);
 } // namespace detail
 

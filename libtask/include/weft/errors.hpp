@@ -66,6 +66,32 @@ public:
   using error::error;
 };
 
+/// Bytes that could not be turned into a value, or a value that could not
+/// be turned into bytes: truncated or corrupted input, a length larger than
+/// the input, an unregistered class sent through a base pointer, a structure
+/// nested deeper than the stack allows. The message names the type.
+class serialization_error : public error {
+public:
+  using error::error;
+};
+
+/// A worker process died while it ran a task (killed by a signal, crashed,
+/// or exited), and the task had no retries left. The message names the task,
+/// the worker's pid and the signal or exit code.
+class worker_crashed_error : public error {
+public:
+  worker_crashed_error(const std::string& what, int signal, int exit_code) :
+    error(what), signal_(signal), exit_code_(exit_code) {}
+  /// The signal that ended the worker (SIGKILL, SIGSEGV, ...), or 0.
+  int signal() const noexcept { return signal_; }
+  /// The worker's exit status when it exited by itself, or -1.
+  int exit_code() const noexcept { return exit_code_; }
+
+private:
+  int signal_ = 0;
+  int exit_code_ = -1;
+};
+
 /// A task threw. Carries the original exception's type name and message and
 /// the chain of task names the failure passed through: the task that threw
 /// first, then every task that depended on its result.

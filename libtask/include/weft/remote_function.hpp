@@ -21,6 +21,7 @@
 #include "weft/detail/task.hpp"
 #include "weft/object_ref.hpp"
 #include "weft/options.hpp"
+#include "weft/serialization.hpp"
 
 namespace weft {
 
@@ -81,6 +82,9 @@ public:
     options_(std::make_shared<const task_options>(std::move(defaults))) {
     detail::check_result<R>();
     (detail::check_parameter<Params>(), ...);
+    // Every remote call must be able to run in a worker process.
+    (void)detail::require_serializable<std::remove_cvref_t<R>>::value;
+    ((void)detail::require_serializable<std::remove_cvref_t<Params>>::value, ...);
   }
 
   /// The same function with some options replaced for the calls made

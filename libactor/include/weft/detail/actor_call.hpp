@@ -25,6 +25,10 @@ struct actor_id {
   std::uint64_t value = 0;
   friend bool operator==(actor_id, actor_id) = default;
   friend auto operator<=>(actor_id, actor_id) = default;
+  template <class Archive>
+  void serialize(Archive& ar, unsigned) {
+    ar & value;
+  }
 };
 
 /// "actor#2a"

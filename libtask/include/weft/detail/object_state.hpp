@@ -19,6 +19,10 @@ struct object_id {
   std::uint64_t value = 0;
   friend bool operator==(object_id, object_id) = default;
   friend auto operator<=>(object_id, object_id) = default;
+  template <class Archive>
+  void serialize(Archive& ar, unsigned) {
+    ar & value;
+  }
 };
 
 namespace detail {
