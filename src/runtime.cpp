@@ -7,9 +7,11 @@
 #include <thread>
 
 #include <caf/all.hpp>
+#include <caf/io/middleman.hpp>
 
 #include "futex.hpp"
 #include "log.hpp"
+#include "process_node.hpp"
 #include "weft/errors.hpp"
 
 namespace weft::detail {
@@ -165,6 +167,9 @@ runtime::runtime(const config& cfg) :
   // threads (a task computing, or blocking its thread), so actors always
   // have a thread to run on.
   caf_cfg_->set("scheduler.max-threads", n_exec + 1);
+  processes_ = cfg.workers == worker_mode::processes;
+  if (processes_)
+    caf_cfg_->load<caf::io::middleman>(); // worker processes connect over 127.0.0.1
   caf_ = std::make_unique<caf::actor_system>(*caf_cfg_);
   for (std::size_t i = 0; i < n_exec; ++i) {
     auto ex = std::make_unique<executor>();
@@ -350,7 +355,19 @@ void runtime::fail(task_base* t, std::exception_ptr e) {
   t->release();
 }
 
-void runtime::cancel(task_base* t) {
+void runtime::finish_remote(task_base* t, std::exception_ptr err) {
+  if (err)
+    complete_returns_with(t, err);
+  else
+    for (auto& r : t->returns())
+      r->complete_value();
+  sched_.announce_finishing();
+  sched_.finish_and_pop(t, false);
+  live_tasks_.fetch_sub(1, std::memory_order_acq_rel);
+  t->release();
+}
+
+void runtime::cancel(task_base* t, bool force) {
   t->cancel_requested.store(true, std::memory_order_release);
   auto p = t->phase.load(std::memory_order_acquire);
   while (p == task_phase::waiting_deps || p == task_phase::queued) {
@@ -363,7 +380,10 @@ void runtime::cancel(task_base* t) {
     }
   }
   // Running or blocked: it sees is_cancelled(), and its result becomes
-  // task_cancelled_error when it returns.
+  // task_cancelled_error when it returns. In a worker process, the worker
+  // is told (or, with force, killed).
+  if (processes_ && p == task_phase::running)
+    process_node::of(*this).cancel(t, force);
 }
 
 void runtime::execute(task_base* t) {
@@ -413,6 +433,12 @@ void runtime::run_executor(executor& ex) {
       if (w.resume) {
         f = static_cast<fiber*>(t->fiber);
         t->phase.store(task_phase::running, std::memory_order_relaxed);
+      } else if (processes_) {
+        // Worker processes: the task runs there and keeps its resources
+        // until its result comes back (process_node::finish).
+        process_node::of(*this).dispatch(t);
+        w = sched_.pop();
+        continue;
       } else {
         if (ex.pool.empty()) {
           f = new fiber(cfg_.fiber_stack_size, &runtime::fiber_body);

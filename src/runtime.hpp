@@ -53,7 +53,10 @@ public:
   static void stop();
 
   void submit(task_base* t);
-  void cancel(task_base* t);
+  void cancel(task_base* t, bool force = false);
+  /// Worker processes: a task a worker ran (or could not run) is done;
+  /// publishes its results or `err` and gives back its resources.
+  void finish_remote(task_base* t, std::exception_ptr err);
   bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
   const node_resources& node() const noexcept { return sched_.node(); }
 
@@ -98,6 +101,7 @@ private:
   std::unique_ptr<caf::actor_system> caf_;
   std::vector<std::unique_ptr<executor>> executors_;
   std::unique_ptr<caf::actor> clock_;
+  bool processes_ = false; ///< config::workers == processes
   std::mutex services_mtx_;
   std::vector<std::pair<const void*, std::unique_ptr<runtime_service>>> services_;
   friend struct dep_waiter;

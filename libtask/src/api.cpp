@@ -9,6 +9,7 @@
 #include "../../src/blocking.hpp"
 #include "../../src/futex.hpp"
 #include "../../src/runtime.hpp"
+#include "../../src/worker_main.hpp"
 #include "weft/runtime.hpp"
 
 namespace weft {
@@ -53,10 +54,19 @@ void apply(config& cfg, const std::string& key, const std::string& value, const 
     cfg.resources = parse_resources(value, where);
   else if (key == "log-level")
     cfg.log_level = value;
+  else if (key == "workers") {
+    if (value == "local")
+      cfg.workers = worker_mode::local;
+    else if (value == "processes")
+      cfg.workers = worker_mode::processes;
+    else
+      throw invalid_argument_error("weft: " + where + " = '" + value + "'; expected local or processes");
+  } else if (key == "worker-program")
+    cfg.worker_program = value;
   else
     throw invalid_argument_error("weft: unknown option " + where +
                                  "; expected one of --weft-num-cpus, --weft-num-gpus, --weft-memory, "
-                                 "--weft-resources, --weft-log-level");
+                                 "--weft-resources, --weft-log-level, --weft-workers, --weft-worker-program");
 }
 
 } // namespace
@@ -67,7 +77,9 @@ config config_from(int argc, const char* const* argv) {
                                                           {"WEFT_NUM_GPUS", "num-gpus"},
                                                           {"WEFT_MEMORY", "memory"},
                                                           {"WEFT_RESOURCES", "resources"},
-                                                          {"WEFT_LOG_LEVEL", "log-level"}};
+                                                          {"WEFT_LOG_LEVEL", "log-level"},
+                                                          {"WEFT_WORKERS", "workers"},
+                                                          {"WEFT_WORKER_PROGRAM", "worker-program"}};
   for (auto [env, key] : env_keys)
     if (const char* v = std::getenv(env); v && *v)
       apply(cfg, key, v, std::string("$") + env);
@@ -93,7 +105,13 @@ config config_from(int argc, const char* const* argv) {
   return cfg;
 }
 
-void init(const config& cfg) { detail::runtime::start(cfg); }
+void init(const config& cfg) {
+  if (detail::started_as_worker())
+    detail::run_worker(); // a worker process serves its driver and never returns here
+  detail::runtime::start(cfg);
+}
+
+bool is_worker_process() noexcept { return detail::started_as_worker(); }
 
 void init(int argc, const char* const* argv) { init(config_from(argc, argv)); }
 
@@ -113,7 +131,7 @@ std::string to_string(object_id id) {
 bool is_cancelled() noexcept {
   auto* f = detail::current_fiber();
   if (!f)
-    return false;
+    return detail::started_as_worker() && detail::worker_cancel_requested();
   auto* rt = detail::runtime::current();
   if (rt && rt->stopping())
     return true;
@@ -135,6 +153,10 @@ std::int64_t live_objects() noexcept { return detail::live_object_count(); }
 namespace detail {
 
 void require_initialized(const char* what) {
+  if (!runtime::current() && started_as_worker())
+    throw not_initialized_error(std::string("weft::") + what +
+                                ": not available inside a worker process yet (a task running in a worker "
+                                "cannot submit tasks or use the object store); see docs/processes.md");
   if (!runtime::current())
     throw not_initialized_error(std::string("weft::") + what +
                                 ": weft is not initialized; call weft::init() first (or it was shut down)");
@@ -282,15 +304,14 @@ std::vector<std::size_t> await_some(std::span<object_state* const> cells, int nu
 }
 
 void cancel(object_state* cell, bool force) {
-  (void)force; // kills a worker process in process mode; local tasks cannot be killed
-  require_initialized("cancel");
+  require_initialized("cancel"); // force kills a worker process; local tasks cannot be killed
   if (!cell)
     throw invalid_argument_error("weft::cancel: object_ref is invalid (default-constructed or moved-from)");
   task_base* t = cell->acquire_producer();
   if (!t)
     return; // already finished, or made by put()
   if (auto* rt = runtime::current())
-    rt->cancel(t);
+    rt->cancel(t, force);
   t->release();
 }
 

@@ -82,6 +82,12 @@ void throw_bad_variant_index(std::uint32_t index, std::size_t alternatives) {
                             " but the variant has " + std::to_string(alternatives));
 }
 
+void throw_handle_not_sendable(const char* what) {
+  throw serialization_error(std::string("weft: ") + what +
+                            " cannot be sent to a worker process yet (only values can); pass the value "
+                            "itself, or run this work in local mode (see docs/processes.md)");
+}
+
 void throw_encode_failed(const std::type_info& type, const char* why) {
   throw serialization_error("weft: cannot serialize a value of type " + demangled(type.name()) + ": " + why);
 }

@@ -5,7 +5,7 @@
 ///     weft::init({.num_cpus = 2, .num_gpus = 0, .resources = {{"disk", 4}}});
 ///
 /// Field order: num_cpus, num_gpus, memory, resources, log_level,
-/// fiber_stack_size.
+/// fiber_stack_size, workers, worker_program.
 #pragma once
 
 #include <cstddef>
@@ -14,6 +14,16 @@
 #include <string>
 
 namespace weft {
+
+/// Where remote functions run.
+enum class worker_mode {
+  /// In the driver's own process, on its threads (fastest; a crash in a
+  /// task ends the program).
+  local,
+  /// In worker processes the driver starts and supervises (a crash costs
+  /// one worker; the task is retried). See docs/processes.md.
+  processes,
+};
 
 struct config {
   /// Logical CPUs of the local node. Unset: the machine's hardware threads.
@@ -31,6 +41,12 @@ struct config {
   /// Stack size of the fibers tasks run on (virtual memory; pages are
   /// committed only when touched). Default 1 MiB.
   std::size_t fiber_stack_size = std::size_t{1} << 20;
+  /// local (default) or processes. Flag: --weft-workers=local|processes.
+  worker_mode workers = worker_mode::local;
+  /// The program started as a worker. Unset: this program itself
+  /// (/proc/self/exe). Another program is refused unless it is the very
+  /// same build.
+  std::optional<std::string> worker_program{};
 };
 
 } // namespace weft

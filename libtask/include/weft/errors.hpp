@@ -92,6 +92,15 @@ private:
   int exit_code_ = -1;
 };
 
+/// A worker process could not be started or was refused (a program that
+/// is not the driver's own build, a program that cannot be executed, a
+/// worker that exited before it connected). Tasks waiting for a worker fail
+/// with it rather than wait forever. The message says what happened.
+class worker_start_error : public error {
+public:
+  using error::error;
+};
+
 /// A task threw. Carries the original exception's type name and message and
 /// the chain of task names the failure passed through: the task that threw
 /// first, then every task that depended on its result.

@@ -34,6 +34,8 @@ public:
   /// True when the exception `e` should be retried.
   bool matches(const std::exception_ptr& e) const;
   bool retries_nothing() const noexcept { return !all_ && types_.empty(); }
+  /// True for `true`: every exception is retried.
+  bool retries_everything() const noexcept { return all_; }
 
 private:
   bool all_ = false;

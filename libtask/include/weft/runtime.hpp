@@ -17,8 +17,9 @@
 
 namespace weft {
 
-/// Starts the embedded local runtime. Throws invalid_argument_error for a bad
-/// config, and weft::error if weft is already initialized.
+/// Starts the embedded runtime. Throws invalid_argument_error for a bad
+/// config, and weft::error if weft is already initialized. In a worker
+/// process (see is_worker_process()) it serves the driver and never returns.
 void init(const config& cfg = {});
 /// Like init(cfg), with cfg read from `--weft-*` flags (which win) and
 /// `WEFT_*` environment variables: --weft-num-cpus=N, --weft-num-gpus=N,
@@ -35,6 +36,13 @@ config config_from(int argc, const char* const* argv);
 void shutdown();
 /// Thread-safe.
 bool is_initialized() noexcept;
+/// True in a worker process (a copy of this program that weft started to
+/// run tasks). There weft::init() serves the driver and never returns, so
+/// a program that does work before init() can skip it in workers:
+///     int main(int argc, char** argv) {
+///       if (!weft::is_worker_process()) print_banner();
+///       weft::init(argc, argv);   // a worker never comes back from here
+bool is_worker_process() noexcept;
 
 namespace detail {
 using clock = std::chrono::steady_clock;

@@ -136,6 +136,20 @@ template <class T>
 struct is_serializable;
 
 namespace detail {
+/// Throws serialization_error: `what` (an object_ref, an actor_handle)
+/// cannot travel to another process in this version.
+[[noreturn]] void throw_handle_not_sendable(const char* what);
+} // namespace detail
+
+/// An object_ref passed *as a ref* to a task in a worker process. Not
+/// supported yet: refs passed where a value is expected are resolved by the
+/// driver and sent as values; a ref itself cannot cross yet.
+template <class Archive, class T>
+void serialize(Archive&, object_ref<T>&, const unsigned int) {
+  detail::throw_handle_not_sendable("an object_ref");
+}
+
+namespace detail {
 
 struct serialize_probe {
   void serialize();
@@ -258,6 +272,49 @@ void decode_from(std::string_view& in, T& value) {
   } catch (const std::exception& e) {
     throw_decode_failed(typeid(T), e.what());
   }
+}
+
+/// Appends the encoding of several values, in order, as one archive.
+template <class... T>
+void encode_each(std::string& out, const T&... values) {
+  static_assert((is_serializable_v<T> && ...), "weft: encode of a type that is not serializable");
+  try {
+    string_sink sink(out);
+    oarchive ar(sink);
+    ((ar << values), ...);
+  } catch (const weft::error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw_encode_failed(typeid(std::tuple<T...>), e.what());
+  }
+}
+
+/// Reads what encode_each wrote, in order; consumes all of `in`.
+template <class... T>
+void decode_each(std::string_view in, T&... values) {
+  static_assert((is_serializable_v<T> && ...), "weft: decode of a type that is not serializable");
+  std::size_t left = 0;
+  try {
+    bytes_source source(in);
+    {
+      iarchive ar(source);
+      ((ar >> values), ...);
+    }
+    left = source.remaining();
+  } catch (const weft::error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw_decode_failed(typeid(std::tuple<T...>), e.what());
+  }
+  if (left != 0)
+    throw_trailing_bytes(typeid(std::tuple<T...>), left);
+}
+
+template <class T>
+T decode_value(std::string_view in) {
+  T value{};
+  decode_each(in, value);
+  return value;
 }
 
 } // namespace detail

@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -19,6 +21,7 @@
 #include "weft/detail/object_state.hpp"
 #include "weft/object_ref.hpp"
 #include "weft/options.hpp"
+#include "weft/serialization.hpp"
 
 namespace weft::detail {
 
@@ -31,6 +34,11 @@ struct resource_demand {
   std::int64_t memory = 0;
   std::vector<std::pair<int, std::int64_t>> custom; // (resource index, amount)
 };
+
+/// Runs a task in a worker process: decodes the arguments from `args`,
+/// calls the function at `fn`, appends the encoded result to `result`.
+/// Throws what the function throws, or serialization_error.
+using remote_invoker = void (*)(const void* fn, std::string_view args, std::string& result);
 
 enum class task_phase : std::uint8_t { waiting_deps, queued, running, blocked, finished, dropped };
 
@@ -49,6 +57,13 @@ public:
   /// Runs the function once and stores (does not publish) its results.
   /// Throws whatever the function throws.
   virtual void invoke() = 0;
+  /// Worker processes: the function that runs this call in a worker.
+  virtual remote_invoker invoker() const noexcept = 0;
+  /// Worker processes: appends the arguments (object_ref arguments resolved
+  /// to their values) as the worker's invoker reads them.
+  virtual void encode_arguments(std::string& out) const = 0;
+  /// Worker processes: stores (does not publish) the results a worker sent.
+  virtual void decode_results(std::string_view in) = 0;
 
   const void* fn_id() const noexcept { return fn_id_; }
   const task_options& options() const noexcept { return *options_; }
@@ -140,6 +155,30 @@ struct tuple_size_or_zero<std::pair<A, B>> : std::integral_constant<std::size_t,
 template <class R, std::size_t Split>
 inline constexpr std::size_t return_count_v = Split == 0 ? 1 : Split;
 
+/// What is encoded for parameter P from stored argument `s`: the value of
+/// a ref that resolves, else the stored value itself.
+template <class P, class S>
+const auto& encoded_argument(const S& s) {
+  if constexpr (resolves_v<P, S>)
+    return static_cast<const value_object<typename S::value_type>*>(s.cell())->value();
+  else
+    return s;
+}
+
+/// The worker side of a call: decode, call, encode.
+template <class R, std::size_t Split, class... Params>
+void run_remote(const void* fn_addr, std::string_view in, std::string& out) {
+  auto fn = reinterpret_cast<R (*)(Params...)>(const_cast<void*>(fn_addr));
+  std::tuple<std::remove_cvref_t<Params>...> args;
+  std::apply([&in](auto&... a) { decode_each(in, a...); }, args);
+  if constexpr (std::is_void_v<R>) {
+    std::apply([fn](auto&... a) { fn(std::move(a)...); }, args);
+  } else {
+    R result = std::apply([fn](auto&... a) { return fn(std::move(a)...); }, args);
+    encode_each(out, result);
+  }
+}
+
 template <class R, class ParamTuple, class StoredTuple, std::size_t Split>
 class task_impl;
 
@@ -173,7 +212,29 @@ public:
     }
   }
 
+  remote_invoker invoker() const noexcept override { return &run_remote<R, Split, Params...>; }
+
+  void encode_arguments(std::string& out) const override { encode_args(out, std::index_sequence_for<Params...>{}); }
+
+  void decode_results(std::string_view in) override {
+    if constexpr (std::is_void_v<R>) {
+      (void)in;
+    } else if constexpr (Split == 0) {
+      auto* cell = static_cast<value_object<R>*>(rets_[0].get());
+      R value = decode_value<R>(in);
+      cell->emplace(std::move(value));
+    } else {
+      R result = decode_value<R>(in);
+      split(std::move(result), std::make_index_sequence<Split>{});
+    }
+  }
+
 private:
+  template <std::size_t... I>
+  void encode_args(std::string& out, std::index_sequence<I...>) const {
+    encode_each(out, encoded_argument<Params>(std::get<I>(args_))...);
+  }
+
   template <std::size_t... I>
   R call(std::index_sequence<I...>) const {
     return fn_(pass_argument<Params>(std::get<I>(args_))...);

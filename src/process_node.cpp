@@ -1,0 +1,623 @@
+#include "process_node.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <random>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include "log.hpp"
+#include "weft/errors.hpp"
+#include "worker_protocol.hpp"
+
+extern char** environ;
+
+namespace weft::detail {
+
+namespace {
+
+std::string random_token() {
+  std::random_device rd;
+  char buf[33];
+  for (int i = 0; i < 4; ++i)
+    std::snprintf(buf + 8 * i, 9, "%08x", rd());
+  return std::string(buf, 32);
+}
+
+std::string describe_status(int status) {
+  if (WIFSIGNALED(status)) {
+    int sig = WTERMSIG(status);
+    const char* abbrev = ::sigabbrev_np(sig);
+    return "was killed by signal " + std::to_string(sig) + (abbrev ? std::string(" (SIG") + abbrev + ")" : "");
+  }
+  if (WIFEXITED(status))
+    return "exited with code " + std::to_string(WEXITSTATUS(status));
+  return "ended (status " + std::to_string(status) + ")";
+}
+
+/// The command line this process was started with.
+std::vector<std::string> own_command_line() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::string> args;
+  std::size_t pos = 0;
+  while (pos < all.size()) {
+    auto end = all.find('\0', pos);
+    if (end == std::string::npos)
+      end = all.size();
+    args.push_back(all.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  return args;
+}
+
+int pidfd_open(pid_t pid) {
+#ifdef SYS_pidfd_open
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+#else
+  (void)pid;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+void write_all(int fd, const std::string& s) {
+  const char* p = s.data();
+  std::size_t left = s.size();
+  while (left > 0) {
+    auto n = ::write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return;
+    }
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+}
+
+caf::behavior node_behavior(caf::event_based_actor*, process_node* node) {
+  return {
+    [node](wire::hello_atom, const std::string& token, std::int32_t pid, const std::string& build_id,
+           const caf::actor& who) { node->on_hello(token, pid, build_id, who); },
+    [node](wire::done_atom, const std::string& record) { node->on_done(record); },
+  };
+}
+
+const int node_key = 0;
+
+} // namespace
+
+process_node& process_node::of(runtime& rt) {
+  return static_cast<process_node&>(
+    rt.service(&node_key, [](runtime& r) -> runtime_service* { return new process_node(r); }));
+}
+
+process_node::process_node(runtime& rt) :
+  rt_(rt),
+  token_(random_token()),
+  modules_(module_table::loaded()),
+  modules_wire_(modules_.encode()) {
+  if (modules_.main_build_id().empty())
+    throw error("weft: worker processes need the executable to carry a GNU build id (link with "
+                "-Wl,--build-id, the default of Debian's g++); it names the build workers must match");
+  node_ = std::make_unique<caf::actor>(rt.caf_system().spawn(node_behavior, this));
+  auto port = rt.caf_system().middleman().publish(*node_, 0, "127.0.0.1", true);
+  if (!port) {
+    caf::anon_send_exit(*node_, caf::exit_reason::user_shutdown);
+    throw error("weft: cannot listen for worker processes on 127.0.0.1: " + rt.caf_system().render(port.error()));
+  }
+  port_ = *port;
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  io_ = std::thread([this] { io_loop(); });
+  log().info("worker-process node listening on 127.0.0.1:{}", port_);
+}
+
+process_node::~process_node() { stop(); }
+
+void process_node::wake_io() {
+  std::uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+}
+
+code_ref process_node::locate(const void* code, const task_base& t) {
+  // Called with mtx_ held.
+  if (auto it = code_cache_.find(code); it != code_cache_.end())
+    return it->second;
+  auto ref = modules_.locate(code);
+  if (!ref) {
+    modules_ = module_table::loaded(); // a library loaded since
+    modules_wire_ = modules_.encode();
+    ref = modules_.locate(code);
+  }
+  if (!ref)
+    throw error("weft: task '" + runtime::task_name(t) +
+                "' cannot run in a worker process: its code is in no module with a build id");
+  code_cache_.emplace(code, *ref);
+  return *ref;
+}
+
+void process_node::dispatch(task_base* t) {
+  job j;
+  j.t = t;
+  try {
+    t->encode_arguments(j.args);
+    std::lock_guard<std::mutex> lock(mtx_);
+    j.invoker = locate(reinterpret_cast<const void*>(t->invoker()), *t);
+    j.fn = locate(t->fn_id(), *t);
+    if (stopping_)
+      throw runtime_shutdown_error("weft: task '" + runtime::task_name(*t) + "' did not run: the runtime shut down");
+    const auto seq = ++next_seq_;
+    jobs_.emplace(seq, std::move(j));
+    pending_.push_back(seq);
+    pump_locked();
+    return;
+  } catch (...) {
+    finish(t, std::current_exception());
+  }
+}
+
+void process_node::send_locked(worker& w, std::uint64_t seq, job& j) {
+  std::string rec;
+  wire::call_record{seq, j.invoker, j.fn, j.args}.write(rec);
+  w.state = wstate::busy;
+  w.running = seq;
+  j.worker = w.id;
+  caf::anon_send(*w.actor, wire::call_atom::value, std::move(rec));
+}
+
+void process_node::pump_locked() {
+  while (!pending_.empty()) {
+    worker* idle = nullptr;
+    for (auto& [id, w] : workers_)
+      if (w.state == wstate::idle) {
+        idle = &w;
+        break;
+      }
+    if (!idle)
+      break;
+    auto seq = pending_.front();
+    pending_.pop_front();
+    auto it = jobs_.find(seq);
+    if (it == jobs_.end())
+      continue;
+    send_locked(*idle, seq, it->second);
+  }
+  const int want = static_cast<int>(pending_.size()) - starting_ - to_spawn_;
+  if (want > 0 && !stopping_) {
+    to_spawn_ += want;
+    wake_io();
+  }
+}
+
+void process_node::on_hello(const std::string& token, std::int32_t pid, const std::string& build_id,
+                            const caf::actor& who) {
+  std::lock_guard<std::mutex> lock(mtx_);
+  worker* w = nullptr;
+  for (auto& [id, x] : workers_)
+    if (x.pid == pid && x.state == wstate::starting)
+      w = &x;
+  if (!w || token != token_) {
+    log().warn("refused a worker connection from pid {}: not a worker this node started", pid);
+    caf::anon_send(who, wire::refuse_atom::value, std::string("not a worker this driver started"));
+    return;
+  }
+  if (build_id != modules_.main_build_id()) {
+    w->refused = "worker process " + std::to_string(pid) + " runs a different build of the program (build id " +
+                 build_id + "; the driver's is " + modules_.main_build_id() +
+                 "): workers must run the driver's own executable";
+    log().error("weft: {}", w->refused);
+    caf::anon_send(who, wire::refuse_atom::value, w->refused);
+    return;
+  }
+  w->actor = std::make_unique<caf::actor>(who);
+  w->state = wstate::idle;
+  --starting_;
+  caf::anon_send(who, wire::welcome_atom::value, modules_wire_);
+  pump_locked();
+}
+
+void process_node::on_done(const std::string& record) {
+  wire::done_record d;
+  if (!d.read(record)) {
+    log().error("weft: a worker sent a corrupted result record ({} bytes); ignored", record.size());
+    return;
+  }
+  task_base* t = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mtx_);
+    auto it = jobs_.find(d.seq);
+    if (it == jobs_.end())
+      return; // its worker was killed meanwhile (cancel with force) and the task finished
+    job& j = it->second;
+    t = j.t;
+    auto wit = workers_.find(j.worker);
+    if (wit != workers_.end() && wit->second.state == wstate::busy) {
+      worker& w = wit->second;
+      w.running = 0;
+      const int max_calls = t->options().max_calls.value_or(0);
+      const int calls = ++w.calls[t->fn_id()];
+      if (max_calls > 0 && calls >= max_calls) {
+        w.state = wstate::retiring;
+        caf::anon_send(*w.actor, wire::retire_atom::value);
+      } else {
+        w.state = wstate::idle;
+      }
+    }
+    // An exception retried as the task's options say (the type of the
+    // exception is known only by name here: retry_exceptions = true).
+    if (d.st == wire::status::exception && !t->cancel_requested.load(std::memory_order_acquire) &&
+        t->retries_left != 0 && t->options().retry_exceptions && t->options().retry_exceptions->retries_everything()) {
+      if (t->retries_left > 0)
+        --t->retries_left;
+      j.worker = 0;
+      pending_.push_front(d.seq);
+      pump_locked();
+      return;
+    }
+    jobs_.erase(it);
+    pump_locked();
+  }
+  std::exception_ptr err;
+  const std::string name = runtime::task_name(*t);
+  try {
+    switch (d.st) {
+    case wire::status::ok:
+      t->decode_results(d.payload);
+      break;
+    case wire::status::exception: {
+      std::string type, message;
+      decode_each(d.payload, type, message);
+      err = std::make_exception_ptr(task_error(type, message, {name}));
+      break;
+    }
+    case wire::status::failed:
+      err = std::make_exception_ptr(serialization_error(std::string(d.payload)));
+      break;
+    }
+  } catch (...) {
+    err = std::current_exception();
+  }
+  finish(t, err);
+}
+
+void process_node::finish(task_base* t, std::exception_ptr err) {
+  if (t->cancel_requested.load(std::memory_order_acquire))
+    err = std::make_exception_ptr(
+      task_cancelled_error("weft: task '" + runtime::task_name(*t) + "' was cancelled while it ran"));
+  rt_.finish_remote(t, err);
+}
+
+void process_node::cancel(task_base* t, bool force) {
+  std::unique_lock<std::mutex> lock(mtx_);
+  for (auto it = jobs_.begin(); it != jobs_.end(); ++it) {
+    if (it->second.t != t)
+      continue;
+    auto wit = workers_.find(it->second.worker);
+    if (wit == workers_.end() || wit->second.state != wstate::busy) {
+      // Not sent yet: it never runs.
+      std::erase(pending_, it->first);
+      jobs_.erase(it);
+      lock.unlock();
+      rt_.finish_remote(t, std::make_exception_ptr(task_cancelled_error("weft: task '" + runtime::task_name(*t) +
+                                                                        "' was cancelled before it ran")));
+      return;
+    }
+    if (force)
+      ::kill(wit->second.pid, SIGKILL); // on_exit finishes the task as cancelled
+    else
+      caf::anon_send(*wit->second.actor, wire::cancel_atom::value, it->first);
+    return;
+  }
+}
+
+std::vector<std::pair<task_base*, std::exception_ptr>> process_node::on_exit(worker& w, int status) {
+  // Called with mtx_ held (by the I/O thread); the caller finishes the
+  // tasks returned once it has let go of mtx_.
+  const auto before = w.state;
+  w.state = wstate::dead;
+  if (w.actor)
+    w.actor.reset();
+  std::vector<std::pair<task_base*, std::exception_ptr>> done;
+  if (before == wstate::starting) {
+    --starting_;
+    // A worker that never got going: the tasks waiting for one fail
+    // rather than wait for workers that cannot start.
+    const std::string why = !w.refused.empty() ? w.refused
+                                               : "worker process " + std::to_string(w.pid) + " " +
+                                                   describe_status(status) + " before it connected";
+    if (!stopping_) {
+      for (auto seq : pending_) {
+        auto it = jobs_.find(seq);
+        if (it == jobs_.end())
+          continue;
+        done.emplace_back(
+          it->second.t, std::make_exception_ptr(worker_start_error("weft: task '" + runtime::task_name(*it->second.t) +
+                                                                   "' could not start a worker process: " + why)));
+        jobs_.erase(it);
+      }
+      pending_.clear();
+      log().error("weft: {}", why);
+    }
+  } else if (w.running != 0) {
+    auto it = jobs_.find(w.running);
+    if (it != jobs_.end()) {
+      task_base* t = it->second.t;
+      const bool cancelled = t->cancel_requested.load(std::memory_order_acquire);
+      if (!cancelled && !stopping_ && t->retries_left != 0) {
+        if (t->retries_left > 0)
+          --t->retries_left;
+        log().warn("weft: worker process {} {} while running task '{}'; retrying ({} retries left)", w.pid,
+                   describe_status(status), runtime::task_name(*t), t->retries_left);
+        it->second.worker = 0;
+        pending_.push_front(it->first);
+      } else {
+        std::exception_ptr err;
+        if (stopping_ && !cancelled) {
+          err = std::make_exception_ptr(runtime_shutdown_error("weft: task '" + runtime::task_name(*t) +
+                                                               "' did not finish: the runtime shut down while it ran"));
+        } else if (!cancelled) {
+          const int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+          const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+          const int max = t->options().max_retries.value_or(3);
+          err = std::make_exception_ptr(
+            worker_crashed_error("weft: task '" + runtime::task_name(*t) + "' failed: its worker process " +
+                                   std::to_string(w.pid) + " " + describe_status(status) + " while running it" +
+                                   (stopping_ ? std::string(" (the runtime is shutting down)")
+                                              : ", and no retries are left (max_retries=" + std::to_string(max) + ")"),
+                                 sig, code));
+        }
+        done.emplace_back(t, err);
+        jobs_.erase(it);
+      }
+    }
+    w.running = 0;
+  }
+  pump_locked();
+  return done;
+}
+
+void process_node::spawn_one() {
+  int out[2], err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0)
+    throw error(std::string("weft: pipe: ") + std::strerror(errno));
+  if (::pipe2(err, O_CLOEXEC) != 0) {
+    ::close(out[0]);
+    ::close(out[1]);
+    throw error(std::string("weft: pipe: ") + std::strerror(errno));
+  }
+  const std::string program = rt_.cfg().worker_program.value_or("/proc/self/exe");
+  auto args = own_command_line();
+  if (args.empty())
+    args.push_back(program);
+  int id = 0;
+  {
+    std::lock_guard<std::mutex> lock(mtx_);
+    id = ++next_worker_;
+  }
+  std::vector<std::string> env_store;
+  for (char** e = environ; e && *e; ++e)
+    if (std::strncmp(*e, "WEFT_WORKER_", 12) != 0)
+      env_store.emplace_back(*e);
+  env_store.push_back(std::string(wire::env_address) + "=127.0.0.1:" + std::to_string(port_));
+  env_store.push_back(std::string(wire::env_token) + "=" + token_);
+  env_store.push_back(std::string(wire::env_driver) + "=" + std::to_string(::getpid()));
+  env_store.push_back(std::string(wire::env_worker_id) + "=" + std::to_string(id));
+  std::vector<char*> argv, envp;
+  for (auto& a : args)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& e : env_store)
+    envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3); // none of the driver's sockets leak into workers
+  pid_t pid = -1;
+  const int rc = ::posix_spawn(&pid, program.c_str(), &fa, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(out[1]);
+  ::close(err[1]);
+  if (rc != 0) {
+    ::close(out[0]);
+    ::close(err[0]);
+    std::vector<std::pair<task_base*, std::exception_ptr>> done;
+    {
+      std::lock_guard<std::mutex> lock(mtx_);
+      worker w;
+      w.id = id;
+      w.refused = "cannot start worker program '" + program + "': " + std::strerror(rc);
+      ++starting_;
+      auto& ref = workers_.emplace(id, std::move(w)).first->second;
+      done = on_exit(ref, 0);
+      workers_.erase(id);
+    }
+    for (auto& [t, e] : done)
+      finish(t, e);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mtx_);
+  worker w;
+  w.id = id;
+  w.pid = pid;
+  w.out_fd = out[0];
+  w.err_fd = err[0];
+  w.pid_fd = pidfd_open(pid);
+  ++starting_;
+  workers_.emplace(id, std::move(w));
+  log().debug("started worker process {} (worker {})", pid, id);
+}
+
+void process_node::forward(worker& w, int fd, std::string& line, bool final) {
+  char buf[65536];
+  for (;;) {
+    auto n = ::read(fd, buf, sizeof buf);
+    if (n <= 0)
+      break;
+    line.append(buf, static_cast<std::size_t>(n));
+    if (n < static_cast<ssize_t>(sizeof buf))
+      break;
+  }
+  const int target = (fd == w.out_fd) ? 1 : 2;
+  std::string out;
+  const std::string prefix = "(pid=" + std::to_string(w.pid) + ") ";
+  std::size_t start = 0;
+  for (auto nl = line.find('\n'); nl != std::string::npos; nl = line.find('\n', start)) {
+    out += prefix;
+    out.append(line, start, nl - start + 1);
+    start = nl + 1;
+  }
+  line.erase(0, start);
+  if (final && !line.empty()) {
+    out += prefix + line + "\n";
+    line.clear();
+  }
+  if (!out.empty())
+    write_all(target, out);
+}
+
+void process_node::io_loop() {
+  std::vector<pollfd> fds;
+  std::vector<std::pair<int, int>> who; // (worker id, which: 0 out, 1 err, 2 pid)
+  for (;;) {
+    int spawns = 0;
+    bool polling_pids = false;
+    fds.clear();
+    who.clear();
+    fds.push_back({wake_fd_, POLLIN, 0});
+    who.emplace_back(0, -1);
+    {
+      std::lock_guard<std::mutex> lock(mtx_);
+      if (stopping_ && workers_.empty())
+        break;
+      spawns = stopping_ ? 0 : to_spawn_;
+      to_spawn_ = 0;
+      for (auto& [id, w] : workers_) {
+        if (w.out_fd >= 0) {
+          fds.push_back({w.out_fd, POLLIN, 0});
+          who.emplace_back(id, 0);
+        }
+        if (w.err_fd >= 0) {
+          fds.push_back({w.err_fd, POLLIN, 0});
+          who.emplace_back(id, 1);
+        }
+        if (w.pid_fd >= 0) {
+          fds.push_back({w.pid_fd, POLLIN, 0});
+          who.emplace_back(id, 2);
+        } else if (w.pid > 0) {
+          polling_pids = true;
+        }
+      }
+    }
+    for (int i = 0; i < spawns; ++i) {
+      try {
+        spawn_one();
+      } catch (const std::exception& e) {
+        log().error("{}", e.what());
+      }
+    }
+    if (spawns > 0)
+      continue; // poll the new workers' pipes too
+    ::poll(fds.data(), fds.size(), polling_pids ? 20 : 200);
+    if (fds[0].revents & POLLIN) {
+      std::uint64_t v;
+      [[maybe_unused]] auto n = ::read(wake_fd_, &v, sizeof v);
+    }
+    std::vector<std::pair<task_base*, std::exception_ptr>> done;
+    std::unique_lock<std::mutex> lock(mtx_);
+    std::vector<int> exited;
+    for (std::size_t i = 1; i < fds.size(); ++i) {
+      auto it = workers_.find(who[i].first);
+      if (it == workers_.end())
+        continue;
+      worker& w = it->second;
+      if (who[i].second == 0 && (fds[i].revents & (POLLIN | POLLHUP)))
+        forward(w, w.out_fd, w.out_line, false);
+      else if (who[i].second == 1 && (fds[i].revents & (POLLIN | POLLHUP)))
+        forward(w, w.err_fd, w.err_line, false);
+      else if (who[i].second == 2 && (fds[i].revents & POLLIN))
+        exited.push_back(w.id);
+    }
+    if (polling_pids)
+      for (auto& [id, w] : workers_)
+        if (w.pid_fd < 0 && w.pid > 0)
+          exited.push_back(id);
+    for (int id : exited) {
+      auto it = workers_.find(id);
+      if (it == workers_.end())
+        continue;
+      worker& w = it->second;
+      int status = 0;
+      if (::waitpid(w.pid, &status, WNOHANG) != w.pid)
+        continue;
+      forward(w, w.out_fd, w.out_line, true);
+      forward(w, w.err_fd, w.err_line, true);
+      for (int* fd : {&w.out_fd, &w.err_fd, &w.pid_fd})
+        if (*fd >= 0) {
+          ::close(*fd);
+          *fd = -1;
+        }
+      log().debug("worker process {} {}", w.pid, describe_status(status));
+      auto finished = on_exit(w, status);
+      done.insert(done.end(), finished.begin(), finished.end());
+      workers_.erase(it);
+    }
+    lock.unlock();
+    for (auto& [t, e] : done)
+      finish(t, e);
+  }
+}
+
+void process_node::stop() {
+  std::vector<task_base*> never_ran;
+  {
+    std::lock_guard<std::mutex> lock(mtx_);
+    if (stopping_)
+      return;
+    stopping_ = true;
+    for (auto& [id, w] : workers_)
+      if (w.pid > 0)
+        ::kill(w.pid, SIGKILL);
+    // Tasks waiting for a worker never run.
+    for (auto seq : pending_) {
+      auto it = jobs_.find(seq);
+      if (it == jobs_.end())
+        continue;
+      never_ran.push_back(it->second.t);
+      jobs_.erase(it);
+    }
+    pending_.clear();
+  }
+  for (task_base* t : never_ran)
+    rt_.finish_remote(t, std::make_exception_ptr(runtime_shutdown_error("weft: task '" + runtime::task_name(*t) +
+                                                                        "' did not run: the runtime shut down")));
+  wake_io();
+  if (io_.joinable())
+    io_.join(); // reaps every worker; tasks they ran fail in on_exit
+  if (node_) {
+    caf::anon_send_exit(*node_, caf::exit_reason::user_shutdown);
+    node_.reset();
+  }
+  if (wake_fd_ >= 0) {
+    ::close(wake_fd_);
+    wake_fd_ = -1;
+  }
+}
+
+} // namespace weft::detail

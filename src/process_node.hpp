@@ -1,0 +1,112 @@
+// Private: the node of worker-process mode, inside the driver.
+//
+// With config::workers = processes, every task the scheduler starts is
+// handed to dispatch() instead of running on a fiber. The task keeps its
+// resources; the node sends it (code refs + encoded arguments) to an idle
+// worker process over CAF's io::middleman (127.0.0.1), and finishes it
+// when the result comes back. Workers are started lazily (one more for
+// each task waiting for one; the scheduler's resources bound how many run
+// at once), reused, and killed only by cancel(force), max_calls retirement
+// and shutdown. A worker that dies while running a task is seen through
+// its pidfd: the task is retried on another worker (max_retries) or fails
+// with worker_crashed_error naming the signal or exit code.
+//
+// One I/O thread starts the workers (their parent-death signal is tied to
+// it), forwards their stdout/stderr line by line prefixed "(pid=N) ", and
+// reaps them. One CAF actor (the node) talks to them. State is under mtx_.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "modules.hpp"
+#include "runtime.hpp"
+
+namespace caf {
+class actor;
+}
+
+namespace weft::detail {
+
+class process_node final : public runtime_service {
+public:
+  explicit process_node(runtime& rt);
+  ~process_node() override;
+
+  /// The node of `rt`, started on first use.
+  static process_node& of(runtime& rt);
+
+  /// Runs `t` (phase running, resources held) in a worker.
+  void dispatch(task_base* t);
+  /// Cancels `t` if it is this node's: force kills its worker.
+  void cancel(task_base* t, bool force);
+  void stop() override;
+
+  // ---- called by the node actor ----
+  void on_hello(const std::string& token, std::int32_t pid, const std::string& build_id, const caf::actor& who);
+  void on_done(const std::string& record);
+
+private:
+  enum class wstate { starting, idle, busy, retiring, dead };
+  struct worker {
+    int id = 0;
+    pid_t pid = -1;
+    int out_fd = -1, err_fd = -1, pid_fd = -1;
+    wstate state = wstate::starting;
+    std::unique_ptr<caf::actor> actor;
+    std::uint64_t running = 0;                  ///< seq of the task it runs, or 0
+    std::unordered_map<const void*, int> calls; ///< finished calls per function
+    std::string out_line, err_line;
+    std::string refused; ///< why the node refused it, if it did
+  };
+  struct job {
+    task_base* t = nullptr;
+    code_ref invoker, fn;
+    std::string args;
+    int worker = 0; ///< id of the worker running it; 0: waiting for one
+  };
+
+  void pump_locked();
+  void send_locked(worker& w, std::uint64_t seq, job& j);
+  void io_loop();
+  void spawn_one();
+  void forward(worker& w, int fd, std::string& line, bool final);
+  std::vector<std::pair<task_base*, std::exception_ptr>> on_exit(worker& w, int status);
+  code_ref locate(const void* code, const task_base& t);
+  void finish(task_base* t, std::exception_ptr err);
+  void wake_io();
+
+  runtime& rt_;
+  std::unique_ptr<caf::actor> node_;
+  std::uint16_t port_ = 0;
+  std::string token_;
+  module_table modules_;
+  std::string modules_wire_;
+
+  std::mutex mtx_;
+  bool stopping_ = false;
+  std::map<int, worker> workers_; // by id
+  int next_worker_ = 0;
+  int starting_ = 0; ///< workers started and not yet welcomed
+  int to_spawn_ = 0; ///< spawn requests for the I/O thread
+  std::uint64_t next_seq_ = 0;
+  std::map<std::uint64_t, job> jobs_;
+  std::deque<std::uint64_t> pending_;
+  std::unordered_map<const void*, code_ref> code_cache_;
+
+  int wake_fd_ = -1;
+  std::thread io_;
+};
+
+} // namespace weft::detail

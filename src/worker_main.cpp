@@ -1,0 +1,198 @@
+#include "worker_main.hpp"
+
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <typeinfo>
+#include <vector>
+
+#include <cxxabi.h>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include "modules.hpp"
+#include "runtime.hpp"
+#include "weft/detail/task.hpp"
+#include "weft/errors.hpp"
+#include "worker_protocol.hpp"
+
+namespace weft::detail {
+
+namespace {
+
+std::atomic<bool> g_cancel{false};
+std::atomic<std::uint64_t> g_running_seq{0};
+
+[[noreturn]] void die(const std::string& why, int code) {
+  std::fprintf(stderr, "weft worker %d: %s\n", static_cast<int>(::getpid()), why.c_str());
+  std::fflush(stderr);
+  std::_Exit(code);
+}
+
+/// What the CAF side hands to the main thread, which runs the tasks.
+struct inbox {
+  std::mutex mtx;
+  std::condition_variable cv;
+  std::deque<std::string> calls;
+  std::string modules; ///< the driver's module table, once welcomed
+  bool welcomed = false;
+  bool retire = false;
+};
+
+const char* getenv_or_die(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v || !*v)
+    die(std::string("missing environment variable ") + name, 2);
+  return v;
+}
+
+/// Runs one call record; returns the result record.
+std::string run_call(std::string_view rec, const module_table& mine,
+                     const std::vector<const module_table::module*>& map) {
+  wire::call_record call;
+  std::string payload;
+  auto st = wire::status::ok;
+  if (!call.read(rec))
+    die("corrupted call record from the driver", 5);
+  auto resolve = [&](code_ref r) -> const void* {
+    if (r.module >= map.size() || !map[r.module])
+      return nullptr;
+    const auto* m = map[r.module];
+    auto addr = m->base + r.offset;
+    for (auto [b, e] : m->code)
+      if (addr >= b && addr < e)
+        return reinterpret_cast<const void*>(addr);
+    return nullptr;
+  };
+  (void)mine;
+  const void* inv = resolve(call.invoker);
+  const void* fn = resolve(call.fn);
+  if (!inv || !fn) {
+    st = wire::status::failed;
+    payload = "weft: the worker cannot find the task's code (module " + std::to_string(call.fn.module) + ", offset " +
+              std::to_string(call.fn.offset) + "); is the function in a library loaded only in the driver?";
+  } else {
+    g_cancel.store(false, std::memory_order_relaxed);
+    g_running_seq.store(call.seq, std::memory_order_release);
+    try {
+      reinterpret_cast<remote_invoker>(const_cast<void*>(inv))(fn, call.args, payload);
+    } catch (const serialization_error& e) {
+      payload.clear();
+      st = wire::status::failed;
+      payload = e.what();
+    } catch (const std::exception& e) {
+      payload.clear();
+      st = wire::status::exception;
+      encode_each(payload, demangled(typeid(e).name()), std::string(e.what()));
+    } catch (...) {
+      payload.clear();
+      st = wire::status::exception;
+      auto* type = abi::__cxa_current_exception_type();
+      encode_each(payload, type ? demangled(type->name()) : std::string("unknown"),
+                  std::string("(not a std::exception)"));
+    }
+    g_running_seq.store(0, std::memory_order_release);
+  }
+  std::string out;
+  wire::done_record{call.seq, st, payload}.write(out);
+  return out;
+}
+
+} // namespace
+
+bool started_as_worker() noexcept {
+  const char* v = std::getenv(wire::env_address);
+  return v && *v;
+}
+
+bool worker_cancel_requested() noexcept { return g_cancel.load(std::memory_order_acquire); }
+
+void run_worker() {
+  // Die with the driver, even when it is killed with SIGKILL. The death
+  // signal is tied to the thread that started us: the driver starts
+  // workers from one long-lived thread.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  const std::string address = getenv_or_die(wire::env_address);
+  const std::string token = getenv_or_die(wire::env_token);
+  const long driver = std::strtol(getenv_or_die(wire::env_driver), nullptr, 10);
+  if (::getppid() != driver)
+    die("the driver is already gone", 0);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0); // lines reach the driver as they are printed
+
+  const auto colon = address.rfind(':');
+  const std::string host = address.substr(0, colon);
+  const auto port = static_cast<std::uint16_t>(std::strtoul(address.c_str() + colon + 1, nullptr, 10));
+
+  caf::actor_system_config cfg;
+  cfg.load<caf::io::middleman>();
+  cfg.set("scheduler.max-threads", 2);
+  caf::actor_system sys(cfg);
+  auto node = sys.middleman().remote_actor(host, port);
+  if (!node)
+    die("cannot reach the driver at " + address + ": " + sys.render(node.error()), 3);
+
+  inbox box;
+  auto self = sys.spawn([&box, n = *node](caf::event_based_actor* self) -> caf::behavior {
+    self->monitor(n);
+    self->set_down_handler([](caf::down_msg&) { std::_Exit(0); }); // the driver is gone
+    return {
+      [&box](wire::welcome_atom, const std::string& modules) {
+        std::lock_guard<std::mutex> lock(box.mtx);
+        box.modules = modules;
+        box.welcomed = true;
+        box.cv.notify_one();
+      },
+      [](wire::refuse_atom, const std::string& why) { die("refused by the driver: " + why, 4); },
+      [&box](wire::call_atom, std::string& rec) {
+        std::lock_guard<std::mutex> lock(box.mtx);
+        box.calls.push_back(std::move(rec));
+        box.cv.notify_one();
+      },
+      [](wire::cancel_atom, std::uint64_t seq) {
+        if (g_running_seq.load(std::memory_order_acquire) == seq)
+          g_cancel.store(true, std::memory_order_release);
+      },
+      [&box](wire::retire_atom) {
+        std::lock_guard<std::mutex> lock(box.mtx);
+        box.retire = true;
+        box.cv.notify_one();
+      },
+    };
+  });
+  const module_table mine = module_table::loaded();
+  caf::anon_send(*node, wire::hello_atom::value, token, static_cast<std::int32_t>(::getpid()), mine.main_build_id(),
+                 self);
+
+  std::vector<const module_table::module*> map;
+  {
+    std::unique_lock<std::mutex> lock(box.mtx);
+    box.cv.wait(lock, [&] { return box.welcomed; });
+    if (auto missing = mine.match(box.modules, map); !missing.empty())
+      die(missing, 4);
+  }
+  for (;;) {
+    std::string rec;
+    {
+      std::unique_lock<std::mutex> lock(box.mtx);
+      box.cv.wait(lock, [&] { return !box.calls.empty() || box.retire; });
+      if (box.calls.empty())
+        break;
+      rec = std::move(box.calls.front());
+      box.calls.pop_front();
+    }
+    caf::anon_send(*node, wire::done_atom::value, run_call(rec, mine, map));
+  }
+  std::fflush(nullptr);
+  std::_Exit(0);
+}
+
+} // namespace weft::detail

@@ -1,0 +1,145 @@
+// Private: what the driver's node and its worker processes say to each
+// other (CAF messages over io::middleman on 127.0.0.1).
+//
+//   worker -> node   (hello,   token, pid, build id, worker actor)
+//   node   -> worker (welcome, module table)   or (refuse, reason)
+//   node   -> worker (call,    task record)    one task to run
+//   worker -> node   (done,    result record)
+//   node   -> worker (cancel,  seq)            is_cancelled() turns true
+//   node   -> worker (retire)                  exit after the current task
+//
+// Records are little packed strings (below); argument and result bytes in
+// them come from the serializer facade.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include <caf/atom.hpp>
+
+#include "modules.hpp"
+
+namespace weft::detail::wire {
+
+using hello_atom = caf::atom_constant<caf::atom("w_hello")>;
+using welcome_atom = caf::atom_constant<caf::atom("w_welcome")>;
+using refuse_atom = caf::atom_constant<caf::atom("w_refuse")>;
+using call_atom = caf::atom_constant<caf::atom("w_call")>;
+using done_atom = caf::atom_constant<caf::atom("w_done")>;
+using cancel_atom = caf::atom_constant<caf::atom("w_cancel")>;
+using retire_atom = caf::atom_constant<caf::atom("w_retire")>;
+
+/// Environment of a worker process: where its driver listens, and the
+/// secret that proves it was started by that driver.
+inline constexpr const char* env_address = "WEFT_WORKER_OF";    // "127.0.0.1:port"
+inline constexpr const char* env_token = "WEFT_WORKER_TOKEN";   // hex
+inline constexpr const char* env_driver = "WEFT_WORKER_DRIVER"; // driver pid
+inline constexpr const char* env_worker_id = "WEFT_WORKER_ID";  // small number, for logs
+
+enum class status : std::uint8_t { ok = 0, exception = 1, failed = 2 };
+
+class writer {
+public:
+  explicit writer(std::string& out) : out_(out) {}
+  template <class T>
+  void put(T v) {
+    char b[sizeof(T)];
+    std::memcpy(b, &v, sizeof v);
+    out_.append(b, sizeof b);
+  }
+  void put_bytes(std::string_view s) {
+    put(static_cast<std::uint32_t>(s.size()));
+    out_.append(s);
+  }
+
+private:
+  std::string& out_;
+};
+
+/// Reads a record; `ok()` turns false on any overrun (nothing is trusted).
+class reader {
+public:
+  explicit reader(std::string_view in) : in_(in) {}
+  template <class T>
+  T get() {
+    T v{};
+    if (in_.size() < sizeof v) {
+      ok_ = false;
+      in_ = {};
+      return v;
+    }
+    std::memcpy(&v, in_.data(), sizeof v);
+    in_.remove_prefix(sizeof v);
+    return v;
+  }
+  std::string_view get_bytes() {
+    auto n = get<std::uint32_t>();
+    if (in_.size() < n) {
+      ok_ = false;
+      in_ = {};
+      return {};
+    }
+    auto s = in_.substr(0, n);
+    in_.remove_prefix(n);
+    return s;
+  }
+  bool ok() const noexcept { return ok_; }
+
+private:
+  std::string_view in_;
+  bool ok_ = true;
+};
+
+/// A task record: seq, invoker and function code refs, argument bytes.
+struct call_record {
+  std::uint64_t seq = 0;
+  code_ref invoker;
+  code_ref fn;
+  std::string_view args;
+
+  void write(std::string& out) const {
+    writer w(out);
+    w.put(seq);
+    w.put(invoker.module);
+    w.put(invoker.offset);
+    w.put(fn.module);
+    w.put(fn.offset);
+    w.put_bytes(args);
+  }
+  bool read(std::string_view in) {
+    reader r(in);
+    seq = r.get<std::uint64_t>();
+    invoker.module = r.get<std::uint32_t>();
+    invoker.offset = r.get<std::uint64_t>();
+    fn.module = r.get<std::uint32_t>();
+    fn.offset = r.get<std::uint64_t>();
+    args = r.get_bytes();
+    return r.ok();
+  }
+};
+
+/// A result record: seq, status, payload (result bytes, or the encoded
+/// (type name, message) of an exception, or a message).
+struct done_record {
+  std::uint64_t seq = 0;
+  status st = status::ok;
+  std::string_view payload;
+
+  void write(std::string& out) const {
+    writer w(out);
+    w.put(seq);
+    w.put(static_cast<std::uint8_t>(st));
+    w.put_bytes(payload);
+  }
+  bool read(std::string_view in) {
+    reader r(in);
+    seq = r.get<std::uint64_t>();
+    st = static_cast<status>(r.get<std::uint8_t>());
+    payload = r.get_bytes();
+    return r.ok() && static_cast<std::uint8_t>(st) <= 2;
+  }
+};
+
+} // namespace weft::detail::wire
