@@ -443,6 +443,7 @@ void process_node::spawn_one() {
       worker w;
       w.id = id;
       w.refused = "cannot start worker program '" + program + "': " + std::strerror(rc);
+      --to_spawn_;
       ++starting_;
       auto& ref = workers_.emplace(id, std::move(w)).first->second;
       done = on_exit(ref, 0);
@@ -459,6 +460,7 @@ void process_node::spawn_one() {
   w.out_fd = out[0];
   w.err_fd = err[0];
   w.pid_fd = pidfd_open(pid);
+  --to_spawn_;
   ++starting_;
   workers_.emplace(id, std::move(w));
   log().debug("started worker process {} (worker {})", pid, id);
@@ -506,8 +508,7 @@ void process_node::io_loop() {
       std::lock_guard<std::mutex> lock(mtx_);
       if (stopping_ && workers_.empty())
         break;
-      spawns = stopping_ ? 0 : to_spawn_;
-      to_spawn_ = 0;
+      spawns = stopping_ ? 0 : to_spawn_; // spawn_one() moves each from to_spawn_ to starting_
       for (auto& [id, w] : workers_) {
         if (w.out_fd >= 0) {
           fds.push_back({w.out_fd, POLLIN, 0});
@@ -530,6 +531,8 @@ void process_node::io_loop() {
         spawn_one();
       } catch (const std::exception& e) {
         log().error("{}", e.what());
+        std::lock_guard<std::mutex> lock(mtx_);
+        --to_spawn_;
       }
     }
     if (spawns > 0)

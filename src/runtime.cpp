@@ -170,6 +170,8 @@ runtime::runtime(const config& cfg) :
   processes_ = cfg.workers == worker_mode::processes;
   if (processes_)
     caf_cfg_->load<caf::io::middleman>(); // worker processes connect over 127.0.0.1
+  if (processes_)
+    caf_cfg_->set("middleman.workers", 0); // deserialize on the I/O thread: one hop less per message
   caf_ = std::make_unique<caf::actor_system>(*caf_cfg_);
   for (std::size_t i = 0; i < n_exec; ++i) {
     auto ex = std::make_unique<executor>();

@@ -4,12 +4,9 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <deque>
-#include <mutex>
 #include <string>
 #include <typeinfo>
 #include <vector>
@@ -37,16 +34,6 @@ std::atomic<std::uint64_t> g_running_seq{0};
   std::fflush(stderr);
   std::_Exit(code);
 }
-
-/// What the CAF side hands to the main thread, which runs the tasks.
-struct inbox {
-  std::mutex mtx;
-  std::condition_variable cv;
-  std::deque<std::string> calls;
-  std::string modules; ///< the driver's module table, once welcomed
-  bool welcomed = false;
-  bool retire = false;
-};
 
 const char* getenv_or_die(const char* name) {
   const char* v = std::getenv(name);
@@ -134,65 +121,49 @@ void run_worker() {
 
   caf::actor_system_config cfg;
   cfg.load<caf::io::middleman>();
-  cfg.set("scheduler.max-threads", 2);
+  // Work sharing wakes a parked thread at once; the default work stealing
+  // sleeps up to 10 ms between polls when idle.
+  cfg.set("scheduler.policy", caf::atom("sharing"));
+  cfg.set("scheduler.max-threads", 2); // one runs tasks, one hears cancel messages
+  cfg.set("middleman.workers", 0);     // deserialize on the I/O thread: one thread hop less per message
   caf::actor_system sys(cfg);
   auto node = sys.middleman().remote_actor(host, port);
   if (!node)
     die("cannot reach the driver at " + address + ": " + sys.render(node.error()), 3);
 
-  inbox box;
-  auto self = sys.spawn([&box, n = *node](caf::event_based_actor* self) -> caf::behavior {
+  // Tasks run right in the actor's handler, one at a time, in arrival
+  // order: no hand-over to another thread on the way in or out.
+  struct state {
+    module_table mine = module_table::loaded();
+    std::vector<const module_table::module*> map;
+  };
+  auto st = std::make_shared<state>();
+  auto self = sys.spawn([st, n = *node](caf::event_based_actor* self) -> caf::behavior {
     self->monitor(n);
     self->set_down_handler([](caf::down_msg&) { std::_Exit(0); }); // the driver is gone
     return {
-      [&box](wire::welcome_atom, const std::string& modules) {
-        std::lock_guard<std::mutex> lock(box.mtx);
-        box.modules = modules;
-        box.welcomed = true;
-        box.cv.notify_one();
+      [st](wire::welcome_atom, const std::string& modules) {
+        if (auto missing = st->mine.match(modules, st->map); !missing.empty())
+          die(missing, 4);
       },
       [](wire::refuse_atom, const std::string& why) { die("refused by the driver: " + why, 4); },
-      [&box](wire::call_atom, std::string& rec) {
-        std::lock_guard<std::mutex> lock(box.mtx);
-        box.calls.push_back(std::move(rec));
-        box.cv.notify_one();
+      [st, n](wire::call_atom, const std::string& rec) {
+        caf::anon_send(n, wire::done_atom::value, run_call(rec, st->mine, st->map));
       },
       [](wire::cancel_atom, std::uint64_t seq) {
         if (g_running_seq.load(std::memory_order_acquire) == seq)
           g_cancel.store(true, std::memory_order_release);
       },
-      [&box](wire::retire_atom) {
-        std::lock_guard<std::mutex> lock(box.mtx);
-        box.retire = true;
-        box.cv.notify_one();
+      [](wire::retire_atom) {
+        std::fflush(nullptr);
+        std::_Exit(0);
       },
     };
   });
-  const module_table mine = module_table::loaded();
-  caf::anon_send(*node, wire::hello_atom::value, token, static_cast<std::int32_t>(::getpid()), mine.main_build_id(),
+  caf::anon_send(*node, wire::hello_atom::value, token, static_cast<std::int32_t>(::getpid()), st->mine.main_build_id(),
                  self);
-
-  std::vector<const module_table::module*> map;
-  {
-    std::unique_lock<std::mutex> lock(box.mtx);
-    box.cv.wait(lock, [&] { return box.welcomed; });
-    if (auto missing = mine.match(box.modules, map); !missing.empty())
-      die(missing, 4);
-  }
-  for (;;) {
-    std::string rec;
-    {
-      std::unique_lock<std::mutex> lock(box.mtx);
-      box.cv.wait(lock, [&] { return !box.calls.empty() || box.retire; });
-      if (box.calls.empty())
-        break;
-      rec = std::move(box.calls.front());
-      box.calls.pop_front();
-    }
-    caf::anon_send(*node, wire::done_atom::value, run_call(rec, mine, map));
-  }
-  std::fflush(nullptr);
-  std::_Exit(0);
+  for (;;)
+    ::pause(); // the actor ends the process
 }
 
 } // namespace weft::detail
