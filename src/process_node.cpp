@@ -165,7 +165,9 @@ void process_node::dispatch(task_base* t) {
     pump_locked();
     return;
   } catch (...) {
-    finish(t, std::current_exception());
+    // Not finish(): that would dispatch the next task from here, and a run
+    // of tasks that cannot be sent would recurse. Executors pick it up.
+    rt_.finish_remote(t, std::current_exception());
   }
 }
 
@@ -297,7 +299,10 @@ void process_node::finish(task_base* t, std::exception_ptr err) {
   if (t->cancel_requested.load(std::memory_order_acquire))
     err = std::make_exception_ptr(
       task_cancelled_error("weft: task '" + runtime::task_name(*t) + "' was cancelled while it ran"));
-  rt_.finish_remote(t, err);
+  // The next task whose resources are now free goes straight to a worker
+  // from here, without a round through an executor.
+  if (task_base* next = rt_.finish_remote(t, err, true))
+    dispatch(next);
 }
 
 void process_node::cancel(task_base* t, bool force) {

@@ -357,16 +357,21 @@ void runtime::fail(task_base* t, std::exception_ptr e) {
   t->release();
 }
 
-void runtime::finish_remote(task_base* t, std::exception_ptr err) {
+task_base* runtime::finish_remote(task_base* t, std::exception_ptr err, bool pop) {
   if (err)
     complete_returns_with(t, err);
   else
     for (auto& r : t->returns())
       r->complete_value();
   sched_.announce_finishing();
-  sched_.finish_and_pop(t, false);
+  auto w = sched_.finish_and_pop(t, pop && !stopping());
   live_tasks_.fetch_sub(1, std::memory_order_acq_rel);
   t->release();
+  if (w && w.resume) { // cannot happen: nothing blocks in process mode; hand it back to be safe
+    sched_.push_resume(w.task);
+    return nullptr;
+  }
+  return w.task;
 }
 
 void runtime::cancel(task_base* t, bool force) {

@@ -55,8 +55,10 @@ public:
   void submit(task_base* t);
   void cancel(task_base* t, bool force = false);
   /// Worker processes: a task a worker ran (or could not run) is done;
-  /// publishes its results or `err` and gives back its resources.
-  void finish_remote(task_base* t, std::exception_ptr err);
+  /// publishes its results or `err` and gives back its resources. With
+  /// `pop`, returns the next task that can start (its resources taken),
+  /// for the caller to dispatch, or null.
+  task_base* finish_remote(task_base* t, std::exception_ptr err, bool pop = false);
   bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
   const node_resources& node() const noexcept { return sched_.node(); }
 

@@ -546,15 +546,50 @@ void write_json(const std::vector<row>& rows, const std::string& path) {
   out << "]\n";
 }
 
+/// The same workloads with every task in a worker process.
+std::vector<workload> process_workloads() {
+  return {
+    {"tasks_async", "1000 no-op tasks submitted, then one get, repeated (worker processes)",
+     [](const settings& c) {
+       const auto f = weft::remote(small_value);
+       auto s = rate(c, 1000, [&] {
+         std::vector<weft::object_ref<int>> refs;
+         refs.reserve(1000);
+         for (int i = 0; i < 1000; ++i)
+           refs.push_back(f.remote());
+         weft::get(refs);
+       });
+       return row{"tasks_async", "processes", s.median, "tasks/s", "caf_send_ceiling", {}, s.spread, ""};
+     }},
+    {"tasks_sync", "get(f.remote()) one at a time (worker processes)",
+     [](const settings& c) {
+       const auto f = weft::remote(small_value);
+       auto s = rate(c, 100, [&] {
+         for (int i = 0; i < 100; ++i)
+           weft::get(f.remote());
+       });
+       return row{"tasks_sync", "processes", s.median, "tasks/s", "thread_roundtrip_ceiling", {}, s.spread, ""};
+     }},
+  };
+}
+
 int usage(const char* msg) {
-  std::fprintf(stderr, "%s\nusage: weft-bench [--quick] [--only NAME] [--json FILE] [--list]\n", msg);
+  std::fprintf(stderr,
+               "%s\nusage: weft-bench [--quick] [--only NAME] [--mode local|processes|both] [--json FILE] [--list] "
+               "[--weft-*=...]\n",
+               msg);
   return 2;
 }
 
 } // namespace
 
 int main(int argc, char** argv) {
+  // Started again by weft as a worker process: serve, never return.
+  if (weft::is_worker_process())
+    weft::init(argc, argv);
   settings cfg;
+  bool local_mode = true;
+  bool process_mode = true;
   std::string only;
   std::string json;
   for (int i = 1; i < argc; ++i) {
@@ -567,8 +602,18 @@ int main(int argc, char** argv) {
       only = argv[++i];
     } else if (a == "--json" && i + 1 < argc) {
       json = argv[++i];
+    } else if (a == "--mode" && i + 1 < argc) {
+      std::string m = argv[++i];
+      local_mode = m == "local" || m == "both";
+      process_mode = m == "processes" || m == "both";
+      if (!local_mode && !process_mode)
+        return usage(("weft-bench: --mode '" + m + "'; expected local, processes or both").c_str());
+    } else if (a.rfind("--weft-", 0) == 0) {
+      continue; // for weft::init
     } else if (a == "--list") {
       for (const auto& w : workloads())
+        std::printf("%-26s %s\n", w.name, w.what);
+      for (const auto& w : process_workloads())
         std::printf("%-26s %s\n", w.name, w.what);
       return 0;
     } else {
@@ -576,18 +621,31 @@ int main(int argc, char** argv) {
     }
   }
   auto all = workloads();
-  if (!only.empty() && std::none_of(all.begin(), all.end(), [&](const workload& w) { return w.name == only; }))
+  auto in_processes = process_workloads();
+  auto named = [&](const std::vector<workload>& ws) {
+    return std::any_of(ws.begin(), ws.end(), [&](const workload& w) { return w.name == only; });
+  };
+  if (!only.empty() && !named(all) && !named(in_processes))
     return usage(("weft-bench: no workload named '" + only + "' (see --list)").c_str());
 
   std::vector<row> rows;
-  weft::init(argc, argv);
-  for (const auto& w : all) {
-    if (!only.empty() && w.name != only)
-      continue;
-    std::fprintf(stderr, "running %s ...\n", w.name);
-    rows.push_back(w.run(cfg));
-  }
-  weft::shutdown();
+  const weft::config base = weft::config_from(argc, argv);
+  auto run_all = [&](const std::vector<workload>& ws, weft::worker_mode mode, const char* label) {
+    weft::config c = base;
+    c.workers = mode;
+    weft::init(c);
+    for (const auto& w : ws) {
+      if (!only.empty() && w.name != only)
+        continue;
+      std::fprintf(stderr, "running %s (%s) ...\n", w.name, label);
+      rows.push_back(w.run(cfg));
+    }
+    weft::shutdown();
+  };
+  if (local_mode)
+    run_all(all, weft::worker_mode::local, "local");
+  if (process_mode)
+    run_all(in_processes, weft::worker_mode::processes, "processes");
   for (auto& r : rows) {
     if (!r.ceiling)
       continue;
