@@ -5,10 +5,12 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -91,7 +93,7 @@ void write_all(int fd, const std::string& s) {
 caf::behavior node_behavior(caf::event_based_actor*, process_node* node) {
   return {
     [node](wire::hello_atom, const std::string& token, std::int32_t pid, const std::string& build_id,
-           const caf::actor& who) { node->on_hello(token, pid, build_id, who); },
+           const caf::actor& who, const caf::actor& ctl) { node->on_hello(token, pid, build_id, who, ctl); },
     [node](wire::done_atom, const std::string& record) { node->on_done(record); },
   };
 }
@@ -171,13 +173,43 @@ void process_node::dispatch(task_base* t) {
   }
 }
 
-void process_node::send_locked(worker& w, std::uint64_t seq, job& j) {
+void process_node::append_call(std::string& batch, std::uint64_t seq, const job& j) {
   std::string rec;
   wire::call_record{seq, j.invoker, j.fn, j.args}.write(rec);
-  w.state = wstate::busy;
-  w.running = seq;
-  j.worker = w.id;
-  caf::anon_send(*w.actor, wire::call_atom::value, std::move(rec));
+  wire::writer(batch).put_bytes(rec);
+}
+
+void process_node::top_up_locked(worker& w, std::string& batch) {
+  if (w.state != wstate::busy || w.assigned.empty() || w.last_run_us > pipeline_below_us)
+    return;
+  const task_base* front = jobs_.at(w.assigned.front()).t;
+  if (front->options().max_calls.value_or(0) > 0)
+    return;
+  while (w.assigned.size() < pipeline_depth) {
+    task_base* t = rt_.sched().take_follower(front->demand);
+    if (!t)
+      return;
+    if (t->options().max_calls.value_or(0) > 0) { // counted per worker: never behind another task
+      if (!rt_.sched().requeue_follower(t))
+        orphans_.push_back(t);
+      return;
+    }
+    job j;
+    j.t = t;
+    try {
+      t->encode_arguments(j.args);
+      j.invoker = locate(reinterpret_cast<const void*>(t->invoker()), *t);
+      j.fn = locate(t->fn_id(), *t);
+    } catch (...) {
+      failed_followers_.emplace_back(t, std::current_exception());
+      continue;
+    }
+    const auto seq = ++next_seq_;
+    j.worker = w.id;
+    auto& placed = jobs_.emplace(seq, std::move(j)).first->second;
+    w.assigned.push_back(seq);
+    append_call(batch, seq, placed);
+  }
 }
 
 void process_node::pump_locked() {
@@ -195,7 +227,13 @@ void process_node::pump_locked() {
     auto it = jobs_.find(seq);
     if (it == jobs_.end())
       continue;
-    send_locked(*idle, seq, it->second);
+    std::string batch;
+    idle->state = wstate::busy;
+    idle->assigned.push_back(seq);
+    it->second.worker = idle->id;
+    append_call(batch, seq, it->second);
+    top_up_locked(*idle, batch);
+    caf::anon_send(*idle->actor, wire::call_atom::value, std::move(batch));
   }
   const int want = static_cast<int>(pending_.size()) - starting_ - to_spawn_;
   if (want > 0 && !stopping_) {
@@ -205,7 +243,7 @@ void process_node::pump_locked() {
 }
 
 void process_node::on_hello(const std::string& token, std::int32_t pid, const std::string& build_id,
-                            const caf::actor& who) {
+                            const caf::actor& who, const caf::actor& ctl) {
   std::lock_guard<std::mutex> lock(mtx_);
   worker* w = nullptr;
   for (auto& [id, x] : workers_)
@@ -225,84 +263,136 @@ void process_node::on_hello(const std::string& token, std::int32_t pid, const st
     return;
   }
   w->actor = std::make_unique<caf::actor>(who);
+  w->ctl = std::make_unique<caf::actor>(ctl);
   w->state = wstate::idle;
   --starting_;
   caf::anon_send(who, wire::welcome_atom::value, modules_wire_);
   pump_locked();
 }
 
-void process_node::on_done(const std::string& record) {
-  wire::done_record d;
-  if (!d.read(record)) {
-    log().error("weft: a worker sent a corrupted result record ({} bytes); ignored", record.size());
-    return;
-  }
-  task_base* t = nullptr;
+void process_node::on_done(const std::string& batch) {
+  // (task, error, whether its resources go back) for each finished task
+  struct finished {
+    task_base* t;
+    wire::done_record d;
+    bool gives_back;
+  };
+  std::vector<finished> done;
+  std::vector<std::pair<task_base*, std::exception_ptr>> failed;
+  std::vector<task_base*> orphans;
   {
     std::lock_guard<std::mutex> lock(mtx_);
-    auto it = jobs_.find(d.seq);
-    if (it == jobs_.end())
-      return; // its worker was killed meanwhile (cancel with force) and the task finished
-    job& j = it->second;
-    t = j.t;
-    auto wit = workers_.find(j.worker);
-    if (wit != workers_.end() && wit->second.state == wstate::busy) {
+    wire::reader records(batch);
+    std::unordered_map<int, std::string> top_ups;
+    while (records.ok()) {
+      auto rec = records.get_bytes();
+      if (!records.ok())
+        break;
+      wire::done_record d;
+      if (!d.read(rec)) {
+        log().error("weft: a worker sent a corrupted result record ({} bytes); ignored", rec.size());
+        break;
+      }
+      auto it = jobs_.find(d.seq);
+      if (it == jobs_.end())
+        continue; // its worker died meanwhile and the task was settled
+      job& j = it->second;
+      task_base* t = j.t;
+      auto wit = workers_.find(j.worker);
+      if (wit == workers_.end() || wit->second.assigned.empty() || wit->second.assigned.front() != d.seq)
+        continue; // not this worker's current task any more
       worker& w = wit->second;
-      w.running = 0;
+      w.assigned.pop_front();
+      w.last_run_us = d.run_us;
+      // An exception retried as the task's options say (the type is known
+      // only by name here: retry_exceptions = true). It goes to the back of
+      // the same worker's line, which keeps holding the resources.
+      if (d.st == wire::status::exception && !t->cancel_requested.load(std::memory_order_acquire) &&
+          t->retries_left != 0 && t->options().retry_exceptions &&
+          t->options().retry_exceptions->retries_everything()) {
+        if (t->retries_left > 0)
+          --t->retries_left;
+        w.assigned.push_back(d.seq);
+        append_call(top_ups[w.id], d.seq, j);
+        continue;
+      }
+      const bool gives_back = w.assigned.empty();
       const int max_calls = t->options().max_calls.value_or(0);
       const int calls = ++w.calls[t->fn_id()];
-      if (max_calls > 0 && calls >= max_calls) {
-        w.state = wstate::retiring;
-        caf::anon_send(*w.actor, wire::retire_atom::value);
-      } else {
-        w.state = wstate::idle;
+      if (gives_back) {
+        if (max_calls > 0 && calls >= max_calls) {
+          w.state = wstate::retiring;
+          caf::anon_send(*w.actor, wire::retire_atom::value);
+        } else {
+          w.state = wstate::idle;
+        }
       }
+      done.push_back({t, d, gives_back});
+      jobs_.erase(it);
     }
-    // An exception retried as the task's options say (the type of the
-    // exception is known only by name here: retry_exceptions = true).
-    if (d.st == wire::status::exception && !t->cancel_requested.load(std::memory_order_acquire) &&
-        t->retries_left != 0 && t->options().retry_exceptions && t->options().retry_exceptions->retries_everything()) {
-      if (t->retries_left > 0)
-        --t->retries_left;
-      j.worker = 0;
-      pending_.push_front(d.seq);
-      pump_locked();
-      return;
-    }
-    jobs_.erase(it);
+    for (auto& [id, w] : workers_)
+      top_up_locked(w, top_ups[id]);
+    for (auto& [id, b] : top_ups)
+      if (!b.empty())
+        if (auto wit = workers_.find(id); wit != workers_.end() && wit->second.actor)
+          caf::anon_send(*wit->second.actor, wire::call_atom::value, std::move(b));
+    failed.swap(failed_followers_);
+    orphans.swap(orphans_);
     pump_locked();
   }
-  std::exception_ptr err;
-  const std::string name = runtime::task_name(*t);
-  try {
-    switch (d.st) {
-    case wire::status::ok:
-      t->decode_results(d.payload);
-      break;
-    case wire::status::exception: {
-      std::string type, message;
-      decode_each(d.payload, type, message);
-      err = std::make_exception_ptr(task_error(type, message, {name}));
-      break;
+  for (auto& f : done) {
+    std::exception_ptr err;
+    try {
+      switch (f.d.st) {
+      case wire::status::ok:
+        f.t->decode_results(f.d.payload);
+        break;
+      case wire::status::exception: {
+        std::string type, message;
+        decode_each(f.d.payload, type, message);
+        err = std::make_exception_ptr(task_error(type, message, {runtime::task_name(*f.t)}));
+        break;
+      }
+      case wire::status::failed:
+        err = std::make_exception_ptr(serialization_error(std::string(f.d.payload)));
+        break;
+      }
+    } catch (...) {
+      err = std::current_exception();
     }
-    case wire::status::failed:
-      err = std::make_exception_ptr(serialization_error(std::string(d.payload)));
-      break;
-    }
-  } catch (...) {
-    err = std::current_exception();
+    if (f.gives_back)
+      finish(f.t, err);
+    else
+      finish_follower(f.t, err);
   }
-  finish(t, err);
+  settle(failed, orphans);
+}
+
+void process_node::settle(std::vector<std::pair<task_base*, std::exception_ptr>>& failed,
+                          std::vector<task_base*>& orphans) {
+  for (auto& [t, e] : failed)
+    finish_follower(t, e);
+  for (task_base* t : orphans)
+    finish_follower(t, std::make_exception_ptr(runtime_shutdown_error("weft: task '" + runtime::task_name(*t) +
+                                                                      "' did not run: the runtime shut down")));
+}
+
+std::exception_ptr process_node::cancelled_error(task_base* t, std::exception_ptr err) {
+  if (t->cancel_requested.load(std::memory_order_acquire))
+    return std::make_exception_ptr(
+      task_cancelled_error("weft: task '" + runtime::task_name(*t) + "' was cancelled while it ran"));
+  return err;
 }
 
 void process_node::finish(task_base* t, std::exception_ptr err) {
-  if (t->cancel_requested.load(std::memory_order_acquire))
-    err = std::make_exception_ptr(
-      task_cancelled_error("weft: task '" + runtime::task_name(*t) + "' was cancelled while it ran"));
   // The next task whose resources are now free goes straight to a worker
   // from here, without a round through an executor.
-  if (task_base* next = rt_.finish_remote(t, err, true))
+  if (task_base* next = rt_.finish_remote(t, cancelled_error(t, err), true))
     dispatch(next);
+}
+
+void process_node::finish_follower(task_base* t, std::exception_ptr err) {
+  rt_.finish_remote_passing_resources(t, cancelled_error(t, err));
 }
 
 void process_node::cancel(task_base* t, bool force) {
@@ -311,8 +401,8 @@ void process_node::cancel(task_base* t, bool force) {
     if (it->second.t != t)
       continue;
     auto wit = workers_.find(it->second.worker);
-    if (wit == workers_.end() || wit->second.state != wstate::busy) {
-      // Not sent yet: it never runs.
+    if (wit == workers_.end()) {
+      // Waiting for a worker: it never runs.
       std::erase(pending_, it->first);
       jobs_.erase(it);
       lock.unlock();
@@ -320,21 +410,35 @@ void process_node::cancel(task_base* t, bool force) {
                                                                         "' was cancelled before it ran")));
       return;
     }
-    if (force)
-      ::kill(wit->second.pid, SIGKILL); // on_exit finishes the task as cancelled
-    else
-      caf::anon_send(*wit->second.actor, wire::cancel_atom::value, it->first);
+    worker& w = wit->second;
+    // The worker's control actor hears it even while a task runs: the
+    // running task sees is_cancelled(), a queued one is skipped there.
+    caf::anon_send(*w.ctl, wire::cancel_atom::value, it->first);
+    if (!w.assigned.empty() && w.assigned.front() == it->first) {
+      // The first in the worker's line is (or is about to be) running.
+      if (force)
+        ::kill(w.pid, SIGKILL); // on_exit finishes the task as cancelled
+      return;
+    }
+    // Queued behind another task on that worker: it is done now; the
+    // worker skips it, and its result record finds no job.
+    std::erase(w.assigned, it->first);
+    jobs_.erase(it);
+    lock.unlock();
+    finish_follower(t, std::make_exception_ptr(task_cancelled_error("weft: task '" + runtime::task_name(*t) +
+                                                                    "' was cancelled before it ran")));
     return;
   }
 }
 
 std::vector<std::pair<task_base*, std::exception_ptr>> process_node::on_exit(worker& w, int status) {
-  // Called with mtx_ held (by the I/O thread); the caller finishes the
-  // tasks returned once it has let go of mtx_.
+  // Called with mtx_ held (by the I/O thread); the caller settles the tasks
+  // returned once it has let go of mtx_. Followers come back separately
+  // (they hold no resources): requeued, or in failed_followers_/orphans_.
   const auto before = w.state;
   w.state = wstate::dead;
-  if (w.actor)
-    w.actor.reset();
+  w.actor.reset();
+  w.ctl.reset();
   std::vector<std::pair<task_base*, std::exception_ptr>> done;
   if (before == wstate::starting) {
     --starting_;
@@ -356,39 +460,66 @@ std::vector<std::pair<task_base*, std::exception_ptr>> process_node::on_exit(wor
       pending_.clear();
       log().error("weft: {}", why);
     }
-  } else if (w.running != 0) {
-    auto it = jobs_.find(w.running);
-    if (it != jobs_.end()) {
-      task_base* t = it->second.t;
-      const bool cancelled = t->cancel_requested.load(std::memory_order_acquire);
-      if (!cancelled && !stopping_ && t->retries_left != 0) {
+  }
+  // Which call was running: the worker wrote its seq to the progress page
+  // before starting it. Calls ahead of it in the line finished, but their
+  // results died with the worker; calls behind it never started. Both run
+  // again, free of charge; only the running one counts a retry.
+  const std::uint64_t crashed = w.started ? w.started->load(std::memory_order_acquire) : 0;
+  const bool crashed_in_line = std::find(w.assigned.begin(), w.assigned.end(), crashed) != w.assigned.end();
+  std::deque<std::uint64_t> line;
+  line.swap(w.assigned);
+  bool first = true;
+  for (auto seq : line) {
+    auto it = jobs_.find(seq);
+    const bool holder = first;
+    first = false;
+    if (it == jobs_.end())
+      continue;
+    task_base* t = it->second.t;
+    const bool cancelled = t->cancel_requested.load(std::memory_order_acquire);
+    // No one is blamed when the worker died between calls (or the page
+    // says nothing): the first in line is then the one charged, as before.
+    const bool blamed = crashed_in_line ? seq == crashed : holder;
+    std::exception_ptr err;
+    bool again = !cancelled && !stopping_;
+    if (blamed && again) {
+      if (t->retries_left == 0) {
+        again = false;
+        const int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+        const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        const int max = t->options().max_retries.value_or(3);
+        err = std::make_exception_ptr(
+          worker_crashed_error("weft: task '" + runtime::task_name(*t) + "' failed: its worker process " +
+                                 std::to_string(w.pid) + " " + describe_status(status) +
+                                 " while running it, and no retries are left (max_retries=" + std::to_string(max) + ")",
+                               sig, code));
+      } else {
         if (t->retries_left > 0)
           --t->retries_left;
         log().warn("weft: worker process {} {} while running task '{}'; retrying ({} retries left)", w.pid,
                    describe_status(status), runtime::task_name(*t), t->retries_left);
-        it->second.worker = 0;
-        pending_.push_front(it->first);
-      } else {
-        std::exception_ptr err;
-        if (stopping_ && !cancelled) {
-          err = std::make_exception_ptr(runtime_shutdown_error("weft: task '" + runtime::task_name(*t) +
-                                                               "' did not finish: the runtime shut down while it ran"));
-        } else if (!cancelled) {
-          const int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-          const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-          const int max = t->options().max_retries.value_or(3);
-          err = std::make_exception_ptr(
-            worker_crashed_error("weft: task '" + runtime::task_name(*t) + "' failed: its worker process " +
-                                   std::to_string(w.pid) + " " + describe_status(status) + " while running it" +
-                                   (stopping_ ? std::string(" (the runtime is shutting down)")
-                                              : ", and no retries are left (max_retries=" + std::to_string(max) + ")"),
-                                 sig, code));
-        }
-        done.emplace_back(t, err);
-        jobs_.erase(it);
       }
+    } else if (!again && stopping_ && !cancelled) {
+      err = std::make_exception_ptr(runtime_shutdown_error("weft: task '" + runtime::task_name(*t) +
+                                                           "' did not finish: the runtime shut down while it ran"));
     }
-    w.running = 0;
+    if (again) {
+      if (holder) { // keeps the line's resources
+        it->second.worker = 0;
+        pending_.push_front(seq);
+        continue;
+      }
+      jobs_.erase(it);
+      if (!rt_.sched().requeue_follower(t))
+        orphans_.push_back(t);
+      continue;
+    }
+    jobs_.erase(it);
+    if (holder)
+      done.emplace_back(t, err); // gives the line's resources back
+    else
+      failed_followers_.emplace_back(t, err);
   }
   pump_locked();
   return done;
@@ -402,6 +533,20 @@ void process_node::spawn_one() {
     ::close(out[0]);
     ::close(out[1]);
     throw error(std::string("weft: pipe: ") + std::strerror(errno));
+  }
+  // The progress page: created here, mapped here and in the worker.
+  int progress = ::memfd_create("weft-worker-progress", MFD_CLOEXEC);
+  void* page = MAP_FAILED;
+  if (progress >= 0 && ::ftruncate(progress, wire::progress_size) == 0)
+    page = ::mmap(nullptr, wire::progress_size, PROT_READ | PROT_WRITE, MAP_SHARED, progress, 0);
+  if (page == MAP_FAILED) {
+    if (progress >= 0)
+      ::close(progress);
+    ::close(out[0]);
+    ::close(out[1]);
+    ::close(err[0]);
+    ::close(err[1]);
+    throw error(std::string("weft: cannot create a worker's progress page: ") + std::strerror(errno));
   }
   const std::string program = rt_.cfg().worker_program.value_or("/proc/self/exe");
   auto args = own_command_line();
@@ -433,15 +578,19 @@ void process_node::spawn_one() {
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&fa, out[1], 1);
   posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-  posix_spawn_file_actions_addclosefrom_np(&fa, 3); // none of the driver's sockets leak into workers
+  if (progress >= 0)
+    posix_spawn_file_actions_adddup2(&fa, progress, wire::progress_fd);
+  posix_spawn_file_actions_addclosefrom_np(&fa, wire::progress_fd + 1); // none of the driver's sockets leak
   pid_t pid = -1;
   const int rc = ::posix_spawn(&pid, program.c_str(), &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   ::close(out[1]);
   ::close(err[1]);
+  ::close(progress);
   if (rc != 0) {
     ::close(out[0]);
     ::close(err[0]);
+    ::munmap(page, wire::progress_size);
     std::vector<std::pair<task_base*, std::exception_ptr>> done;
     {
       std::lock_guard<std::mutex> lock(mtx_);
@@ -465,23 +614,32 @@ void process_node::spawn_one() {
   w.out_fd = out[0];
   w.err_fd = err[0];
   w.pid_fd = pidfd_open(pid);
+  w.progress_page = page;
+  w.started = static_cast<const std::atomic<std::uint64_t>*>(page);
   --to_spawn_;
   ++starting_;
   workers_.emplace(id, std::move(w));
   log().debug("started worker process {} (worker {})", pid, id);
 }
 
-void process_node::forward(worker& w, int fd, std::string& line, bool final) {
+void process_node::forward(worker& w, int& fd, std::string& line, int target, bool final) {
   char buf[65536];
-  for (;;) {
+  while (fd >= 0) {
     auto n = ::read(fd, buf, sizeof buf);
-    if (n <= 0)
+    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+      // The worker closed it (or exited): stop watching it, or poll would
+      // report it forever.
+      ::close(fd);
+      fd = -1;
+      final = true;
+      break;
+    }
+    if (n < 0)
       break;
     line.append(buf, static_cast<std::size_t>(n));
     if (n < static_cast<ssize_t>(sizeof buf))
       break;
   }
-  const int target = (fd == w.out_fd) ? 1 : 2;
   std::string out;
   const std::string prefix = "(pid=" + std::to_string(w.pid) + ") ";
   std::size_t start = 0;
@@ -556,9 +714,9 @@ void process_node::io_loop() {
         continue;
       worker& w = it->second;
       if (who[i].second == 0 && (fds[i].revents & (POLLIN | POLLHUP)))
-        forward(w, w.out_fd, w.out_line, false);
+        forward(w, w.out_fd, w.out_line, 1, false);
       else if (who[i].second == 1 && (fds[i].revents & (POLLIN | POLLHUP)))
-        forward(w, w.err_fd, w.err_line, false);
+        forward(w, w.err_fd, w.err_line, 2, false);
       else if (who[i].second == 2 && (fds[i].revents & POLLIN))
         exited.push_back(w.id);
     }
@@ -574,8 +732,8 @@ void process_node::io_loop() {
       int status = 0;
       if (::waitpid(w.pid, &status, WNOHANG) != w.pid)
         continue;
-      forward(w, w.out_fd, w.out_line, true);
-      forward(w, w.err_fd, w.err_line, true);
+      forward(w, w.out_fd, w.out_line, 1, true);
+      forward(w, w.err_fd, w.err_line, 2, true);
       for (int* fd : {&w.out_fd, &w.err_fd, &w.pid_fd})
         if (*fd >= 0) {
           ::close(*fd);
@@ -584,11 +742,18 @@ void process_node::io_loop() {
       log().debug("worker process {} {}", w.pid, describe_status(status));
       auto finished = on_exit(w, status);
       done.insert(done.end(), finished.begin(), finished.end());
+      if (w.progress_page)
+        ::munmap(w.progress_page, wire::progress_size);
       workers_.erase(it);
     }
+    std::vector<std::pair<task_base*, std::exception_ptr>> failed;
+    std::vector<task_base*> orphans;
+    failed.swap(failed_followers_);
+    orphans.swap(orphans_);
     lock.unlock();
     for (auto& [t, e] : done)
       finish(t, e);
+    settle(failed, orphans);
   }
 }
 

@@ -54,8 +54,9 @@ public:
   void stop() override;
 
   // ---- called by the node actor ----
-  void on_hello(const std::string& token, std::int32_t pid, const std::string& build_id, const caf::actor& who);
-  void on_done(const std::string& record);
+  void on_hello(const std::string& token, std::int32_t pid, const std::string& build_id, const caf::actor& who,
+                const caf::actor& ctl);
+  void on_done(const std::string& batch);
 
 private:
   enum class wstate { starting, idle, busy, retiring, dead };
@@ -63,9 +64,19 @@ private:
     int id = 0;
     pid_t pid = -1;
     int out_fd = -1, err_fd = -1, pid_fd = -1;
+    /// A page shared with the worker: the seq of the call it started last
+    /// (so that after a crash the node knows which call crashed it).
+    const std::atomic<std::uint64_t>* started = nullptr;
+    void* progress_page = nullptr;
     wstate state = wstate::starting;
-    std::unique_ptr<caf::actor> actor;
-    std::uint64_t running = 0;                  ///< seq of the task it runs, or 0
+    std::unique_ptr<caf::actor> actor; ///< runs calls, in the order sent
+    std::unique_ptr<caf::actor> ctl;   ///< hears cancel while a call runs
+    /// Jobs sent and not finished, in run order. The first holds the
+    /// resources of the whole line: the others were taken from the
+    /// scheduler's queue without resources (take_follower) and inherit them
+    /// one after the other.
+    std::deque<std::uint64_t> assigned;
+    std::uint32_t last_run_us = ~0u;            ///< run time of its last task (pipelining only short tasks)
     std::unordered_map<const void*, int> calls; ///< finished calls per function
     std::string out_line, err_line;
     std::string refused; ///< why the node refused it, if it did
@@ -74,14 +85,18 @@ private:
     task_base* t = nullptr;
     code_ref invoker, fn;
     std::string args;
-    int worker = 0; ///< id of the worker running it; 0: waiting for one
+    int worker = 0; ///< id of the worker it was sent to; 0: waiting in pending_ (holding resources)
   };
 
   void pump_locked();
-  void send_locked(worker& w, std::uint64_t seq, job& j);
+  void append_call(std::string& batch, std::uint64_t seq, const job& j);
+  void top_up_locked(worker& w, std::string& batch);
+  void finish_follower(task_base* t, std::exception_ptr err);
+  void settle(std::vector<std::pair<task_base*, std::exception_ptr>>& failed, std::vector<task_base*>& orphans);
+  static std::exception_ptr cancelled_error(task_base* t, std::exception_ptr err);
   void io_loop();
   void spawn_one();
-  void forward(worker& w, int fd, std::string& line, bool final);
+  void forward(worker& w, int& fd, std::string& line, int target, bool final);
   std::vector<std::pair<task_base*, std::exception_ptr>> on_exit(worker& w, int status);
   code_ref locate(const void* code, const task_base& t);
   void finish(task_base* t, std::exception_ptr err);
@@ -104,6 +119,13 @@ private:
   std::map<std::uint64_t, job> jobs_;
   std::deque<std::uint64_t> pending_;
   std::unordered_map<const void*, code_ref> code_cache_;
+  /// Followers that could not be encoded, or not be requeued (shutdown),
+  /// to be settled once mtx_ is let go.
+  std::vector<std::pair<task_base*, std::exception_ptr>> failed_followers_;
+  std::vector<task_base*> orphans_;
+  /// Tasks in flight per worker when they are short (pipelining).
+  static constexpr std::size_t pipeline_depth = 64;
+  static constexpr std::uint32_t pipeline_below_us = 1000;
 
   int wake_fd_ = -1;
   std::thread io_;

@@ -374,6 +374,16 @@ task_base* runtime::finish_remote(task_base* t, std::exception_ptr err, bool pop
   return w.task;
 }
 
+void runtime::finish_remote_passing_resources(task_base* t, std::exception_ptr err) {
+  if (err)
+    complete_returns_with(t, err);
+  else
+    for (auto& r : t->returns())
+      r->complete_value();
+  live_tasks_.fetch_sub(1, std::memory_order_acq_rel);
+  t->release();
+}
+
 void runtime::cancel(task_base* t, bool force) {
   t->cancel_requested.store(true, std::memory_order_release);
   auto p = t->phase.load(std::memory_order_acquire);

@@ -59,6 +59,10 @@ public:
   /// `pop`, returns the next task that can start (its resources taken),
   /// for the caller to dispatch, or null.
   task_base* finish_remote(task_base* t, std::exception_ptr err, bool pop = false);
+  /// Like finish_remote, but `t`'s resources pass on to the task that runs
+  /// after it on the same worker (scheduler::take_follower) instead of
+  /// going back.
+  void finish_remote_passing_resources(task_base* t, std::exception_ptr err);
   bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
   const node_resources& node() const noexcept { return sched_.node(); }
 

@@ -359,6 +359,52 @@ scheduler::work scheduler::pop_locked() {
   }
 }
 
+task_base* scheduler::take_follower(const resource_demand& d) {
+  std::lock_guard<spin_then_block_mutex> lock(mtx_);
+  if (d.gpu != 0 || !resumes_.empty() || has_reservations_.load(std::memory_order_relaxed) || fits(d))
+    return nullptr;
+  shape_queue* mine = nullptr;
+  for (auto& s : shapes_)
+    if (same_shape(s.demand, d))
+      mine = &s;
+  while (mine && !mine->tasks.empty()) {
+    task_base* t = mine->tasks.front();
+    for (auto& s : shapes_) // never ahead of an older task of another shape
+      if (&s != mine && !s.tasks.empty() && s.tasks.front()->order < t->order)
+        return nullptr;
+    mine->tasks.pop_front();
+    --queued_;
+    auto expected = task_phase::queued;
+    if (t->phase.compare_exchange_strong(expected, task_phase::running, std::memory_order_acq_rel))
+      return t;
+    t->release(); // cancelled while queued
+  }
+  return nullptr;
+}
+
+bool scheduler::requeue_follower(task_base* t) {
+  void* to_wake = nullptr;
+  {
+    std::lock_guard<spin_then_block_mutex> lock(mtx_);
+    if (closed_)
+      return false;
+    auto expected = task_phase::running;
+    if (!t->phase.compare_exchange_strong(expected, task_phase::queued, std::memory_order_acq_rel))
+      return false;
+    for (auto& s : shapes_)
+      if (same_shape(s.demand, t->demand)) {
+        insert_sorted(s.tasks, t); // keeps its old place: `order` is unchanged
+        break;
+      }
+    ++queued_;
+    epoch_.fetch_add(1, std::memory_order_release);
+    to_wake = take_parked_if_useful_locked();
+  }
+  if (to_wake)
+    wake_(to_wake);
+  return true;
+}
+
 scheduler::work scheduler::pop() {
   work w;
   void* to_wake = nullptr;

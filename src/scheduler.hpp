@@ -100,6 +100,16 @@ public:
   /// Drops a reservation that was not granted yet; returns how many were dropped.
   std::size_t cancel_reservation(const std::vector<int>* gpu_ids);
 
+  /// Worker processes: the first queued task if it has exactly demand `d`,
+  /// is the oldest queued task of all, and could not start now anyway
+  /// (no free resources for it), taken WITHOUT its resources: it will
+  /// inherit them from the task of the same shape that runs before it on
+  /// the same worker. Null otherwise. Only CPU/memory/custom shapes.
+  task_base* take_follower(const resource_demand& d);
+  /// Puts a task taken with take_follower() back in its place in the
+  /// queue. False once drain() closed the queues.
+  bool requeue_follower(task_base* t);
+
   /// Closes the queues, removes and returns every queued (not blocked)
   /// task; for shutdown. Resumes keep working so blocked tasks can finish.
   std::vector<task_base*> drain();

@@ -1,14 +1,18 @@
 #include "worker_main.hpp"
 
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <string>
 #include <typeinfo>
+#include <unordered_set>
 #include <vector>
 
 #include <cxxabi.h>
@@ -28,6 +32,17 @@ namespace {
 
 std::atomic<bool> g_cancel{false};
 std::atomic<std::uint64_t> g_running_seq{0};
+/// Calls cancelled before they ran (the control actor fills it).
+std::mutex g_cancelled_mtx;
+std::unordered_set<std::uint64_t> g_cancelled;
+
+/// The progress page shared with the driver (see worker_protocol.hpp).
+std::atomic<std::uint64_t>* g_started = nullptr;
+
+bool take_cancelled(std::uint64_t seq) {
+  std::lock_guard<std::mutex> lock(g_cancelled_mtx);
+  return g_cancelled.erase(seq) != 0;
+}
 
 [[noreturn]] void die(const std::string& why, int code) {
   std::fprintf(stderr, "weft worker %d: %s\n", static_cast<int>(::getpid()), why.c_str());
@@ -63,7 +78,13 @@ std::string run_call(std::string_view rec, const module_table& mine,
   (void)mine;
   const void* inv = resolve(call.invoker);
   const void* fn = resolve(call.fn);
-  if (!inv || !fn) {
+  const auto started = std::chrono::steady_clock::now();
+  if (g_started)
+    g_started->store(call.seq, std::memory_order_release);
+  if (take_cancelled(call.seq)) {
+    st = wire::status::failed;
+    payload = "weft: cancelled before it ran";
+  } else if (!inv || !fn) {
     st = wire::status::failed;
     payload = "weft: the worker cannot find the task's code (module " + std::to_string(call.fn.module) + ", offset " +
               std::to_string(call.fn.offset) + "); is the function in a library loaded only in the driver?";
@@ -89,8 +110,10 @@ std::string run_call(std::string_view rec, const module_table& mine,
     }
     g_running_seq.store(0, std::memory_order_release);
   }
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
   std::string out;
-  wire::done_record{call.seq, st, payload}.write(out);
+  wire::done_record{call.seq, st, static_cast<std::uint32_t>(std::min<std::int64_t>(us.count(), 0xffffffff)), payload}
+    .write(out);
   return out;
 }
 
@@ -114,6 +137,10 @@ void run_worker() {
   if (::getppid() != driver)
     die("the driver is already gone", 0);
   std::setvbuf(stdout, nullptr, _IOLBF, 0); // lines reach the driver as they are printed
+  if (void* page = ::mmap(nullptr, wire::progress_size, PROT_READ | PROT_WRITE, MAP_SHARED, wire::progress_fd, 0);
+      page != MAP_FAILED)
+    g_started = static_cast<std::atomic<std::uint64_t>*>(page);
+  ::close(wire::progress_fd);
 
   const auto colon = address.rfind(':');
   const std::string host = address.substr(0, colon);
@@ -138,6 +165,19 @@ void run_worker() {
     std::vector<const module_table::module*> map;
   };
   auto st = std::make_shared<state>();
+  // The control actor: hears cancel messages while a call runs.
+  auto ctl = sys.spawn([](caf::event_based_actor*) -> caf::behavior {
+    return {
+      [](wire::cancel_atom, std::uint64_t seq) {
+        if (g_running_seq.load(std::memory_order_acquire) == seq) {
+          g_cancel.store(true, std::memory_order_release);
+          return;
+        }
+        std::lock_guard<std::mutex> lock(g_cancelled_mtx);
+        g_cancelled.insert(seq);
+      },
+    };
+  });
   auto self = sys.spawn([st, n = *node](caf::event_based_actor* self) -> caf::behavior {
     self->monitor(n);
     self->set_down_handler([](caf::down_msg&) { std::_Exit(0); }); // the driver is gone
@@ -147,12 +187,25 @@ void run_worker() {
           die(missing, 4);
       },
       [](wire::refuse_atom, const std::string& why) { die("refused by the driver: " + why, 4); },
-      [st, n](wire::call_atom, const std::string& rec) {
-        caf::anon_send(n, wire::done_atom::value, run_call(rec, st->mine, st->map));
-      },
-      [](wire::cancel_atom, std::uint64_t seq) {
-        if (g_running_seq.load(std::memory_order_acquire) == seq)
-          g_cancel.store(true, std::memory_order_release);
+      [st, n](wire::call_atom, const std::string& batch) {
+        // Run the batch in order; results go back at least every 200 µs.
+        std::string out;
+        auto flushed = std::chrono::steady_clock::now();
+        wire::reader calls(batch);
+        for (;;) {
+          auto rec = calls.get_bytes();
+          if (!calls.ok())
+            break;
+          wire::writer(out).put_bytes(run_call(rec, st->mine, st->map));
+          auto now = std::chrono::steady_clock::now();
+          if (now - flushed > std::chrono::microseconds(200)) {
+            caf::anon_send(n, wire::done_atom::value, std::move(out));
+            out.clear();
+            flushed = now;
+          }
+        }
+        if (!out.empty())
+          caf::anon_send(n, wire::done_atom::value, std::move(out));
       },
       [](wire::retire_atom) {
         std::fflush(nullptr);
@@ -161,7 +214,7 @@ void run_worker() {
     };
   });
   caf::anon_send(*node, wire::hello_atom::value, token, static_cast<std::int32_t>(::getpid()), st->mine.main_build_id(),
-                 self);
+                 self, ctl);
   for (;;)
     ::pause(); // the actor ends the process
 }

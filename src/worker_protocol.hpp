@@ -1,12 +1,17 @@
 // Private: what the driver's node and its worker processes say to each
 // other (CAF messages over io::middleman on 127.0.0.1).
 //
-//   worker -> node   (hello,   token, pid, build id, worker actor)
+//   worker -> node   (hello,   token, pid, build id, worker actor, control actor)
 //   node   -> worker (welcome, module table)   or (refuse, reason)
-//   node   -> worker (call,    task record)    one task to run
-//   worker -> node   (done,    result record)
-//   node   -> worker (cancel,  seq)            is_cancelled() turns true
-//   node   -> worker (retire)                  exit after the current task
+//   node   -> worker (call,    call records)   tasks to run, in order
+//   worker -> node   (done,    done records)   their results, in the same order
+//   node   -> control (cancel, seq)            running: is_cancelled() turns
+//                                              true; queued: skipped
+//   node   -> worker (retire)                  exit (max_calls reached)
+//
+// Batches are length-prefixed records one after the other. A worker runs
+// the calls of a batch one at a time and sends results back at least every
+// 200 µs, so a long call does not hold back the results of short ones.
 //
 // Records are little packed strings (below); argument and result bytes in
 // them come from the serializer facade.
@@ -37,6 +42,10 @@ inline constexpr const char* env_address = "WEFT_WORKER_OF";    // "127.0.0.1:po
 inline constexpr const char* env_token = "WEFT_WORKER_TOKEN";   // hex
 inline constexpr const char* env_driver = "WEFT_WORKER_DRIVER"; // driver pid
 inline constexpr const char* env_worker_id = "WEFT_WORKER_ID";  // small number, for logs
+/// fd 3 of a worker: a shared page whose first 8 bytes (an atomic u64) the
+/// worker sets to each call's seq before it runs it.
+inline constexpr int progress_fd = 3;
+inline constexpr std::size_t progress_size = 4096;
 
 enum class status : std::uint8_t { ok = 0, exception = 1, failed = 2 };
 
@@ -125,18 +134,21 @@ struct call_record {
 struct done_record {
   std::uint64_t seq = 0;
   status st = status::ok;
+  std::uint32_t run_us = 0; ///< how long the call ran in the worker
   std::string_view payload;
 
   void write(std::string& out) const {
     writer w(out);
     w.put(seq);
     w.put(static_cast<std::uint8_t>(st));
+    w.put(run_us);
     w.put_bytes(payload);
   }
   bool read(std::string_view in) {
     reader r(in);
     seq = r.get<std::uint64_t>();
     st = static_cast<status>(r.get<std::uint8_t>());
+    run_us = r.get<std::uint32_t>();
     payload = r.get_bytes();
     return r.ok() && static_cast<std::uint8_t>(st) <= 2;
   }
