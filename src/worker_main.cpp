@@ -166,53 +166,59 @@ void run_worker() {
   };
   auto st = std::make_shared<state>();
   // The control actor: hears cancel messages while a call runs.
-  auto ctl = sys.spawn([](caf::event_based_actor*) -> caf::behavior {
-    return {
-      [](wire::cancel_atom, std::uint64_t seq) {
-        if (g_running_seq.load(std::memory_order_acquire) == seq) {
-          g_cancel.store(true, std::memory_order_release);
-          return;
-        }
-        std::lock_guard<std::mutex> lock(g_cancelled_mtx);
-        g_cancelled.insert(seq);
-      },
-    };
-  });
-  auto self = sys.spawn([st, n = *node](caf::event_based_actor* self) -> caf::behavior {
-    self->monitor(n);
-    self->set_down_handler([](caf::down_msg&) { std::_Exit(0); }); // the driver is gone
-    return {
-      [st](wire::welcome_atom, const std::string& modules) {
-        if (auto missing = st->mine.match(modules, st->map); !missing.empty())
-          die(missing, 4);
-      },
-      [](wire::refuse_atom, const std::string& why) { die("refused by the driver: " + why, 4); },
-      [st, n](wire::call_atom, const std::string& batch) {
-        // Run the batch in order; results go back at least every 200 µs.
-        std::string out;
-        auto flushed = std::chrono::steady_clock::now();
-        wire::reader calls(batch);
-        for (;;) {
-          auto rec = calls.get_bytes();
-          if (!calls.ok())
-            break;
-          wire::writer(out).put_bytes(run_call(rec, st->mine, st->map));
-          auto now = std::chrono::steady_clock::now();
-          if (now - flushed > std::chrono::microseconds(200)) {
-            caf::anon_send(n, wire::done_atom::value, std::move(out));
-            out.clear();
-            flushed = now;
+  // (Spawned functions take an argument: CAF 0.17 dereferences a null
+  // tuple pointer when a spawned function takes none; UBSan reports it.)
+  auto ctl = sys.spawn(
+    [](caf::event_based_actor*, int) -> caf::behavior {
+      return {
+        [](wire::cancel_atom, std::uint64_t seq) {
+          if (g_running_seq.load(std::memory_order_acquire) == seq) {
+            g_cancel.store(true, std::memory_order_release);
+            return;
           }
-        }
-        if (!out.empty())
-          caf::anon_send(n, wire::done_atom::value, std::move(out));
-      },
-      [](wire::retire_atom) {
-        std::fflush(nullptr);
-        std::_Exit(0);
-      },
-    };
-  });
+          std::lock_guard<std::mutex> lock(g_cancelled_mtx);
+          g_cancelled.insert(seq);
+        },
+      };
+    },
+    0);
+  auto self = sys.spawn(
+    [st](caf::event_based_actor* self, caf::actor n) -> caf::behavior {
+      self->monitor(n);
+      self->set_down_handler([](caf::down_msg&) { std::_Exit(0); }); // the driver is gone
+      return {
+        [st](wire::welcome_atom, const std::string& modules) {
+          if (auto missing = st->mine.match(modules, st->map); !missing.empty())
+            die(missing, 4);
+        },
+        [](wire::refuse_atom, const std::string& why) { die("refused by the driver: " + why, 4); },
+        [st, n](wire::call_atom, const std::string& batch) {
+          // Run the batch in order; results go back at least every 200 µs.
+          std::string out;
+          auto flushed = std::chrono::steady_clock::now();
+          wire::reader calls(batch);
+          for (;;) {
+            auto rec = calls.get_bytes();
+            if (!calls.ok())
+              break;
+            wire::writer(out).put_bytes(run_call(rec, st->mine, st->map));
+            auto now = std::chrono::steady_clock::now();
+            if (now - flushed > std::chrono::microseconds(200)) {
+              caf::anon_send(n, wire::done_atom::value, std::move(out));
+              out.clear();
+              flushed = now;
+            }
+          }
+          if (!out.empty())
+            caf::anon_send(n, wire::done_atom::value, std::move(out));
+        },
+        [](wire::retire_atom) {
+          std::fflush(nullptr);
+          std::_Exit(0);
+        },
+      };
+    },
+    *node);
   caf::anon_send(*node, wire::hello_atom::value, token, static_cast<std::int32_t>(::getpid()), st->mine.main_build_id(),
                  self, ctl);
   for (;;)
