@@ -88,13 +88,24 @@ void throw_handle_not_sendable(const char* what) {
                             "itself, or run this work in local mode (see docs/processes.md)");
 }
 
+namespace {
+/// "weft: x" -> "x": weft's own messages are nested into one that names the type.
+std::string strip_prefix(const char* why) {
+  std::string s(why);
+  if (s.rfind("weft: ", 0) == 0)
+    s.erase(0, 6);
+  return s;
+}
+} // namespace
+
 void throw_encode_failed(const std::type_info& type, const char* why) {
-  throw serialization_error("weft: cannot serialize a value of type " + demangled(type.name()) + ": " + why);
+  throw serialization_error("weft: cannot serialize a value of type " + demangled(type.name()) + ": " +
+                            strip_prefix(why));
 }
 
 void throw_decode_failed(const std::type_info& type, const char* why) {
   throw serialization_error("weft: cannot deserialize a value of type " + demangled(type.name()) +
-                            " (truncated, corrupted or from another build?): " + why);
+                            " (truncated, corrupted or from another build?): " + strip_prefix(why));
 }
 
 void throw_trailing_bytes(const std::type_info& type, std::size_t left) {

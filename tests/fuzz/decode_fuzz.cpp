@@ -1,11 +1,13 @@
 // libFuzzer target: bytes from a hostile peer, decoded as the values weft
-// sends. The first byte picks the type; the rest is the encoding. Decoding
+// sends. The first byte picks the message kind (its value modulo 6: tuple,
+// list, shape, shapes, mixed, enums); the rest is the encoding. Decoding
 // must either succeed or throw weft::serialization_error: any other
 // exception, a crash, a leak, a hang or a huge allocation is a bug.
 #include "decode_fuzz.hpp"
 
 #include <weft/serialization.hpp>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -30,7 +32,7 @@ struct node {
   std::shared_ptr<node> next;
   template <class Archive>
   void serialize(Archive& ar, unsigned) {
-    ar & value & label & next;
+    ar& value& label& next;
   }
 };
 
@@ -44,7 +46,7 @@ struct circle : shape {
   double radius = 0;
   template <class Archive>
   void serialize(Archive& ar, unsigned) {
-    ar & boost::serialization::base_object<shape>(*this) & radius;
+    ar& boost::serialization::base_object<shape>(*this) & radius;
   }
 };
 struct polygon : shape {
@@ -52,9 +54,14 @@ struct polygon : shape {
   std::string name;
   template <class Archive>
   void serialize(Archive& ar, unsigned) {
-    ar & boost::serialization::base_object<shape>(*this) & points & name;
+    ar& boost::serialization::base_object<shape>(*this) & points& name;
   }
 };
+
+/// Enums: Boost writes them as int; an unscoped enum without a fixed
+/// underlying type has a narrower range of valid values.
+enum legacy_color { red, green, blue };
+enum class level : std::uint8_t { low, high };
 
 /// A plain class owned by unique_ptrs.
 struct item {
@@ -62,7 +69,7 @@ struct item {
   std::vector<int> values;
   template <class Archive>
   void serialize(Archive& ar, unsigned) {
-    ar & key & values;
+    ar& key& values;
   }
 };
 
@@ -71,8 +78,9 @@ using tuple_msg = std::tuple<int, std::string, std::vector<double>, std::optiona
 using list_msg = std::shared_ptr<node>;
 using shape_msg = std::unique_ptr<shape>;
 using shapes_msg = std::vector<std::shared_ptr<shape>>;
-using mixed_msg = std::tuple<std::vector<std::shared_ptr<node>>, std::unique_ptr<shape>, std::vector<std::unique_ptr<item>>,
-                             std::unordered_map<std::string, std::vector<bool>>>;
+using mixed_msg = std::tuple<std::vector<std::shared_ptr<node>>, std::unique_ptr<shape>,
+                             std::vector<std::unique_ptr<item>>, std::unordered_map<std::string, std::vector<bool>>>;
+using enum_msg = std::tuple<legacy_color, std::vector<legacy_color>, level>;
 
 /// Frees every node reachable from `roots` without recursion, breaking
 /// cycles (a decoded list may be long or cyclic).
@@ -127,7 +135,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(data) + 1, size - 1);
   try {
-    switch (data[0] % 5) {
+    switch (data[0] % 6) {
     case 0:
       decode_as<tuple_msg>(bytes);
       break;
@@ -140,8 +148,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 3:
       decode_as<shapes_msg>(bytes);
       break;
-    default:
+    case 4:
       decode_as<mixed_msg>(bytes);
+      break;
+    default:
+      decode_as<enum_msg>(bytes);
       break;
     }
   } catch (const std::exception& e) {
@@ -210,5 +221,7 @@ std::vector<std::pair<std::string, std::vector<std::byte>>> decode_fuzz_seeds() 
     add_seed(seeds, "seed-mixed", 4, m);
     a->next.reset();
   }
+
+  add_seed(seeds, "seed-enums", 5, enum_msg{blue, {red, green}, level::high});
   return seeds;
 }

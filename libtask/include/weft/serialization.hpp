@@ -120,10 +120,14 @@ void serialize(Archive& ar, std::variant<T...>& t, const unsigned int) {
     if (index >= sizeof...(T))
       weft::detail::throw_bad_variant_index(index, sizeof...(T));
     using loader = void (*)(Archive&, std::variant<T...>&);
-    static constexpr loader loaders[] = {+[](Archive& a, std::variant<T...>& v) {
-      auto& alt = v.template emplace<T>();
-      a >> alt;
-    }...};
+    // By index, not by type: std::variant<int, int> has two int alternatives.
+    static constexpr auto loaders = []<std::size_t... I>(std::index_sequence<I...>) {
+      return std::array<loader, sizeof...(I)>{+[](Archive& a, std::variant<T...>& v) {
+        auto& alt = v.template emplace<I>();
+        a >> alt;
+      }...};
+    }
+    (std::index_sequence_for<T...>{});
     loaders[index](ar, t);
   }
 }
@@ -249,8 +253,6 @@ void encode_into(std::string& out, const T& value) {
     string_sink sink(out);
     oarchive ar(sink);
     ar << value;
-  } catch (const weft::error&) {
-    throw;
   } catch (const std::exception& e) {
     throw_encode_failed(typeid(T), e.what());
   }
@@ -267,8 +269,6 @@ void decode_from(std::string_view& in, T& value) {
       ar >> value;
     }
     in.remove_prefix(in.size() - source.remaining());
-  } catch (const weft::error&) {
-    throw;
   } catch (const std::exception& e) {
     throw_decode_failed(typeid(T), e.what());
   }
@@ -282,8 +282,6 @@ void encode_each(std::string& out, const T&... values) {
     string_sink sink(out);
     oarchive ar(sink);
     ((ar << values), ...);
-  } catch (const weft::error&) {
-    throw;
   } catch (const std::exception& e) {
     throw_encode_failed(typeid(std::tuple<T...>), e.what());
   }
@@ -301,8 +299,6 @@ void decode_each(std::string_view in, T&... values) {
       ((ar >> values), ...);
     }
     left = source.remaining();
-  } catch (const weft::error&) {
-    throw;
   } catch (const std::exception& e) {
     throw_decode_failed(typeid(std::tuple<T...>), e.what());
   }

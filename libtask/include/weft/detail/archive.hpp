@@ -12,6 +12,7 @@
 #include <streambuf>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include <boost/archive/binary_iarchive_impl.hpp>
 #include <boost/archive/binary_oarchive_impl.hpp>
@@ -76,7 +77,13 @@ public:
   void save_override(const T& t) {
     if (static_cast<const char*>(__builtin_frame_address(0)) < floor_)
       throw_too_deep(true);
-    this->boost::archive::basic_binary_oarchive<oarchive>::save_override(t);
+    if constexpr (std::is_enum_v<T>) {
+      // Boost writes enums as int, losing the high bits of a 64-bit enum.
+      const auto v = static_cast<std::underlying_type_t<T>>(t);
+      this->boost::archive::basic_binary_oarchive<oarchive>::save_override(v);
+    } else {
+      this->boost::archive::basic_binary_oarchive<oarchive>::save_override(t);
+    }
   }
 
 private:
@@ -103,13 +110,22 @@ public:
   void load_override(T& t) {
     if (static_cast<const char*>(__builtin_frame_address(0)) < floor_)
       throw_too_deep(false);
-    this->boost::archive::basic_binary_iarchive<iarchive>::load_override(t);
+    if constexpr (std::is_enum_v<T>) {
+      std::underlying_type_t<T> v{};
+      this->boost::archive::basic_binary_iarchive<iarchive>::load_override(v);
+      t = static_cast<T>(v);
+    } else {
+      this->boost::archive::basic_binary_iarchive<iarchive>::load_override(t);
+    }
   }
-  /// Every element of a collection takes at least one byte, so a count
-  /// above the bytes left is corrupt; refusing it avoids a giant reserve().
+  /// Collection sizes (and the bucket counts of unordered containers) are
+  /// checked against the bytes left, with some slack: elements that encode
+  /// to nothing (std::monostate) and bucket counts need no bytes. A count
+  /// beyond that is corrupt; refusing it avoids a giant reserve().
+  static constexpr std::size_t count_slack = std::size_t{1} << 16;
   void load_override(boost::serialization::collection_size_type& t) {
     this->boost::archive::basic_binary_iarchive<iarchive>::load_override(t);
-    if (std::size_t(t) > remaining())
+    if (std::size_t(t) > remaining() + count_slack)
       throw_bad_length("collection size", std::size_t(t), remaining());
   }
 
