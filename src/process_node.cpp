@@ -618,6 +618,8 @@ void process_node::spawn_one() {
   w.started = static_cast<const std::atomic<std::uint64_t>*>(page);
   --to_spawn_;
   ++starting_;
+  if (stopping_)
+    ::kill(pid, SIGKILL); // stop() ran while it was being started: reap it with the rest
   workers_.emplace(id, std::move(w));
   log().debug("started worker process {} (worker {})", pid, id);
 }

@@ -399,8 +399,13 @@ void runtime::cancel(task_base* t, bool force) {
   // Running or blocked: it sees is_cancelled(), and its result becomes
   // task_cancelled_error when it returns. In a worker process, the worker
   // is told (or, with force, killed).
-  if (processes_ && p == task_phase::running)
-    process_node::of(*this).cancel(t, force);
+  if (processes_ && p == task_phase::running) {
+    try {
+      process_node::of(*this).cancel(t, force);
+    } catch (const runtime_shutdown_error&) {
+      // shutting down: the node's stop() settles the task
+    }
+  }
 }
 
 void runtime::execute(task_base* t) {
@@ -453,7 +458,16 @@ void runtime::run_executor(executor& ex) {
       } else if (processes_) {
         // Worker processes: the task runs there and keeps its resources
         // until its result comes back (process_node::finish).
-        process_node::of(*this).dispatch(t);
+        process_node* node = nullptr;
+        try {
+          node = &process_node::of(*this);
+        } catch (...) {
+          // The node cannot start (shutdown began, no build id, no port):
+          // the task fails with that error instead of being lost.
+          finish_remote(t, std::current_exception());
+        }
+        if (node)
+          node->dispatch(t);
         w = sched_.pop();
         continue;
       } else {
