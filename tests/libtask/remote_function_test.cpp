@@ -34,7 +34,7 @@ struct tracked {
   tracked(tracked&& o) noexcept : value(o.value) { ++moves; }
   template <class Archive>
   void serialize(Archive& ar, unsigned) {
-    ar & value;
+    ar& value;
   }
   tracked& operator=(const tracked& o) {
     value = o.value;

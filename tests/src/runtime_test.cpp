@@ -138,7 +138,7 @@ struct blocked_report {
   weft::object_ref<std::vector<int>> inner;
   template <class Archive>
   void serialize(Archive& ar, unsigned) {
-    ar & cpu_task_ran & inner_stayed_out & inner;
+    ar& cpu_task_ran& inner_stayed_out& inner;
   }
 };
 

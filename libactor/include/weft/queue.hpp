@@ -58,7 +58,7 @@ struct queue_stats {
   std::size_t waiting_putters = 0; ///< blocked put() calls (their items are not in `size`)
   template <class Archive>
   void serialize(Archive& ar, unsigned) {
-    ar & size & maxsize & waiting_getters & waiting_putters;
+    ar& size& maxsize& waiting_getters& waiting_putters;
   }
 };
 
@@ -79,7 +79,7 @@ struct queue_put_reply {
   std::size_t size = 0; ///< the queue's size when a non-blocking put was refused
   template <class Archive>
   void serialize(Archive& ar, unsigned) {
-    ar & accepted & size;
+    ar& accepted& size;
   }
 };
 
@@ -88,7 +88,7 @@ struct queue_get_reply {
   std::optional<T> item; ///< empty: refused (non-blocking) or withdrawn
   template <class Archive>
   void serialize(Archive& ar, unsigned) {
-    ar & item;
+    ar& item;
   }
 };
 
@@ -354,7 +354,7 @@ public:
   /// A queue passed to a task stays the same queue (its handle crosses).
   template <class Archive>
   void serialize(Archive& ar, unsigned) {
-    ar & actor_ & maxsize_;
+    ar& actor_& maxsize_;
   }
 
 private:

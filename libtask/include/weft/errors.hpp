@@ -81,7 +81,9 @@ public:
 class worker_crashed_error : public error {
 public:
   worker_crashed_error(const std::string& what, int signal, int exit_code) :
-    error(what), signal_(signal), exit_code_(exit_code) {}
+    error(what),
+    signal_(signal),
+    exit_code_(exit_code) {}
   /// The signal that ended the worker (SIGKILL, SIGSEGV, ...), or 0.
   int signal() const noexcept { return signal_; }
   /// The worker's exit status when it exited by itself, or -1.

@@ -27,7 +27,7 @@ struct actor_id {
   friend auto operator<=>(actor_id, actor_id) = default;
   template <class Archive>
   void serialize(Archive& ar, unsigned) {
-    ar & value;
+    ar& value;
   }
 };
 

@@ -21,7 +21,7 @@ struct object_id {
   friend auto operator<=>(object_id, object_id) = default;
   template <class Archive>
   void serialize(Archive& ar, unsigned) {
-    ar & value;
+    ar& value;
   }
 };
 
