@@ -115,6 +115,4 @@ std::string module_table::match(std::string_view wire, std::vector<const module*
   return missing;
 }
 
-std::string executable_build_id() { return module_table::loaded().main_build_id(); }
-
 } // namespace weft::detail

@@ -53,7 +53,4 @@ private:
   std::vector<module> modules_;
 };
 
-/// Reads the GNU build id of the running executable, hex ("" if none).
-std::string executable_build_id();
-
 } // namespace weft::detail

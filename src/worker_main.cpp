@@ -58,8 +58,7 @@ const char* getenv_or_die(const char* name) {
 }
 
 /// Runs one call record; returns the result record.
-std::string run_call(std::string_view rec, const module_table& mine,
-                     const std::vector<const module_table::module*>& map) {
+std::string run_call(std::string_view rec, const std::vector<const module_table::module*>& map) {
   wire::call_record call;
   std::string payload;
   auto st = wire::status::ok;
@@ -75,7 +74,6 @@ std::string run_call(std::string_view rec, const module_table& mine,
         return reinterpret_cast<const void*>(addr);
     return nullptr;
   };
-  (void)mine;
   const void* inv = resolve(call.invoker);
   const void* fn = resolve(call.fn);
   const auto started = std::chrono::steady_clock::now();
@@ -201,7 +199,7 @@ void run_worker() {
             auto rec = calls.get_bytes();
             if (!calls.ok())
               break;
-            wire::writer(out).put_bytes(run_call(rec, st->mine, st->map));
+            wire::writer(out).put_bytes(run_call(rec, st->map));
             auto now = std::chrono::steady_clock::now();
             if (now - flushed > std::chrono::microseconds(200)) {
               caf::anon_send(n, wire::done_atom::value, std::move(out));

@@ -272,6 +272,28 @@ stats thread_roundtrip_ceiling(const settings& cfg) {
   return s;
 }
 
+/// Ray's tasks async and tasks sync; the same code in either worker mode.
+row tasks_async_row(const settings& c, const char* mode) {
+  const auto f = weft::remote(small_value);
+  auto s = rate(c, 1000, [&] {
+    std::vector<weft::object_ref<int>> refs;
+    refs.reserve(1000);
+    for (int i = 0; i < 1000; ++i)
+      refs.push_back(f.remote());
+    weft::get(refs);
+  });
+  return row{"tasks_async", mode, s.median, "tasks/s", "caf_send_ceiling", {}, s.spread, ""};
+}
+
+row tasks_sync_row(const settings& c, const char* mode) {
+  const auto f = weft::remote(small_value);
+  auto s = rate(c, 100, [&] {
+    for (int i = 0; i < 100; ++i)
+      weft::get(f.remote());
+  });
+  return row{"tasks_sync", mode, s.median, "tasks/s", "thread_roundtrip_ceiling", {}, s.spread, ""};
+}
+
 struct workload {
   const char* name;
   const char* what;
@@ -296,26 +318,8 @@ std::vector<workload> workloads() {
        return row{"thread_roundtrip_ceiling", "local", s.median, "roundtrips/s", {}, {}, s.spread, ""};
      }},
     {"tasks_async", "1000 no-op tasks submitted, then one get, repeated",
-     [](const settings& c) {
-       const auto f = weft::remote(small_value);
-       auto s = rate(c, 1000, [&] {
-         std::vector<weft::object_ref<int>> refs;
-         refs.reserve(1000);
-         for (int i = 0; i < 1000; ++i)
-           refs.push_back(f.remote());
-         weft::get(refs);
-       });
-       return row{"tasks_async", "local", s.median, "tasks/s", "caf_send_ceiling", {}, s.spread, ""};
-     }},
-    {"tasks_sync", "get(f.remote()) one at a time",
-     [](const settings& c) {
-       const auto f = weft::remote(small_value);
-       auto s = rate(c, 100, [&] {
-         for (int i = 0; i < 100; ++i)
-           weft::get(f.remote());
-       });
-       return row{"tasks_sync", "local", s.median, "tasks/s", "thread_roundtrip_ceiling", {}, s.spread, ""};
-     }},
+     [](const settings& c) { return tasks_async_row(c, "local"); }},
+    {"tasks_sync", "get(f.remote()) one at a time", [](const settings& c) { return tasks_sync_row(c, "local"); }},
     {"multi_client_tasks_async", "4 submitting actors, each 1000 tasks then one get",
      [](const settings& c) {
        std::vector<weft::actor_handle<task_client>> clients;
@@ -550,26 +554,9 @@ void write_json(const std::vector<row>& rows, const std::string& path) {
 std::vector<workload> process_workloads() {
   return {
     {"tasks_async", "1000 no-op tasks submitted, then one get, repeated (worker processes)",
-     [](const settings& c) {
-       const auto f = weft::remote(small_value);
-       auto s = rate(c, 1000, [&] {
-         std::vector<weft::object_ref<int>> refs;
-         refs.reserve(1000);
-         for (int i = 0; i < 1000; ++i)
-           refs.push_back(f.remote());
-         weft::get(refs);
-       });
-       return row{"tasks_async", "processes", s.median, "tasks/s", "caf_send_ceiling", {}, s.spread, ""};
-     }},
+     [](const settings& c) { return tasks_async_row(c, "processes"); }},
     {"tasks_sync", "get(f.remote()) one at a time (worker processes)",
-     [](const settings& c) {
-       const auto f = weft::remote(small_value);
-       auto s = rate(c, 100, [&] {
-         for (int i = 0; i < 100; ++i)
-           weft::get(f.remote());
-       });
-       return row{"tasks_sync", "processes", s.median, "tasks/s", "thread_roundtrip_ceiling", {}, s.spread, ""};
-     }},
+     [](const settings& c) { return tasks_sync_row(c, "processes"); }},
   };
 }
 

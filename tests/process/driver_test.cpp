@@ -39,6 +39,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "process/process_test.hpp"
 #include "weft_test.hpp"
 #include <weft/weft.hpp>
 
@@ -49,7 +50,7 @@ using namespace std::chrono_literals;
 
 namespace driver_test {
 
-const weft::config processes{.num_cpus = 2, .workers = weft::worker_mode::processes};
+using namespace process_test;
 
 /// The hidden test case that the SIGKILL test starts as a separate driver.
 constexpr const char* driver_child_test = "driver child: two tasks report their workers and sleep";
@@ -58,56 +59,6 @@ constexpr const char* pid_file_env = "WEFT_DRIVER_TEST_PID_FILE";
 
 /// This test program's path.
 std::string own_exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
-
-/// A fresh directory under `base` (default: the system's temporary
-/// directory), removed with everything in it at scope exit.
-class temp_dir {
-public:
-  explicit temp_dir(std::filesystem::path base = std::filesystem::temp_directory_path()) {
-    std::string tmpl = (base / "weft-driver-XXXXXX").string();
-    if (!::mkdtemp(tmpl.data()))
-      throw std::runtime_error("mkdtemp failed in " + base.string());
-    path_ = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
-private:
-  std::filesystem::path path_;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-std::vector<std::string> lines_of(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<std::string> out;
-  for (std::string line; std::getline(in, line);)
-    out.push_back(line);
-  return out;
-}
-
-/// Appends `line` and a newline with one write(2) to an O_APPEND file.
-void append_line(const std::string& path, const std::string& line) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0)
-    throw std::runtime_error("cannot open " + path);
-  const std::string s = line + "\n";
-  const auto n = ::write(fd, s.data(), s.size());
-  ::close(fd);
-  if (n != static_cast<ssize_t>(s.size()))
-    throw std::runtime_error("cannot write " + path);
-}
-
-/// True once no process `pid` exists any more (not even a zombie: reaped).
-bool gone(int pid) { return ::kill(pid, 0) == -1 && errno == ESRCH; }
 
 /// The E that get(ref) throws (within the bound); nothing if it returns a
 /// value. Any other exception (a timeout) escapes and fails the test.

@@ -33,6 +33,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "process/process_test.hpp"
 #include "weft_test.hpp"
 #include <weft/weft.hpp>
 
@@ -41,52 +42,9 @@ using namespace std::chrono_literals;
 
 namespace faults_test {
 
-const weft::config processes{.num_cpus = 2, .workers = weft::worker_mode::processes};
+using namespace process_test;
 
 // ---------------------------------------------------------------- files
-
-/// A fresh directory under the system's temporary directory, removed with
-/// everything in it at scope exit.
-class temp_dir {
-public:
-  temp_dir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "weft-faults-XXXXXX").string();
-    if (!::mkdtemp(tmpl.data()))
-      throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
-private:
-  std::filesystem::path path_;
-};
-
-/// Appends `line` and a newline with one write(2) to an O_APPEND file:
-/// lines from several processes never interleave.
-void append_line(const std::string& path, const std::string& line) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0)
-    throw std::runtime_error("cannot open " + path);
-  const std::string s = line + "\n";
-  const auto n = ::write(fd, s.data(), s.size());
-  ::close(fd);
-  if (n != static_cast<ssize_t>(s.size()))
-    throw std::runtime_error("cannot write " + path);
-}
-
-std::vector<std::string> lines_of(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<std::string> out;
-  for (std::string line; std::getline(in, line);)
-    out.push_back(line);
-  return out;
-}
 
 /// The pids recorded in `path` (one per line), in order.
 std::vector<int> pids_in(const std::string& path) {
@@ -95,9 +53,6 @@ std::vector<int> pids_in(const std::string& path) {
     out.push_back(std::stoi(l));
   return out;
 }
-
-/// True once no process `pid` exists any more (not even a zombie: reaped).
-bool gone(int pid) { return ::kill(pid, 0) == -1 && errno == ESRCH; }
 
 /// Waits (bounded) until `path` holds at least `n` lines; returns them.
 std::vector<std::string> wait_for_lines(const std::string& path, std::size_t n) {

@@ -5,12 +5,13 @@
 
 #include <catch2/catch.hpp>
 
+#include "process/process_test.hpp"
 #include "weft_test.hpp"
 #include <weft/weft.hpp>
 
 namespace {
 
-const weft::config processes{.num_cpus = 2, .workers = weft::worker_mode::processes};
+using process_test::processes;
 
 int own_pid(int) { return static_cast<int>(::getpid()); }
 

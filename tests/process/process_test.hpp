@@ -1,0 +1,76 @@
+// Helpers shared by the worker-process tests: a temporary directory, files
+// that several processes append lines to, and process checks.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <weft/weft.hpp>
+
+namespace process_test {
+
+inline const weft::config processes{.num_cpus = 2, .workers = weft::worker_mode::processes};
+
+/// A fresh directory under `base` (default: the system's temporary
+/// directory), removed with everything in it at scope exit.
+class temp_dir {
+public:
+  explicit temp_dir(const std::filesystem::path& base = std::filesystem::temp_directory_path()) {
+    std::string tmpl = (base / "weft-test-XXXXXX").string();
+    if (!::mkdtemp(tmpl.data()))
+      throw std::runtime_error("mkdtemp failed in " + base.string());
+    path_ = tmpl;
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+private:
+  std::filesystem::path path_;
+};
+
+/// Appends `line` and a newline with one write(2) to an O_APPEND file:
+/// lines from several processes never interleave.
+inline void append_line(const std::string& path, const std::string& line) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0)
+    throw std::runtime_error("cannot open " + path);
+  const std::string s = line + "\n";
+  const auto n = ::write(fd, s.data(), s.size());
+  ::close(fd);
+  if (n != static_cast<ssize_t>(s.size()))
+    throw std::runtime_error("cannot write " + path);
+}
+
+inline std::vector<std::string> lines_of(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);)
+    out.push_back(line);
+  return out;
+}
+
+inline std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+/// True once no process `pid` exists any more (not even a zombie: reaped).
+inline bool gone(int pid) { return ::kill(pid, 0) == -1 && errno == ESRCH; }
+
+} // namespace process_test
