@@ -115,6 +115,7 @@ process_node::process_node(runtime& rt) :
   if (modules_.main_build_id().empty())
     throw error("weft: worker processes need the executable to carry a GNU build id (link with "
                 "-Wl,--build-id, the default of Debian's g++); it names the build workers must match");
+  caf_spawn_scope spawn_scope; // the spawn and publish below run on a user thread
   node_ = std::make_unique<caf::actor>(rt.caf_system().spawn(node_behavior, this));
   auto port = rt.caf_system().middleman().publish(*node_, 0, "127.0.0.1", true);
   if (!port) {

@@ -149,6 +149,13 @@ void runtime::stop() {
   g_runtime.store(nullptr, std::memory_order_release);
 }
 
+caf_spawn_scope::caf_spawn_scope() noexcept : had_logger_(caf::logger::current_logger() != nullptr) {}
+
+caf_spawn_scope::~caf_spawn_scope() {
+  if (!had_logger_)
+    caf::logger::set_current_actor_system(nullptr);
+}
+
 runtime::runtime(const config& cfg) :
   cfg_(cfg),
   sched_(node_resources::from_config(cfg), [this](void* ex) { wake_executor(ex); }) {
@@ -172,6 +179,7 @@ runtime::runtime(const config& cfg) :
     caf_cfg_->load<caf::io::middleman>(); // worker processes connect over 127.0.0.1
   if (processes_)
     caf_cfg_->set("middleman.workers", 0); // deserialize on the I/O thread: one hop less per message
+  caf_spawn_scope spawn_scope;             // the system's constructor and the spawns below set this thread's logger
   caf_ = std::make_unique<caf::actor_system>(*caf_cfg_);
   for (std::size_t i = 0; i < n_exec; ++i) {
     auto ex = std::make_unique<executor>();

@@ -39,6 +39,23 @@ public:
   virtual void stop() = 0;
 };
 
+/// Put around every CAF spawn from a thread that is not CAF's own. CAF 0.17
+/// leaves a counted reference to the system's logger in a thread-local of
+/// each thread that spawns an actor, and ~actor_system waits for every such
+/// reference: a user thread that spawned (init, first actor, first process
+/// task) would make shutdown() from any other thread hang. The scope clears
+/// the reference again if the thread had none before.
+class caf_spawn_scope {
+public:
+  caf_spawn_scope() noexcept;
+  ~caf_spawn_scope();
+  caf_spawn_scope(const caf_spawn_scope&) = delete;
+  caf_spawn_scope& operator=(const caf_spawn_scope&) = delete;
+
+private:
+  bool had_logger_;
+};
+
 class runtime final : public fiber_host {
 public:
   explicit runtime(const config& cfg);

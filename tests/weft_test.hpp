@@ -5,6 +5,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -22,6 +26,41 @@ struct runtime_guard {
 /// How long a test waits for something that should happen at once, before
 /// calling it a failure instead of hanging (generous: 2 noisy cores).
 inline constexpr auto bound = std::chrono::seconds(20);
+
+/// Ends the test program with a message if it is still armed after
+/// `limit`: a test that would hang fails instead (Catch cannot report from
+/// another thread, so it says why on stderr and exits with status 1).
+class watchdog {
+public:
+  watchdog(std::chrono::seconds limit, std::string what) :
+    what_(std::move(what)),
+    thread_([this, limit] {
+      std::unique_lock<std::mutex> lock(mtx_);
+      if (!cv_.wait_for(lock, limit, [this] { return disarmed_; })) {
+        std::fprintf(stderr, "\nFAILED: %s did not return within %lld s\n", what_.c_str(),
+                     static_cast<long long>(limit.count()));
+        std::fflush(nullptr);
+        std::_Exit(1);
+      }
+    }) {}
+  ~watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mtx_);
+      disarmed_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  watchdog(const watchdog&) = delete;
+  watchdog& operator=(const watchdog&) = delete;
+
+private:
+  std::string what_;
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  bool disarmed_ = false;
+  std::thread thread_;
+};
 
 /// Polls `pred` every millisecond until it holds or `limit` passes.
 template <class Pred>

@@ -683,7 +683,11 @@ caf::actor actor_system::spawn_incarnation(actor_core* core, std::vector<actor_c
     inc->queue.push_back(c);
   }
   live_incarnations_.fetch_add(1, std::memory_order_acq_rel);
-  caf::actor a = rt_.caf_system().spawn(incarnation_behavior, inc);
+  caf::actor a;
+  {
+    caf_spawn_scope spawn_scope;
+    a = rt_.caf_system().spawn(incarnation_behavior, inc);
+  }
   caf::anon_send(supervisor_, watch_atom::value, watch_msg{core_ptr(core)}, a);
   return a;
 }
@@ -698,6 +702,7 @@ char service_key;
 } // namespace
 
 actor_system::actor_system(runtime& rt) : rt_(rt), generation_(g_generation.fetch_add(1) + 1) {
+  caf_spawn_scope spawn_scope;
   supervisor_ = rt_.caf_system().spawn(supervisor_behavior, this);
 }
 

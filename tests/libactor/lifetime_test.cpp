@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "weft_test.hpp"
@@ -284,4 +285,24 @@ TEST_CASE("handles outliving the runtime can be copied and dropped, and calls th
              Catch::Contains("not initialized"));
   copy = {};
   h = {};
+}
+
+TEST_CASE("init on one thread and actors made on another then shutdown from a third returns") {
+  // CAF 0.17 keeps a reference to its logger in every thread that spawned an
+  // actor; ~actor_system waited for the threads below forever before weft
+  // cleared it after each spawn.
+  tracked::reset_counters();
+  std::thread([] { weft::init({.num_cpus = 2}); }).join();
+  std::thread([] {
+    auto h = weft::remote<tracked>().options({.lifetime = weft::lifetime::detached}).remote();
+    weft::get(h.task(&tracked::add).remote(1), bound);
+  }).join();
+  auto h = weft::remote<tracked>().remote();
+  weft::get(h.task(&tracked::add).remote(1), bound);
+  {
+    weft_test::watchdog dog(bound, "weft::shutdown() from a third thread");
+    std::thread([] { weft::shutdown(); }).join();
+  }
+  CHECK_FALSE(weft::is_initialized());
+  CHECK(tracked::destroyed == 2);
 }
