@@ -92,8 +92,8 @@ void write_all(int fd, const std::string& s) {
 
 caf::behavior node_behavior(caf::event_based_actor*, process_node* node) {
   return {
-    [node](wire::hello_atom, const std::string& token, std::int32_t pid, const std::string& build_id,
-           const caf::actor& who, const caf::actor& ctl) { node->on_hello(token, pid, build_id, who, ctl); },
+    [node](wire::hello_atom, const std::string& token, std::int32_t id, std::int32_t pid, const std::string& build_id,
+           const caf::actor& who, const caf::actor& ctl) { node->on_hello(token, id, pid, build_id, who, ctl); },
     [node](wire::done_atom, const std::string& record) { node->on_done(record); },
   };
 }
@@ -111,7 +111,8 @@ process_node::process_node(runtime& rt) :
   rt_(rt),
   token_(random_token()),
   modules_(module_table::loaded()),
-  modules_wire_(modules_.encode()) {
+  modules_wire_(modules_.encode()),
+  start_timeout_(rt.cfg().worker_start_timeout) {
   if (modules_.main_build_id().empty())
     throw error("weft: worker processes need the executable to carry a GNU build id (link with "
                 "-Wl,--build-id, the default of Debian's g++); it names the build workers must match");
@@ -243,13 +244,16 @@ void process_node::pump_locked() {
   }
 }
 
-void process_node::on_hello(const std::string& token, std::int32_t pid, const std::string& build_id,
+void process_node::on_hello(const std::string& token, std::int32_t id, std::int32_t pid, const std::string& build_id,
                             const caf::actor& who, const caf::actor& ctl) {
   std::lock_guard<std::mutex> lock(mtx_);
+  // The worker was recorded before it was started (spawn_one), so its
+  // hello can come before posix_spawn returns: then its pid is not known
+  // yet, and the id (from its environment) and the token vouch for it.
   worker* w = nullptr;
-  for (auto& [id, x] : workers_)
-    if (x.pid == pid && x.state == wstate::starting)
-      w = &x;
+  if (auto it = workers_.find(id);
+      it != workers_.end() && it->second.state == wstate::starting && (it->second.pid < 0 || it->second.pid == pid))
+    w = &it->second;
   if (!w || token != token_) {
     log().warn("refused a worker connection from pid {}: not a worker this node started", pid);
     caf::anon_send(who, wire::refuse_atom::value, std::string("not a worker this driver started"));
@@ -558,6 +562,8 @@ void process_node::spawn_one() {
     std::lock_guard<std::mutex> lock(mtx_);
     id = ++next_worker_;
   }
+  // (env_store and argv are built before the worker is recorded: nothing
+  // below the record throws.)
   std::vector<std::string> env_store;
   for (char** e = environ; e && *e; ++e)
     if (std::strncmp(*e, "WEFT_WORKER_", 12) != 0)
@@ -583,6 +589,17 @@ void process_node::spawn_one() {
     posix_spawn_file_actions_adddup2(&fa, progress, wire::progress_fd);
   posix_spawn_file_actions_addclosefrom_np(&fa, wire::progress_fd + 1); // none of the driver's sockets leak
   pid_t pid = -1;
+  {
+    // Recorded before it starts: its hello may arrive before posix_spawn
+    // returns, and must find it (on_hello matches it by id).
+    std::lock_guard<std::mutex> lock(mtx_);
+    worker w;
+    w.id = id;
+    w.start_deadline = std::chrono::steady_clock::now() + start_timeout_;
+    --to_spawn_;
+    ++starting_;
+    workers_.emplace(id, std::move(w));
+  }
   const int rc = ::posix_spawn(&pid, program.c_str(), &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   ::close(out[1]);
@@ -595,13 +612,9 @@ void process_node::spawn_one() {
     std::vector<std::pair<task_base*, std::exception_ptr>> done;
     {
       std::lock_guard<std::mutex> lock(mtx_);
-      worker w;
-      w.id = id;
+      auto& w = workers_.at(id);
       w.refused = "cannot start worker program '" + program + "': " + std::strerror(rc);
-      --to_spawn_;
-      ++starting_;
-      auto& ref = workers_.emplace(id, std::move(w)).first->second;
-      done = on_exit(ref, 0);
+      done = on_exit(w, 0);
       workers_.erase(id);
     }
     for (auto& [t, e] : done)
@@ -609,19 +622,15 @@ void process_node::spawn_one() {
     return;
   }
   std::lock_guard<std::mutex> lock(mtx_);
-  worker w;
-  w.id = id;
+  auto& w = workers_.at(id); // only this thread erases workers
   w.pid = pid;
   w.out_fd = out[0];
   w.err_fd = err[0];
   w.pid_fd = pidfd_open(pid);
   w.progress_page = page;
   w.started = static_cast<const std::atomic<std::uint64_t>*>(page);
-  --to_spawn_;
-  ++starting_;
   if (stopping_)
     ::kill(pid, SIGKILL); // stop() ran while it was being started: reap it with the rest
-  workers_.emplace(id, std::move(w));
   log().debug("started worker process {} (worker {})", pid, id);
 }
 
@@ -749,6 +758,15 @@ void process_node::io_loop() {
         ::munmap(w.progress_page, wire::progress_size);
       workers_.erase(it);
     }
+    // A worker that started but has not said hello in time is killed; its
+    // exit (above, next round) fails the tasks waiting for a worker.
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& [id, w] : workers_)
+      if (w.state == wstate::starting && w.pid > 0 && w.refused.empty() && now >= w.start_deadline) {
+        w.refused = "worker process " + std::to_string(w.pid) + " did not connect to the driver within " +
+                    std::to_string(start_timeout_.count()) + " ms (config.worker_start_timeout)";
+        ::kill(w.pid, SIGKILL);
+      }
     std::vector<std::pair<task_base*, std::exception_ptr>> failed;
     std::vector<task_base*> orphans;
     failed.swap(failed_followers_);

@@ -19,6 +19,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -54,8 +55,8 @@ public:
   void stop() override;
 
   // ---- called by the node actor ----
-  void on_hello(const std::string& token, std::int32_t pid, const std::string& build_id, const caf::actor& who,
-                const caf::actor& ctl);
+  void on_hello(const std::string& token, std::int32_t id, std::int32_t pid, const std::string& build_id,
+                const caf::actor& who, const caf::actor& ctl);
   void on_done(const std::string& batch);
 
 private:
@@ -69,6 +70,8 @@ private:
     const std::atomic<std::uint64_t>* started = nullptr;
     void* progress_page = nullptr;
     wstate state = wstate::starting;
+    /// While starting: when it is killed if it has not said hello.
+    std::chrono::steady_clock::time_point start_deadline{};
     std::unique_ptr<caf::actor> actor; ///< runs calls, in the order sent
     std::unique_ptr<caf::actor> ctl;   ///< hears cancel while a call runs
     /// Jobs sent and not finished, in run order. The first holds the
@@ -108,6 +111,7 @@ private:
   std::string token_;
   module_table modules_;
   std::string modules_wire_;
+  std::chrono::milliseconds start_timeout_;
 
   std::mutex mtx_;
   bool stopping_ = false;

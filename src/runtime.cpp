@@ -160,6 +160,10 @@ runtime::runtime(const config& cfg) :
   cfg_(cfg),
   sched_(node_resources::from_config(cfg), [this](void* ex) { wake_executor(ex); }) {
   set_log_level(cfg.log_level);
+  if (cfg.worker_start_timeout <= std::chrono::milliseconds::zero())
+    throw invalid_argument_error(
+      "weft: config.worker_start_timeout = " + std::to_string(cfg.worker_start_timeout.count()) +
+      " ms must be positive: it is how long a worker process has to connect");
   if (cfg.fiber_stack_size < 16 * 1024)
     throw invalid_argument_error("weft: config.fiber_stack_size = " + std::to_string(cfg.fiber_stack_size) +
                                  " is too small; expected at least 16384 bytes");

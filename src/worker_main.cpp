@@ -131,6 +131,7 @@ void run_worker() {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   const std::string address = getenv_or_die(wire::env_address);
   const std::string token = getenv_or_die(wire::env_token);
+  const auto worker_id = static_cast<std::int32_t>(std::strtol(getenv_or_die(wire::env_worker_id), nullptr, 10));
   const long driver = std::strtol(getenv_or_die(wire::env_driver), nullptr, 10);
   if (::getppid() != driver)
     die("the driver is already gone", 0);
@@ -217,8 +218,8 @@ void run_worker() {
       };
     },
     *node);
-  caf::anon_send(*node, wire::hello_atom::value, token, static_cast<std::int32_t>(::getpid()), st->mine.main_build_id(),
-                 self, ctl);
+  caf::anon_send(*node, wire::hello_atom::value, token, worker_id, static_cast<std::int32_t>(::getpid()),
+                 st->mine.main_build_id(), self, ctl);
   for (;;)
     ::pause(); // the actor ends the process
 }

@@ -1,7 +1,7 @@
 // Private: what the driver's node and its worker processes say to each
 // other (CAF messages over io::middleman on 127.0.0.1).
 //
-//   worker -> node   (hello,   token, pid, build id, worker actor, control actor)
+//   worker -> node   (hello,   token, worker id, pid, build id, worker actor, control actor)
 //   node   -> worker (welcome, module table)   or (refuse, reason)
 //   node   -> worker (call,    call records)   tasks to run, in order
 //   worker -> node   (done,    done records)   their results, in the same order
@@ -41,7 +41,7 @@ using retire_atom = caf::atom_constant<caf::atom("w_retire")>;
 inline constexpr const char* env_address = "WEFT_WORKER_OF";    // "127.0.0.1:port"
 inline constexpr const char* env_token = "WEFT_WORKER_TOKEN";   // hex
 inline constexpr const char* env_driver = "WEFT_WORKER_DRIVER"; // driver pid
-inline constexpr const char* env_worker_id = "WEFT_WORKER_ID";  // small number, for logs
+inline constexpr const char* env_worker_id = "WEFT_WORKER_ID";  // the node's number for it, sent back in hello
 /// fd 3 of a worker: a shared page whose first 8 bytes (an atomic u64) the
 /// worker sets to each call's seq before it runs it.
 inline constexpr int progress_fd = 3;

@@ -307,6 +307,15 @@ TEST_CASE("a fiber stack below 16 KiB makes init throw invalid_argument_error") 
   CHECK_FALSE(weft::is_initialized());
 }
 
+TEST_CASE("a worker_start_timeout that is not positive makes init throw invalid_argument_error") {
+  clean_environment env;
+  shutdown_at_exit stop;
+  const auto msg = what_of<weft::invalid_argument_error>(
+    [] { weft::init({.num_cpus = 1, .worker_start_timeout = std::chrono::milliseconds(0)}); });
+  CHECK_THAT(msg, Contains("worker_start_timeout") && Contains("positive"));
+  CHECK_FALSE(weft::is_initialized());
+}
+
 TEST_CASE("tasks run and block on small fiber stacks") {
   clean_environment env;
   shutdown_at_exit stop;

@@ -239,9 +239,11 @@ void copy_as_other_build(const std::string& path) {
 }
 
 /// Expects every task to fail fast with worker_start_error saying `says`.
-void check_refused(const std::string& program, const std::string& says) {
+void check_refused(const std::string& program, const std::string& says,
+                   std::chrono::milliseconds start_timeout = std::chrono::seconds(60)) {
   weft::config cfg = processes;
   cfg.worker_program = program;
+  cfg.worker_start_timeout = start_timeout;
   weft_test::runtime_guard rt(cfg);
   const auto f = weft::remote(own_pid);
   for (int i = 0; i < 2; ++i) { // and again: every task fails, none hangs
@@ -486,6 +488,19 @@ TEST_CASE("a worker program that exits before it connects gives worker_start_err
     return;
   }
   dt::check_refused("/bin/true", "exited with code 0 before it connected");
+}
+
+TEST_CASE("a worker program that never connects is killed after worker_start_timeout and gives worker_start_error") {
+  dt::temp_dir dir(std::filesystem::path(dt::own_exe()).parent_path());
+  const auto hangs = dir.file("never-connects");
+  {
+    std::ofstream out(hangs);
+    out << "#!/bin/sh\nexec sleep 300\n";
+  }
+  REQUIRE(::chmod(hangs.c_str(), 0755) == 0);
+  dt::check_refused(hangs, "did not connect to the driver within 1000 ms", 1s);
+  // Each one was killed and reaped: none is left sleeping.
+  CHECK(dt::own_children().empty());
 }
 
 // ---------------------------------------------------------------- shutdown

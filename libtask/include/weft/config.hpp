@@ -5,9 +5,10 @@
 ///     weft::init({.num_cpus = 2, .num_gpus = 0, .resources = {{"disk", 4}}});
 ///
 /// Field order: num_cpus, num_gpus, memory, resources, log_level,
-/// fiber_stack_size, workers, worker_program.
+/// fiber_stack_size, workers, worker_program, worker_start_timeout.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <map>
 #include <optional>
@@ -47,6 +48,10 @@ struct config {
   /// (/proc/self/exe). Another program is refused unless it is the very
   /// same build.
   std::optional<std::string> worker_program{};
+  /// How long a started worker process has to connect to the driver. One
+  /// that does not is killed, and the tasks waiting for a worker fail with
+  /// worker_start_error (a worker program that hangs must not hang them).
+  std::chrono::milliseconds worker_start_timeout = std::chrono::seconds(60);
 };
 
 } // namespace weft
