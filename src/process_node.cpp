@@ -95,6 +95,9 @@ caf::behavior node_behavior(caf::event_based_actor*, process_node* node) {
     [node](wire::hello_atom, const std::string& token, std::int32_t id, std::int32_t pid, const std::string& build_id,
            const caf::actor& who, const caf::actor& ctl) { node->on_hello(token, id, pid, build_id, who, ctl); },
     [node](wire::done_atom, const std::string& record) { node->on_done(record); },
+    [node](wire::actor_done_atom, std::int32_t worker, const std::string& batch) {
+      node->on_actor_done(worker, batch);
+    },
   };
 }
 
@@ -137,6 +140,10 @@ void process_node::wake_io() {
 }
 
 code_ref process_node::locate(const void* code, const task_base& t) {
+  return locate_code(code, "task '" + runtime::task_name(t) + "'");
+}
+
+code_ref process_node::locate_code(const void* code, const std::string& what) {
   // Called with mtx_ held.
   if (auto it = code_cache_.find(code); it != code_cache_.end())
     return it->second;
@@ -147,8 +154,7 @@ code_ref process_node::locate(const void* code, const task_base& t) {
     ref = modules_.locate(code);
   }
   if (!ref)
-    throw error("weft: task '" + runtime::task_name(t) +
-                "' cannot run in a worker process: its code is in no module with a build id");
+    throw error("weft: " + what + " cannot run in a worker process: its code is in no module with a build id");
   code_cache_.emplace(code, *ref);
   return *ref;
 }
@@ -269,9 +275,15 @@ void process_node::on_hello(const std::string& token, std::int32_t id, std::int3
   }
   w->actor = std::make_unique<caf::actor>(who);
   w->ctl = std::make_unique<caf::actor>(ctl);
+  caf::anon_send(who, wire::welcome_atom::value, modules_wire_);
+  if (w->for_actor) {
+    // Its one job: build the actor's object (it takes no tasks).
+    w->state = wstate::busy;
+    caf::anon_send(who, wire::actor_create_atom::value, std::exchange(w->create, std::string()));
+    return;
+  }
   w->state = wstate::idle;
   --starting_;
-  caf::anon_send(who, wire::welcome_atom::value, modules_wire_);
   pump_locked();
 }
 
@@ -350,6 +362,7 @@ void process_node::on_done(const std::string& batch) {
     try {
       switch (f.d.st) {
       case wire::status::ok:
+      case wire::status::ok_exit: // (tasks never send it)
         f.t->decode_results(f.d.payload);
         break;
       case wire::status::exception: {
@@ -445,6 +458,23 @@ std::vector<std::pair<task_base*, std::exception_ptr>> process_node::on_exit(wor
   w.actor.reset();
   w.ctl.reset();
   std::vector<std::pair<task_base*, std::exception_ptr>> done;
+  if (w.for_actor) {
+    // Told first, so that the actor fails (and may restart) before the
+    // calls it waits for see an error.
+    const std::string why =
+      !w.refused.empty() ? w.refused : "worker process " + std::to_string(w.pid) + " " + describe_status(status);
+    if (auto died = std::exchange(w.died, nullptr))
+      died(why);
+    std::exception_ptr e;
+    if (before == wstate::starting)
+      e = std::make_exception_ptr(worker_start_error("weft: an actor's worker could not start: " + why));
+    else
+      e = std::make_exception_ptr(worker_crashed_error("weft: an actor's " + why,
+                                                       WIFSIGNALED(status) ? WTERMSIG(status) : 0,
+                                                       WIFEXITED(status) ? WEXITSTATUS(status) : -1));
+    fail_replies_locked(w, e);
+    return done;
+  }
   if (before == wstate::starting) {
     --starting_;
     // A worker that never got going: the tasks waiting for one fail
@@ -530,7 +560,134 @@ std::vector<std::pair<task_base*, std::exception_ptr>> process_node::on_exit(wor
   return done;
 }
 
-void process_node::spawn_one() {
+void process_node::fail_replies_locked(worker& w, const std::exception_ptr& e) {
+  auto replies = std::move(w.replies);
+  w.replies.clear();
+  for (auto& [seq, cell] : replies)
+    cell->complete_error(e);
+}
+
+int process_node::start_actor(const actor_start& s, object_ptr built, std::function<void(std::string)> died) {
+  std::lock_guard<std::mutex> lock(mtx_);
+  if (stopping_)
+    throw runtime_shutdown_error("weft: actor " + s.what + " cannot start a worker process: the runtime shut down");
+  wire::actor_create_record rec;
+  rec.constructor = locate_code(reinterpret_cast<const void*>(s.constructor), "actor " + s.what);
+  rec.destructor = locate_code(reinterpret_cast<const void*>(s.destructor), "actor " + s.what);
+  rec.args = s.args;
+  rec.actor_id = s.actor_id;
+  rec.restarted = s.restarted;
+  rec.name = s.name;
+  rec.ns = s.ns;
+  worker w;
+  w.id = ++next_worker_;
+  w.for_actor = true;
+  w.start_deadline = std::chrono::steady_clock::now() + start_timeout_;
+  rec.write(w.create);
+  w.died = std::move(died);
+  w.replies.emplace(0, std::move(built));
+  const int id = w.id;
+  workers_.emplace(id, std::move(w));
+  actor_spawns_.push_back(id);
+  wake_io();
+  return id;
+}
+
+void process_node::call_actor(int worker_id, actor_method_invoker invoker, const void* method_bytes, std::string args,
+                              object_ptr reply, const std::string& what) {
+  std::uintptr_t words[2];
+  std::memcpy(words, method_bytes, sizeof words);
+  std::unique_lock<std::mutex> lock(mtx_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || it->second.state == wstate::dead || it->second.ended || !it->second.actor) {
+    lock.unlock();
+    reply->complete_error(std::make_exception_ptr(actor_died_error("weft: " + what + ": the actor's worker is gone")));
+    return;
+  }
+  worker& w = it->second;
+  wire::actor_call_record rec;
+  rec.seq = ++next_seq_;
+  rec.invoker = locate_code(reinterpret_cast<const void*>(invoker), what);
+  rec.is_virtual = (words[0] & 1) != 0;
+  if (rec.is_virtual)
+    rec.vword = words[0];
+  else
+    rec.method = locate_code(reinterpret_cast<const void*>(words[0]), what);
+  rec.adjust = static_cast<std::int64_t>(words[1]);
+  rec.args = args;
+  std::string batch, one;
+  rec.write(one);
+  wire::writer(batch).put_bytes(one);
+  w.replies.emplace(rec.seq, std::move(reply));
+  caf::anon_send(*w.actor, wire::actor_call_atom::value, std::move(batch));
+}
+
+void process_node::end_actor(int worker_id, bool graceful) {
+  std::lock_guard<std::mutex> lock(mtx_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end())
+    return;
+  worker& w = it->second;
+  w.died = nullptr;
+  w.ended = true;
+  if (graceful && w.actor && w.state != wstate::dead) {
+    caf::anon_send(*w.actor, wire::actor_quit_atom::value);
+  } else if (w.pid > 0 && w.state != wstate::dead) {
+    ::kill(w.pid, SIGKILL); // (not started yet: spawn_one kills it once it is)
+  }
+  fail_replies_locked(w, std::make_exception_ptr(actor_died_error("weft: the actor's incarnation ended")));
+}
+
+void process_node::on_actor_done(std::int32_t worker_id, const std::string& batch) {
+  std::lock_guard<std::mutex> lock(mtx_);
+  auto wit = workers_.find(worker_id);
+  if (wit == workers_.end() || !wit->second.for_actor)
+    return;
+  worker& w = wit->second;
+  wire::reader records(batch);
+  while (records.ok()) {
+    auto rec = records.get_bytes();
+    if (!records.ok())
+      break;
+    wire::done_record d;
+    if (!d.read(rec)) {
+      log().error("weft: an actor's worker sent a corrupted result record ({} bytes); ignored", rec.size());
+      break;
+    }
+    auto node = w.replies.extract(d.seq);
+    if (node.empty())
+      continue; // its call was given up
+    object_ptr cell = std::move(node.mapped());
+    std::exception_ptr err;
+    try {
+      switch (d.st) {
+      case wire::status::ok:
+      case wire::status::ok_exit: {
+        auto* v = static_cast<value_object<actor_reply>*>(cell.get());
+        v->emplace(actor_reply{std::string(d.payload), d.st == wire::status::ok_exit});
+        break;
+      }
+      case wire::status::exception: {
+        std::string type, message;
+        decode_each(d.payload, type, message);
+        err = std::make_exception_ptr(task_error(type, message, {}));
+        break;
+      }
+      case wire::status::failed:
+        err = std::make_exception_ptr(serialization_error(std::string(d.payload)));
+        break;
+      }
+    } catch (...) {
+      err = std::current_exception();
+    }
+    if (err)
+      cell->complete_error(err);
+    else
+      cell->complete_value();
+  }
+}
+
+void process_node::spawn_one(int actor_worker) {
   int out[2], err[2];
   if (::pipe2(out, O_CLOEXEC) != 0)
     throw error(std::string("weft: pipe: ") + std::strerror(errno));
@@ -557,8 +714,8 @@ void process_node::spawn_one() {
   auto args = own_command_line();
   if (args.empty())
     args.push_back(program);
-  int id = 0;
-  {
+  int id = actor_worker;
+  if (id == 0) {
     std::lock_guard<std::mutex> lock(mtx_);
     id = ++next_worker_;
   }
@@ -593,12 +750,16 @@ void process_node::spawn_one() {
     // Recorded before it starts: its hello may arrive before posix_spawn
     // returns, and must find it (on_hello matches it by id).
     std::lock_guard<std::mutex> lock(mtx_);
-    worker w;
-    w.id = id;
-    w.start_deadline = std::chrono::steady_clock::now() + start_timeout_;
-    --to_spawn_;
-    ++starting_;
-    workers_.emplace(id, std::move(w));
+    if (actor_worker == 0) {
+      worker w;
+      w.id = id;
+      w.start_deadline = std::chrono::steady_clock::now() + start_timeout_;
+      --to_spawn_;
+      ++starting_;
+      workers_.emplace(id, std::move(w));
+    } else {
+      workers_.at(id).start_deadline = std::chrono::steady_clock::now() + start_timeout_;
+    }
   }
   const int rc = ::posix_spawn(&pid, program.c_str(), &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
@@ -629,8 +790,8 @@ void process_node::spawn_one() {
   w.pid_fd = pidfd_open(pid);
   w.progress_page = page;
   w.started = static_cast<const std::atomic<std::uint64_t>*>(page);
-  if (stopping_)
-    ::kill(pid, SIGKILL); // stop() ran while it was being started: reap it with the rest
+  if (stopping_ || w.ended)
+    ::kill(pid, SIGKILL); // stop() or end_actor() ran while it was being started: reap it with the rest
   log().debug("started worker process {} (worker {})", pid, id);
 }
 
@@ -674,6 +835,7 @@ void process_node::io_loop() {
   std::vector<std::pair<int, int>> who; // (worker id, which: 0 out, 1 err, 2 pid)
   for (;;) {
     int spawns = 0;
+    std::vector<int> actor_spawns;
     bool polling_pids = false;
     fds.clear();
     who.clear();
@@ -684,6 +846,7 @@ void process_node::io_loop() {
       if (stopping_ && workers_.empty())
         break;
       spawns = stopping_ ? 0 : to_spawn_; // spawn_one() moves each from to_spawn_ to starting_
+      actor_spawns.swap(actor_spawns_);
       for (auto& [id, w] : workers_) {
         if (w.out_fd >= 0) {
           fds.push_back({w.out_fd, POLLIN, 0});
@@ -710,7 +873,22 @@ void process_node::io_loop() {
         --to_spawn_;
       }
     }
-    if (spawns > 0)
+    for (int id : actor_spawns) {
+      try {
+        spawn_one(id);
+      } catch (const std::exception& e) {
+        log().error("{}", e.what());
+        std::lock_guard<std::mutex> lock(mtx_);
+        if (auto it = workers_.find(id); it != workers_.end()) {
+          if (auto died = std::exchange(it->second.died, nullptr))
+            died(e.what());
+          fail_replies_locked(it->second, std::make_exception_ptr(worker_start_error(
+                                            std::string("weft: an actor's worker could not start: ") + e.what())));
+          workers_.erase(it);
+        }
+      }
+    }
+    if (spawns > 0 || !actor_spawns.empty())
       continue; // poll the new workers' pipes too
     ::poll(fds.data(), fds.size(), polling_pids ? 20 : 200);
     if (fds[0].revents & POLLIN) {

@@ -11,6 +11,11 @@
 // its pidfd: the task is retried on another worker (max_retries) or fails
 // with worker_crashed_error naming the signal or exit code.
 //
+// Actors get a worker each (Ray's model: one process per actor), started
+// by start_actor() for one incarnation and ended by end_actor(): that worker
+// takes no tasks. Its death (seen the same way) is reported to the actor
+// runtime, which restarts the actor as its options say.
+//
 // One I/O thread starts the workers (their parent-death signal is tied to
 // it), forwards their stdout/stderr line by line prefixed "(pid=N) ", and
 // reaps them. One CAF actor (the node) talks to them. State is under mtx_.
@@ -22,6 +27,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -40,6 +46,24 @@ class actor;
 
 namespace weft::detail {
 
+/// Worker processes, actors: what a method call (or the constructor) of an
+/// actor living in a worker gets back.
+struct actor_reply {
+  std::string payload; ///< the encoded result
+  bool exit_requested = false;
+};
+
+/// What start_actor() needs to build an actor's object in its worker.
+struct actor_start {
+  actor_constructor constructor = nullptr;
+  actor_destructor destructor = nullptr;
+  std::string args; ///< encoded constructor arguments
+  std::uint64_t actor_id = 0;
+  bool restarted = false;
+  std::string name, ns;
+  std::string what; ///< "counter actor#3", for errors
+};
+
 class process_node final : public runtime_service {
 public:
   explicit process_node(runtime& rt);
@@ -53,11 +77,30 @@ public:
   /// Cancels `t` if it is this node's: force kills its worker.
   void cancel(task_base* t, bool force);
   void stop() override;
+  int stop_rank() const noexcept override { return 1; } // after the actors: they end their workers
+
+  // ---- actors: one worker per incarnation ----
+  /// Starts a worker for an actor incarnation and builds the object there.
+  /// `built` (a value_object<actor_reply>) completes when the constructor
+  /// returned, or with the error. If the worker dies before end_actor(),
+  /// `died` is called once with why ("was killed by signal 9 (SIGKILL)"),
+  /// before the replies still awaited fail. Returns the worker's number.
+  /// Throws runtime_shutdown_error when the node is stopping.
+  int start_actor(const actor_start& s, object_ptr built, std::function<void(std::string)> died);
+  /// Sends one method call to the actor's worker; `reply` (a
+  /// value_object<actor_reply>) completes with its result or error.
+  void call_actor(int worker, actor_method_invoker invoker, const void* method_bytes, std::string args,
+                  object_ptr reply, const std::string& what);
+  /// The incarnation is over: `graceful` runs the destructor in the worker
+  /// (after the calls sent before), else the worker is killed. No `died`
+  /// call after this.
+  void end_actor(int worker, bool graceful);
 
   // ---- called by the node actor ----
   void on_hello(const std::string& token, std::int32_t id, std::int32_t pid, const std::string& build_id,
                 const caf::actor& who, const caf::actor& ctl);
   void on_done(const std::string& batch);
+  void on_actor_done(std::int32_t worker, const std::string& batch);
 
 private:
   enum class wstate { starting, idle, busy, retiring, dead };
@@ -83,6 +126,12 @@ private:
     std::unordered_map<const void*, int> calls; ///< finished calls per function
     std::string out_line, err_line;
     std::string refused; ///< why the node refused it, if it did
+    // ---- a worker started for an actor ----
+    bool for_actor = false;
+    bool ended = false;                          ///< end_actor() ran
+    std::string create;                          ///< the create record, sent on hello
+    std::function<void(std::string)> died;       ///< told when it dies first
+    std::map<std::uint64_t, object_ptr> replies; ///< awaited, by seq (0: the constructor)
   };
   struct job {
     task_base* t = nullptr;
@@ -98,7 +147,9 @@ private:
   void settle(std::vector<std::pair<task_base*, std::exception_ptr>>& failed, std::vector<task_base*>& orphans);
   static std::exception_ptr cancelled_error(task_base* t, std::exception_ptr err);
   void io_loop();
-  void spawn_one();
+  void spawn_one(int actor_worker = 0);
+  code_ref locate_code(const void* code, const std::string& what);
+  void fail_replies_locked(worker& w, const std::exception_ptr& e);
   void forward(worker& w, int& fd, std::string& line, int target, bool final);
   std::vector<std::pair<task_base*, std::exception_ptr>> on_exit(worker& w, int status);
   code_ref locate(const void* code, const task_base& t);
@@ -117,8 +168,9 @@ private:
   bool stopping_ = false;
   std::map<int, worker> workers_; // by id
   int next_worker_ = 0;
-  int starting_ = 0; ///< workers started and not yet welcomed
-  int to_spawn_ = 0; ///< spawn requests for the I/O thread
+  int starting_ = 0;              ///< workers started and not yet welcomed
+  int to_spawn_ = 0;              ///< spawn requests for the I/O thread
+  std::vector<int> actor_spawns_; ///< actor workers recorded, for the I/O thread to start
   std::uint64_t next_seq_ = 0;
   std::map<std::uint64_t, job> jobs_;
   std::deque<std::uint64_t> pending_;

@@ -1,5 +1,6 @@
 #include "runtime.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cxxabi.h>
 #include <dlfcn.h>
@@ -218,6 +219,8 @@ runtime::~runtime() {
       for (auto& [k, svc] : services_)
         svcs.push_back(svc.get());
     }
+    std::stable_sort(svcs.begin(), svcs.end(),
+                     [](runtime_service* a, runtime_service* b) { return a->stop_rank() < b->stop_rank(); });
     for (auto* svc : svcs)
       svc->stop();
   }

@@ -37,6 +37,8 @@ class runtime_service {
 public:
   virtual ~runtime_service() = default;
   virtual void stop() = 0;
+  /// Services stop in this order (then in creation order).
+  virtual int stop_rank() const noexcept { return 0; }
 };
 
 /// Put around every CAF spawn from a thread that is not CAF's own. CAF 0.17
@@ -93,6 +95,8 @@ public:
   caf::actor_system& caf_system() noexcept { return *caf_; }
   scheduler& sched() noexcept { return sched_; }
   const config& cfg() const noexcept { return cfg_; }
+  /// config::workers == processes: tasks and actors run in worker processes.
+  bool processes() const noexcept { return processes_; }
 
   /// The service stored under `key`, made by `make()` on first use.
   /// Thread-safe. Throws runtime_shutdown_error while stopping.

@@ -39,6 +39,17 @@ std::unordered_set<std::uint64_t> g_cancelled;
 /// The progress page shared with the driver (see worker_protocol.hpp).
 std::atomic<std::uint64_t>* g_started = nullptr;
 
+/// The actor this worker hosts (if it was started for one).
+struct hosted_actor {
+  void* instance = nullptr;
+  actor_destructor destroy = nullptr;
+  worker_actor_info info;
+  bool exited = false; ///< exit_actor() ran: later calls are refused
+};
+hosted_actor g_actor;
+thread_local bool tls_in_actor_call = false;
+bool g_exit_requested = false;
+
 bool take_cancelled(std::uint64_t seq) {
   std::lock_guard<std::mutex> lock(g_cancelled_mtx);
   return g_cancelled.erase(seq) != 0;
@@ -57,6 +68,116 @@ const char* getenv_or_die(const char* name) {
   return v;
 }
 
+/// Runs `body`; on an exception, replaces `payload` with what the driver
+/// reports: serialization errors as failures, others as (type, message).
+template <class F>
+wire::status run_guarded(F&& body, std::string& payload) {
+  try {
+    body();
+    return wire::status::ok;
+  } catch (const serialization_error& e) {
+    payload = e.what();
+    return wire::status::failed;
+  } catch (const std::exception& e) {
+    payload.clear();
+    encode_each(payload, demangled(typeid(e).name()), std::string(e.what()));
+  } catch (...) {
+    payload.clear();
+    auto* type = abi::__cxa_current_exception_type();
+    encode_each(payload, type ? demangled(type->name()) : std::string("unknown"),
+                std::string("(not a std::exception)"));
+  }
+  return wire::status::exception;
+}
+
+const void* resolve(code_ref r, const std::vector<const module_table::module*>& map) {
+  if (r.module >= map.size() || !map[r.module])
+    return nullptr;
+  const auto* m = map[r.module];
+  auto addr = m->base + r.offset;
+  for (auto [b, e] : m->code)
+    if (addr >= b && addr < e)
+      return reinterpret_cast<const void*>(addr);
+  return nullptr;
+}
+
+std::string done(std::uint64_t seq, wire::status st, std::chrono::steady_clock::time_point started,
+                 std::string_view payload) {
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
+  std::string out;
+  wire::done_record{seq, st, static_cast<std::uint32_t>(std::min<std::int64_t>(us.count(), 0xffffffff)), payload}.write(
+    out);
+  return out;
+}
+
+/// Builds the hosted actor's object; returns the result record (seq 0).
+std::string create_actor(std::string_view rec, const std::vector<const module_table::module*>& map) {
+  wire::actor_create_record c;
+  if (!c.read(rec))
+    die("corrupted actor record from the driver", 5);
+  const auto started = std::chrono::steady_clock::now();
+  g_actor.info = worker_actor_info{c.actor_id, c.restarted, std::string(c.name), std::string(c.ns)};
+  const void* ctor = resolve(c.constructor, map);
+  const void* dtor = resolve(c.destructor, map);
+  std::string payload;
+  auto st = wire::status::failed;
+  if (!ctor || !dtor) {
+    payload = "weft: the worker cannot find the actor's constructor (module " + std::to_string(c.constructor.module) +
+              ", offset " + std::to_string(c.constructor.offset) + ")";
+  } else {
+    tls_in_actor_call = true;
+    st = run_guarded(
+      [&] {
+        g_actor.instance = reinterpret_cast<actor_constructor>(const_cast<void*>(ctor))(c.args);
+        g_actor.destroy = reinterpret_cast<actor_destructor>(const_cast<void*>(dtor));
+      },
+      payload);
+    tls_in_actor_call = false;
+  }
+  return done(0, st, started, payload);
+}
+
+/// Runs one actor call record on the hosted actor; returns the result record.
+std::string run_actor_call(std::string_view rec, const std::vector<const module_table::module*>& map) {
+  wire::actor_call_record call;
+  if (!call.read(rec))
+    die("corrupted actor call record from the driver", 5);
+  const auto started = std::chrono::steady_clock::now();
+  if (g_started)
+    g_started->store(call.seq, std::memory_order_release);
+  std::string payload;
+  auto st = wire::status::failed;
+  const void* inv = resolve(call.invoker, map);
+  std::uintptr_t words[2] = {0, static_cast<std::uintptr_t>(call.adjust)};
+  if (call.is_virtual)
+    words[0] = static_cast<std::uintptr_t>(call.vword);
+  else if (const void* m = resolve(call.method, map))
+    words[0] = reinterpret_cast<std::uintptr_t>(m);
+  if (!g_actor.instance) {
+    payload = "weft: the actor has no object in this worker";
+  } else if (g_actor.exited) {
+    payload = "weft: the actor exited with weft::exit_actor()";
+  } else if (!inv || words[0] == 0) {
+    payload = "weft: the worker cannot find the method's code (module " + std::to_string(call.method.module) +
+              ", offset " + std::to_string(call.method.offset) + ")";
+  } else {
+    g_exit_requested = false;
+    tls_in_actor_call = true;
+    st = run_guarded(
+      [&] {
+        reinterpret_cast<actor_method_invoker>(const_cast<void*>(inv))(g_actor.instance, words, call.args, payload);
+      },
+      payload);
+    tls_in_actor_call = false;
+    if (g_exit_requested) {
+      g_actor.exited = true;
+      if (st == wire::status::ok)
+        st = wire::status::ok_exit;
+    }
+  }
+  return done(call.seq, st, started, payload);
+}
+
 /// Runs one call record; returns the result record.
 std::string run_call(std::string_view rec, const std::vector<const module_table::module*>& map) {
   wire::call_record call;
@@ -64,18 +185,8 @@ std::string run_call(std::string_view rec, const std::vector<const module_table:
   auto st = wire::status::ok;
   if (!call.read(rec))
     die("corrupted call record from the driver", 5);
-  auto resolve = [&](code_ref r) -> const void* {
-    if (r.module >= map.size() || !map[r.module])
-      return nullptr;
-    const auto* m = map[r.module];
-    auto addr = m->base + r.offset;
-    for (auto [b, e] : m->code)
-      if (addr >= b && addr < e)
-        return reinterpret_cast<const void*>(addr);
-    return nullptr;
-  };
-  const void* inv = resolve(call.invoker);
-  const void* fn = resolve(call.fn);
+  const void* inv = resolve(call.invoker, map);
+  const void* fn = resolve(call.fn, map);
   const auto started = std::chrono::steady_clock::now();
   if (g_started)
     g_started->store(call.seq, std::memory_order_release);
@@ -89,30 +200,11 @@ std::string run_call(std::string_view rec, const std::vector<const module_table:
   } else {
     g_cancel.store(false, std::memory_order_relaxed);
     g_running_seq.store(call.seq, std::memory_order_release);
-    try {
-      reinterpret_cast<remote_invoker>(const_cast<void*>(inv))(fn, call.args, payload);
-    } catch (const serialization_error& e) {
-      payload.clear();
-      st = wire::status::failed;
-      payload = e.what();
-    } catch (const std::exception& e) {
-      payload.clear();
-      st = wire::status::exception;
-      encode_each(payload, demangled(typeid(e).name()), std::string(e.what()));
-    } catch (...) {
-      payload.clear();
-      st = wire::status::exception;
-      auto* type = abi::__cxa_current_exception_type();
-      encode_each(payload, type ? demangled(type->name()) : std::string("unknown"),
-                  std::string("(not a std::exception)"));
-    }
+    st =
+      run_guarded([&] { reinterpret_cast<remote_invoker>(const_cast<void*>(inv))(fn, call.args, payload); }, payload);
     g_running_seq.store(0, std::memory_order_release);
   }
-  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
-  std::string out;
-  wire::done_record{call.seq, st, static_cast<std::uint32_t>(std::min<std::int64_t>(us.count(), 0xffffffff)), payload}
-    .write(out);
-  return out;
+  return done(call.seq, st, started, payload);
 }
 
 } // namespace
@@ -123,6 +215,15 @@ bool started_as_worker() noexcept {
 }
 
 bool worker_cancel_requested() noexcept { return g_cancel.load(std::memory_order_acquire); }
+
+const worker_actor_info* worker_current_actor() noexcept { return tls_in_actor_call ? &g_actor.info : nullptr; }
+
+bool worker_request_actor_exit() noexcept {
+  if (!tls_in_actor_call)
+    return false;
+  g_exit_requested = true;
+  return true;
+}
 
 void run_worker() {
   // Die with the driver, even when it is killed with SIGKILL. The death
@@ -162,8 +263,10 @@ void run_worker() {
   struct state {
     module_table mine = module_table::loaded();
     std::vector<const module_table::module*> map;
+    std::int32_t id = 0;
   };
   auto st = std::make_shared<state>();
+  st->id = worker_id;
   // The control actor: hears cancel messages while a call runs.
   // (Spawned functions take an argument: CAF 0.17 dereferences a null
   // tuple pointer when a spawned function takes none; UBSan reports it.)
@@ -212,6 +315,39 @@ void run_worker() {
             caf::anon_send(n, wire::done_atom::value, std::move(out));
         },
         [](wire::retire_atom) {
+          std::fflush(nullptr);
+          std::_Exit(0);
+        },
+        [st, n](wire::actor_create_atom, const std::string& rec) {
+          std::string out;
+          wire::writer(out).put_bytes(create_actor(rec, st->map));
+          caf::anon_send(n, wire::actor_done_atom::value, st->id, std::move(out));
+        },
+        [st, n](wire::actor_call_atom, const std::string& batch) {
+          std::string out;
+          auto flushed = std::chrono::steady_clock::now();
+          wire::reader calls(batch);
+          for (;;) {
+            auto rec = calls.get_bytes();
+            if (!calls.ok())
+              break;
+            wire::writer(out).put_bytes(run_actor_call(rec, st->map));
+            auto now = std::chrono::steady_clock::now();
+            if (now - flushed > std::chrono::microseconds(200)) {
+              caf::anon_send(n, wire::actor_done_atom::value, st->id, std::move(out));
+              out.clear();
+              flushed = now;
+            }
+          }
+          if (!out.empty())
+            caf::anon_send(n, wire::actor_done_atom::value, st->id, std::move(out));
+        },
+        [](wire::actor_quit_atom) {
+          if (g_actor.instance && g_actor.destroy) {
+            tls_in_actor_call = true;
+            g_actor.destroy(g_actor.instance);
+            tls_in_actor_call = false;
+          }
           std::fflush(nullptr);
           std::_Exit(0);
         },

@@ -4,7 +4,24 @@
 // retires it, then ends the process. It never returns into user code.
 #pragma once
 
+#include <cstdint>
+#include <string>
+
 namespace weft::detail {
+
+/// The actor a worker process hosts, as runtime_context() reports it there.
+struct worker_actor_info {
+  std::uint64_t id = 0;
+  bool restarted = false;
+  std::string name;
+  std::string ns;
+};
+/// In a worker hosting an actor, while one of its methods (or its
+/// constructor) runs: that actor. Null elsewhere.
+const worker_actor_info* worker_current_actor() noexcept;
+/// exit_actor() inside an actor method in a worker: the actor ends once
+/// the call returns. False outside one.
+bool worker_request_actor_exit() noexcept;
 
 /// True in a process started as a worker (the environment says so).
 bool started_as_worker() noexcept;

@@ -9,6 +9,12 @@
 //                                              true; queued: skipped
 //   node   -> worker (retire)                  exit (max_calls reached)
 //
+// A worker started for an actor hosts that actor only (one incarnation):
+//   node   -> worker (a_create, create record)  build the object (seq 0)
+//   node   -> worker (a_call,   actor call records) method calls, in order
+//   worker -> node   (a_done,   worker id, done records) their results
+//   node   -> worker (a_quit)                    run the destructor, exit
+//
 // Batches are length-prefixed records one after the other. A worker runs
 // the calls of a batch one at a time and sends results back at least every
 // 200 µs, so a long call does not hold back the results of short ones.
@@ -35,6 +41,10 @@ using call_atom = caf::atom_constant<caf::atom("w_call")>;
 using done_atom = caf::atom_constant<caf::atom("w_done")>;
 using cancel_atom = caf::atom_constant<caf::atom("w_cancel")>;
 using retire_atom = caf::atom_constant<caf::atom("w_retire")>;
+using actor_create_atom = caf::atom_constant<caf::atom("a_create")>;
+using actor_call_atom = caf::atom_constant<caf::atom("a_call")>;
+using actor_done_atom = caf::atom_constant<caf::atom("a_done")>;
+using actor_quit_atom = caf::atom_constant<caf::atom("a_quit")>;
 
 /// Environment of a worker process: where its driver listens, and the
 /// secret that proves it was started by that driver.
@@ -47,7 +57,8 @@ inline constexpr const char* env_worker_id = "WEFT_WORKER_ID";  // the node's nu
 inline constexpr int progress_fd = 3;
 inline constexpr std::size_t progress_size = 4096;
 
-enum class status : std::uint8_t { ok = 0, exception = 1, failed = 2 };
+/// ok_exit: ok, and the actor method called exit_actor().
+enum class status : std::uint8_t { ok = 0, exception = 1, failed = 2, ok_exit = 3 };
 
 class writer {
 public:
@@ -150,7 +161,86 @@ struct done_record {
     st = static_cast<status>(r.get<std::uint8_t>());
     run_us = r.get<std::uint32_t>();
     payload = r.get_bytes();
-    return r.ok() && static_cast<std::uint8_t>(st) <= 2;
+    return r.ok() && static_cast<std::uint8_t>(st) <= 3;
+  }
+};
+
+/// What builds an actor's object in its worker: constructor and destructor
+/// code refs, encoded constructor arguments, and what runtime_context()
+/// tells the actor's methods there.
+struct actor_create_record {
+  code_ref constructor;
+  code_ref destructor;
+  std::string_view args;
+  std::uint64_t actor_id = 0;
+  bool restarted = false;
+  std::string_view name;
+  std::string_view ns;
+
+  void write(std::string& out) const {
+    writer w(out);
+    for (const code_ref& r : {constructor, destructor}) {
+      w.put(r.module);
+      w.put(r.offset);
+    }
+    w.put_bytes(args);
+    w.put(actor_id);
+    w.put(static_cast<std::uint8_t>(restarted));
+    w.put_bytes(name);
+    w.put_bytes(ns);
+  }
+  bool read(std::string_view in) {
+    reader r(in);
+    for (code_ref* c : {&constructor, &destructor}) {
+      c->module = r.get<std::uint32_t>();
+      c->offset = r.get<std::uint64_t>();
+    }
+    args = r.get_bytes();
+    actor_id = r.get<std::uint64_t>();
+    restarted = r.get<std::uint8_t>() != 0;
+    name = r.get_bytes();
+    ns = r.get_bytes();
+    return r.ok();
+  }
+};
+
+/// One actor method call: seq, invoker, the member-function pointer (a
+/// code ref for a non-virtual method; for a virtual one the raw first word,
+/// 1 + vtable offset, which means the same in every process), its
+/// this-adjustment, and the argument bytes.
+struct actor_call_record {
+  std::uint64_t seq = 0;
+  code_ref invoker;
+  bool is_virtual = false;
+  code_ref method;         ///< non-virtual
+  std::uint64_t vword = 0; ///< virtual
+  std::int64_t adjust = 0;
+  std::string_view args;
+
+  void write(std::string& out) const {
+    writer w(out);
+    w.put(seq);
+    w.put(invoker.module);
+    w.put(invoker.offset);
+    w.put(static_cast<std::uint8_t>(is_virtual));
+    w.put(method.module);
+    w.put(method.offset);
+    w.put(vword);
+    w.put(adjust);
+    w.put_bytes(args);
+  }
+  bool read(std::string_view in) {
+    reader r(in);
+    seq = r.get<std::uint64_t>();
+    invoker.module = r.get<std::uint32_t>();
+    invoker.offset = r.get<std::uint64_t>();
+    is_virtual = r.get<std::uint8_t>() != 0;
+    method.module = r.get<std::uint32_t>();
+    method.offset = r.get<std::uint64_t>();
+    vword = r.get<std::uint64_t>();
+    adjust = r.get<std::int64_t>();
+    args = r.get_bytes();
+    return r.ok();
   }
 };
 

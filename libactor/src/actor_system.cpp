@@ -10,6 +10,8 @@
 #include "../../src/blocking.hpp"
 #include "../../src/futex.hpp"
 #include "../../src/log.hpp"
+#include "../../src/process_node.hpp"
+#include "../../src/worker_main.hpp"
 #include "weft/errors.hpp"
 #include "weft/runtime.hpp"
 
@@ -56,6 +58,7 @@ using unref_atom = caf::atom_constant<caf::atom("unref")>;
 using drained_atom = caf::atom_constant<caf::atom("drained")>;
 using watch_atom = caf::atom_constant<caf::atom("watch")>;
 using kill_atom = caf::atom_constant<caf::atom("kill")>;
+using worker_died_atom = caf::atom_constant<caf::atom("wdied")>;
 
 namespace {
 
@@ -166,6 +169,13 @@ struct incarnation final : fiber_host {
 
   actor_call* constructor_call = nullptr;
 
+  // Worker processes (core->remote): the object lives in a worker of its
+  // own; calls are sent there and wait for their replies like coroutines
+  // at co_await (they hold no slot: the worker runs them one at a time, in
+  // the order sent).
+  process_node* node = nullptr;
+  int worker = 0;
+
   incarnation(actor_system* s, actor_core* c, bool re) : sys(s), core(c), restarted(re) {}
 
   // ---- fiber_host ----
@@ -180,6 +190,7 @@ struct incarnation final : fiber_host {
   void on_kill(const kill_msg& k);
   void on_unreferenced();
   void on_drained();
+  void on_worker_died(const std::string& why);
 
   /// Ends every handler: starts what can start, ends the incarnation when
   /// it is done. May delete `this`; the caller returns right after.
@@ -194,6 +205,9 @@ struct incarnation final : fiber_host {
   void end_gracefully();
   void destroy_instance();
   void set_home(actor_call* c);
+  void* construct_remote();
+  call_status start_remote_call(actor_call* c);
+  call_status finish_remote_call(actor_call* c);
   bool is_constructor(const actor_call* c) const noexcept { return c == constructor_call; }
 };
 
@@ -204,7 +218,7 @@ class construct_call final : public actor_call {
 public:
   explicit construct_call(incarnation* inc) : actor_call({}, {}, nullptr), inc_(inc) {}
   call_status invoke(void*) override {
-    inc_->instance = inc_->core->factory->create();
+    inc_->instance = inc_->core->remote ? inc_->construct_remote() : inc_->core->factory->create();
     return call_status::finished;
   }
 
@@ -227,13 +241,14 @@ void actor_fiber_body(fiber& f) {
   incarnation* inc = incarnation_of(&f);
   inc->last_error = nullptr;
   try {
+    const bool remote = inc->core->remote && !inc->is_constructor(c);
     if (c->phase == ready) {
       c->phase = running;
-      inc->last_status = c->resume_coroutine();
+      inc->last_status = remote ? inc->finish_remote_call(c) : c->resume_coroutine();
     } else {
       if (!c->deps().empty())
         await_all(c->deps(), 0, "actor call");
-      inc->last_status = c->invoke(inc->instance);
+      inc->last_status = remote ? inc->start_remote_call(c) : c->invoke(inc->instance);
     }
   } catch (...) {
     inc->last_status = call_status::finished;
@@ -296,6 +311,56 @@ void incarnation::block(fiber& f, blocker& b, std::uint32_t seen, std::int64_t d
   f.yield();
   if (c->killed.load(std::memory_order_acquire))
     throw actor_died_error("weft: actor " + core->describe() + " is going away: " + core->cause);
+}
+
+void* incarnation::construct_remote() {
+  node = &process_node::of(sys->rt());
+  actor_start s;
+  s.constructor = core->factory->remote_constructor();
+  s.destructor = core->factory->remote_destructor();
+  core->factory->encode_arguments(s.args);
+  s.actor_id = core->id.value;
+  s.restarted = restarted;
+  s.name = core->name;
+  s.ns = core->ns;
+  s.what = core->describe();
+  object_ptr built(new value_object<actor_reply>());
+  object_state* cell = built.get();
+  caf::actor target = me;
+  worker = node->start_actor(
+    s, built, [target](std::string why) { caf::anon_send(target, worker_died_atom::value, std::move(why)); });
+  await_all(std::span<object_state* const>(&cell, 1), 0, "actor constructor"); // throws what the constructor threw
+  return this;                                                                 // the object itself is in the worker
+}
+
+call_status incarnation::start_remote_call(actor_call* c) {
+  std::string args;
+  c->encode_arguments(args);
+  object_ptr reply(new value_object<actor_reply>());
+  object_state* cell = reply.get();
+  c->remote_reply = reply;
+  node->call_actor(worker, c->remote_invoker(), c->method_bytes(), std::move(args), std::move(reply),
+                   "method " + method_name(*core.get(), *c) + " of actor " + core->describe());
+  if (suspend_actor_call_on(cell))
+    return call_status::suspended;
+  return finish_remote_call(c);
+}
+
+call_status incarnation::finish_remote_call(actor_call* c) {
+  object_ptr reply = std::move(c->remote_reply);
+  if (reply->failed())
+    std::rethrow_exception(reply->error());
+  const actor_reply& r = static_cast<const value_object<actor_reply>*>(reply.get())->value();
+  if (r.exit_requested)
+    exit_requested = true;
+  c->decode_result(r.payload);
+  return call_status::finished;
+}
+
+void incarnation::on_worker_died(const std::string& why) {
+  log().warn("actor {}: its {}", core->describe(), why);
+  begin_death("its " + why, true);
+  settle();
 }
 
 void incarnation::on_start() {
@@ -623,6 +688,19 @@ void incarnation::end_gracefully() {
 }
 
 void incarnation::destroy_instance() {
+  if (core->remote) {
+    if (node && worker) {
+      bool graceful = false;
+      {
+        std::lock_guard<std::mutex> lock(core->mtx);
+        graceful = core->normal_exit; // else killed, failed or restarting: the worker is killed
+      }
+      node->end_actor(worker, graceful);
+    }
+    worker = 0;
+    instance = nullptr;
+    return;
+  }
   if (instance) {
     core->factory->destroy(instance);
     instance = nullptr;
@@ -648,6 +726,7 @@ caf::behavior incarnation_behavior(caf::event_based_actor* self, incarnation* in
     [inc](kill_atom, const kill_msg& k) { inc->on_kill(k); },
     [inc](unref_atom) { inc->on_unreferenced(); },
     [inc](drained_atom) { inc->on_drained(); },
+    [inc](worker_died_atom, const std::string& why) { inc->on_worker_died(why); },
   };
 }
 
@@ -817,6 +896,7 @@ actor_ref actor_system::create(std::unique_ptr<actor_factory> factory, const act
     core->holds_resources = core->demand.cpu || core->demand.gpu || core->demand.memory || !core->demand.custom.empty();
   }
   core->factory = std::move(factory);
+  core->remote = rt_.processes() && core->factory->remote_constructor() != nullptr;
 
   // Owner: the actor whose method (or constructor) is creating this one.
   actor_core* owner = nullptr;
@@ -1247,17 +1327,23 @@ actor_options merge(const actor_options& base, const actor_options& over) {
 
 void exit_actor() {
   auto* inc = detail::current_incarnation();
+  if (!inc && detail::worker_request_actor_exit())
+    return; // an actor in a worker process: the driver ends it after this call
   if (!inc)
     throw error("weft::exit_actor: called outside an actor method; it ends the actor whose method calls it");
   inc->exit_requested = true;
 }
 
 bool current_context::was_current_actor_restarted() const {
+  if (auto* w = detail::worker_current_actor())
+    return w->restarted;
   auto* inc = detail::current_incarnation();
   return inc && inc->restarted;
 }
 
 std::optional<actor_id> current_context::actor() const {
+  if (auto* w = detail::worker_current_actor())
+    return actor_id{w->id};
   auto* inc = detail::current_incarnation();
   if (!inc)
     return std::nullopt;
@@ -1265,11 +1351,15 @@ std::optional<actor_id> current_context::actor() const {
 }
 
 std::string current_context::actor_name() const {
+  if (auto* w = detail::worker_current_actor())
+    return w->name;
   auto* inc = detail::current_incarnation();
   return inc ? inc->core->name : std::string();
 }
 
 std::string current_context::actor_namespace() const {
+  if (auto* w = detail::worker_current_actor())
+    return w->ns;
   auto* inc = detail::current_incarnation();
   return inc ? inc->core->ns : std::string();
 }

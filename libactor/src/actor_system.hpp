@@ -57,6 +57,8 @@ public:
   actor_id id;
   std::string class_name;
   std::unique_ptr<actor_factory> factory;
+  /// Worker processes: each incarnation lives in a worker of its own.
+  bool remote = false;
 
   // Options, resolved at creation.
   std::string name;

@@ -94,11 +94,6 @@ template <class T>
 class actor_handle;
 
 namespace detail {
-/// weft's own actors that always live in the driver (a supervisor's state
-/// holds factories): their methods need not be serializable.
-template <class T>
-struct driver_only_actor : std::false_type {};
-
 template <class M>
 struct method_traits {
   static constexpr bool is_method = false;
@@ -148,6 +143,31 @@ void submit_call(actor_call* call);
 actor_ref find_actor(const std::string& name, const std::string& ns, const std::type_info& type);
 void kill_actor(const actor_ref& ref, bool no_restart);
 actor_id id_of(const actor_core* core) noexcept;
+
+/// The worker side of an actor method call: decode, call, encode.
+template <class T, class M, class R, class... Params>
+void run_remote_method(void* instance, const void* method, std::string_view in, std::string& out) {
+  M m;
+  std::memcpy(static_cast<void*>(&m), method, sizeof m);
+  T& self = *static_cast<T*>(instance);
+  std::tuple<std::remove_cvref_t<Params>...> args;
+  std::apply([&in](auto&... a) { decode_each(in, a...); }, args);
+  auto call = [&] { return std::apply([&](auto&... a) { return (self.*m)(std::move(a)...); }, args); };
+  if constexpr (is_coro_v<R>) {
+    R c = call();
+    if (!c.step()) // a worker has no object store to wait on (co_await throws there first)
+      throw error("weft: a coroutine actor method suspended in a worker process");
+    if constexpr (std::is_void_v<typename call_value<R>::type>)
+      c.take();
+    else
+      encode_each(out, c.take());
+  } else if constexpr (std::is_void_v<R>) {
+    call();
+  } else {
+    R result = call();
+    encode_each(out, result);
+  }
+}
 
 template <class T, class M, class R, class ParamTuple, class StoredTuple>
 class actor_call_impl;
@@ -203,7 +223,32 @@ public:
       coro_.reset();
   }
 
+  actor_method_invoker remote_invoker() const noexcept override {
+    if constexpr (driver_only_actor<T>::value)
+      return nullptr;
+    else
+      return &run_remote_method<T, M, R, Params...>;
+  }
+  const void* method_bytes() const noexcept override { return &method_; }
+  void encode_arguments(std::string& out) const override {
+    if constexpr (!driver_only_actor<T>::value)
+      encode_args(out, std::index_sequence_for<Params...>{});
+    else
+      (void)out;
+  }
+  void decode_result(std::string_view in) override {
+    if constexpr (!driver_only_actor<T>::value && !std::is_void_v<value_t>)
+      cell().emplace(decode_value<value_t>(in));
+    else
+      (void)in;
+  }
+
 private:
+  template <std::size_t... I>
+  void encode_args(std::string& out, std::index_sequence<I...>) const {
+    encode_each(out, encoded_argument<Params>(std::get<I>(args_))...);
+  }
+
   value_object<value_t>& cell() { return *static_cast<value_object<value_t>*>(ret_.get()); }
 
   template <std::size_t... I>
@@ -376,6 +421,8 @@ public:
     static_assert((std::is_copy_constructible_v<std::decay_t<Args>> && ...),
                   "weft: actor constructor arguments must be copyable: they are kept to re-run the "
                   "constructor on restart");
+    if constexpr (!detail::driver_only_actor<T>::value) // they are sent to the actor's worker process
+      ((void)detail::require_serializable<std::decay_t<Args>>::value, ...);
     if constexpr (ok) {
       auto factory =
         std::make_unique<detail::actor_factory_impl<T, std::decay_t<Args>...>>(std::forward<Args>(args)...);

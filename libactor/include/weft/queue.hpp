@@ -235,6 +235,11 @@ private:
   std::deque<putter> putters_;
 };
 
+/// Its getters and putters wait on cells of the driver: it stays there in
+/// worker-process mode too.
+template <class T>
+struct driver_only_actor<queue_actor<T>> : std::true_type {};
+
 } // namespace detail
 
 /// A FIFO queue of T shared through a weft actor; see the file comment.

@@ -12,11 +12,14 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <typeinfo>
 #include <utility>
 
 #include "weft/detail/object_state.hpp"
+#include "weft/detail/task.hpp"
+#include "weft/serialization.hpp"
 
 namespace weft {
 
@@ -37,6 +40,12 @@ std::string to_string(actor_id id);
 namespace detail {
 
 class actor_core;
+
+/// weft's own actors that always live in the driver (their state holds
+/// driver objects): their constructor arguments and methods need not be
+/// serializable, and they never move to a worker process.
+template <class T>
+struct driver_only_actor : std::false_type {};
 
 /// One counted handle on an actor (null allowed). Every live actor_ref
 /// keeps a non-detached actor alive; the last one going away ends it.
@@ -72,6 +81,12 @@ public:
   virtual void* create() const = 0;
   virtual void destroy(void* instance) const noexcept = 0;
   virtual const std::type_info& type() const noexcept = 0;
+  /// Worker processes: the functions that build and destroy the object in
+  /// a worker; null for an actor that stays in the driver.
+  virtual actor_constructor remote_constructor() const noexcept { return nullptr; }
+  virtual actor_destructor remote_destructor() const noexcept { return nullptr; }
+  /// Worker processes: appends the encoded constructor arguments.
+  virtual void encode_arguments(std::string& out) const { (void)out; }
 };
 
 template <class T, class... Args>
@@ -85,7 +100,31 @@ public:
   void destroy(void* instance) const noexcept override { delete static_cast<T*>(instance); }
   const std::type_info& type() const noexcept override { return typeid(T); }
 
+  actor_constructor remote_constructor() const noexcept override {
+    if constexpr (driver_only_actor<T>::value)
+      return nullptr;
+    else
+      return &construct_remote;
+  }
+  actor_destructor remote_destructor() const noexcept override {
+    if constexpr (driver_only_actor<T>::value)
+      return nullptr;
+    else
+      return &destroy_remote;
+  }
+  void encode_arguments(std::string& out) const override {
+    if constexpr (!driver_only_actor<T>::value)
+      std::apply([&out](const Args&... a) { encode_each(out, a...); }, args_);
+  }
+
 private:
+  static void* construct_remote(std::string_view in) {
+    std::tuple<Args...> args;
+    std::apply([&in](Args&... a) { decode_each(in, a...); }, args);
+    return std::apply([](const Args&... a) { return static_cast<void*>(new T(a...)); }, args);
+  }
+  static void destroy_remote(void* instance) noexcept { delete static_cast<T*>(instance); }
+
   std::tuple<Args...> args_;
 };
 
@@ -120,6 +159,18 @@ public:
   /// Identifies the method (its code address when known), for names in errors.
   const void* method_id() const noexcept { return method_id_; }
 
+  // ---- worker processes (the actor lives in a worker) ----
+  /// The function that runs this call in the worker; null for calls of
+  /// actors that stay in the driver.
+  virtual actor_method_invoker remote_invoker() const noexcept { return nullptr; }
+  /// The member-function pointer's bytes (Itanium C++ ABI: code address or
+  /// 1 + vtable offset, then this-adjustment), 2 words.
+  virtual const void* method_bytes() const noexcept { return nullptr; }
+  /// Appends the arguments (object_ref arguments resolved to their values).
+  virtual void encode_arguments(std::string& out) const { (void)out; }
+  /// Stores (does not publish) the result the worker sent.
+  virtual void decode_result(std::string_view in) { (void)in; }
+
   void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
   void release() noexcept {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1)
@@ -134,6 +185,7 @@ public:
   void* fiber = nullptr;                          ///< the fiber running it, while it runs or blocks
   void* home = nullptr;                           ///< where wake-ups go (runtime-owned)
   void (*home_release)(void*) noexcept = nullptr; ///< frees `home`
+  object_ptr remote_reply;                        ///< worker processes: the reply being waited for
 
 private:
   std::atomic<std::uint32_t> refs_{1};

@@ -40,6 +40,16 @@ struct resource_demand {
 /// Throws what the function throws, or serialization_error.
 using remote_invoker = void (*)(const void* fn, std::string_view args, std::string& result);
 
+/// Worker processes, actors: builds the actor's object from encoded
+/// constructor arguments / destroys it. Run in the worker.
+using actor_constructor = void* (*)(std::string_view args);
+using actor_destructor = void (*)(void* instance) noexcept;
+/// Worker processes, actors: runs one method call on `instance`. `method`
+/// points to the member-function pointer (its two words, as the worker
+/// rebuilt them); appends the encoded result to `out`. Throws what the
+/// method throws.
+using actor_method_invoker = void (*)(void* instance, const void* method, std::string_view args, std::string& out);
+
 enum class task_phase : std::uint8_t { waiting_deps, queued, running, blocked, finished, dropped };
 
 class task_base {
