@@ -98,6 +98,7 @@ caf::behavior node_behavior(caf::event_based_actor*, process_node* node) {
     [node](wire::actor_done_atom, std::int32_t worker, const std::string& batch) {
       node->on_actor_done(worker, batch);
     },
+    [node](wire::actor_flush_atom, std::int32_t worker) { node->flush_actor(worker); },
   };
 }
 
@@ -615,11 +616,35 @@ void process_node::call_actor(int worker_id, actor_method_invoker invoker, const
     rec.method = locate_code(reinterpret_cast<const void*>(words[0]), what);
   rec.adjust = static_cast<std::int64_t>(words[1]);
   rec.args = args;
-  std::string batch, one;
+  std::string one;
   rec.write(one);
-  wire::writer(batch).put_bytes(one);
+  const bool idle = w.replies.empty();
   w.replies.emplace(rec.seq, std::move(reply));
-  caf::anon_send(*w.actor, wire::actor_call_atom::value, std::move(batch));
+  if (idle && w.outbox.empty()) {
+    // Nothing in flight (a caller waiting for each result): send it now.
+    std::string batch;
+    wire::writer(batch).put_bytes(one);
+    caf::anon_send(*w.actor, wire::actor_call_atom::value, std::move(batch));
+    return;
+  }
+  // Calls in flight: collect this one with the calls made meanwhile, and
+  // send them in one message when the node actor gets to it.
+  wire::writer(w.outbox).put_bytes(one);
+  if (!w.flush_scheduled) {
+    w.flush_scheduled = true;
+    caf::anon_send(*node_, wire::actor_flush_atom::value, static_cast<std::int32_t>(worker_id));
+  }
+}
+
+void process_node::flush_actor(std::int32_t worker_id) {
+  std::lock_guard<std::mutex> lock(mtx_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end())
+    return;
+  worker& w = it->second;
+  w.flush_scheduled = false;
+  if (!w.outbox.empty() && w.actor && w.state != wstate::dead && !w.ended)
+    caf::anon_send(*w.actor, wire::actor_call_atom::value, std::exchange(w.outbox, std::string()));
 }
 
 void process_node::end_actor(int worker_id, bool graceful) {

@@ -101,6 +101,7 @@ public:
                 const caf::actor& who, const caf::actor& ctl);
   void on_done(const std::string& batch);
   void on_actor_done(std::int32_t worker, const std::string& batch);
+  void flush_actor(std::int32_t worker);
 
 private:
   enum class wstate { starting, idle, busy, retiring, dead };
@@ -132,6 +133,8 @@ private:
     std::string create;                          ///< the create record, sent on hello
     std::function<void(std::string)> died;       ///< told when it dies first
     std::map<std::uint64_t, object_ptr> replies; ///< awaited, by seq (0: the constructor)
+    std::string outbox;                          ///< calls not sent yet (one message for many)
+    bool flush_scheduled = false;
   };
   struct job {
     task_base* t = nullptr;

@@ -45,6 +45,7 @@ using actor_create_atom = caf::atom_constant<caf::atom("a_create")>;
 using actor_call_atom = caf::atom_constant<caf::atom("a_call")>;
 using actor_done_atom = caf::atom_constant<caf::atom("a_done")>;
 using actor_quit_atom = caf::atom_constant<caf::atom("a_quit")>;
+using actor_flush_atom = caf::atom_constant<caf::atom("a_flush")>; ///< node to itself: send an actor's outbox
 
 /// Environment of a worker process: where its driver listens, and the
 /// secret that proves it was started by that driver.

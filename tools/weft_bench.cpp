@@ -294,6 +294,21 @@ row tasks_sync_row(const settings& c, const char* mode) {
   return row{"tasks_sync", mode, s.median, "tasks/s", "thread_roundtrip_ceiling", {}, s.spread, ""};
 }
 
+/// Ray's 1:1 actor calls sync and async; the same code in either worker mode.
+row actor_calls_sync_row(const settings& c, const char* mode) {
+  auto h = weft::remote<bench_actor>().remote();
+  auto s = rate(c, 100, [&] {
+    for (int i = 0; i < 100; ++i)
+      weft::get(h.task(&bench_actor::small_value).remote());
+  });
+  return row{"actor_calls_sync", mode, s.median, "calls/s", "thread_roundtrip_ceiling", {}, s.spread, ""};
+}
+
+row actor_calls_async_row(const settings& c, const char* mode) {
+  auto s = async_calls(c, {weft::remote<bench_actor>().remote()});
+  return row{"actor_calls_async", mode, s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
+}
+
 struct workload {
   const char* name;
   const char* what;
@@ -334,19 +349,9 @@ std::vector<workload> workloads() {
        return row{"multi_client_tasks_async", "local", s.median, "tasks/s", "caf_send_ceiling", {}, s.spread, ""};
      }},
     {"actor_calls_sync", "1:1 actor calls, get(h.task(m).remote()) one at a time",
-     [](const settings& c) {
-       auto h = weft::remote<bench_actor>().remote();
-       auto s = rate(c, 100, [&] {
-         for (int i = 0; i < 100; ++i)
-           weft::get(h.task(&bench_actor::small_value).remote());
-       });
-       return row{"actor_calls_sync", "local", s.median, "calls/s", "thread_roundtrip_ceiling", {}, s.spread, ""};
-     }},
+     [](const settings& c) { return actor_calls_sync_row(c, "local"); }},
     {"actor_calls_async", "1:1 actor calls, 1000 submitted then one get",
-     [](const settings& c) {
-       auto s = async_calls(c, {weft::remote<bench_actor>().remote()});
-       return row{"actor_calls_async", "local", s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
-     }},
+     [](const settings& c) { return actor_calls_async_row(c, "local"); }},
     {"actor_calls_concurrent", "1:1 actor calls to a max_concurrency = 16 actor, 1000 then one get",
      [](const settings& c) {
        auto s = async_calls(c, {weft::remote<bench_actor>().options({.max_concurrency = 16}).remote()});
@@ -557,6 +562,10 @@ std::vector<workload> process_workloads() {
      [](const settings& c) { return tasks_async_row(c, "processes"); }},
     {"tasks_sync", "get(f.remote()) one at a time (worker processes)",
      [](const settings& c) { return tasks_sync_row(c, "processes"); }},
+    {"actor_calls_sync", "1:1 calls one at a time to an actor in a worker process",
+     [](const settings& c) { return actor_calls_sync_row(c, "processes"); }},
+    {"actor_calls_async", "1:1 calls to an actor in a worker process, 1000 submitted then one get",
+     [](const settings& c) { return actor_calls_async_row(c, "processes"); }},
   };
 }
 

@@ -220,6 +220,7 @@ TEST_CASE("100 queued calls with max_task_retries=-1 survive a kill -9 of the ac
 }
 
 TEST_CASE("an actor whose worker crashes with max_restarts=0 is dead and its calls fail naming the signal") {
+  process_test::let_signals_through();
   weft_test::runtime_guard rt(processes);
   process_test::temp_dir dir;
   auto a = weft::remote<counter>().remote(dir.file("log"), 0);
@@ -231,6 +232,7 @@ TEST_CASE("an actor whose worker crashes with max_restarts=0 is dead and its cal
 }
 
 TEST_CASE("an actor restarted after its worker crashed runs in a new worker and knows it was restarted") {
+  process_test::let_signals_through();
   weft_test::runtime_guard rt(processes);
   process_test::temp_dir dir;
   const auto log = dir.file("log");

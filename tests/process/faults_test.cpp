@@ -76,17 +76,6 @@ std::optional<E> error_of(const weft::object_ref<T>& ref) {
 
 enum crash_kind : int { by_sigkill, by_segfault, by_abort, by_terminate, by_exit3, by_exit0 };
 
-/// Under AddressSanitizer, a worker would catch its own segfault, report it
-/// and exit(1): let the signal through, for workers started from now on.
-void let_signals_through() {
-#if defined(__SANITIZE_ADDRESS__)
-  const char* old = std::getenv("ASAN_OPTIONS");
-  std::string opts = old ? old : "";
-  opts += std::string(opts.empty() ? "" : ":") + "handle_segv=0:handle_sigbus=0:handle_abort=0:detect_leaks=0";
-  ::setenv("ASAN_OPTIONS", opts.c_str(), 1);
-#endif
-}
-
 /// A real segfault: a store through a null pointer the compiler cannot see
 /// (no trap instruction instead of the store; no UBSan report either).
 [[gnu::noinline]] __attribute__((no_sanitize_undefined)) void segfault_now() {
@@ -130,7 +119,7 @@ int crash_first(std::string log, int crashes, int how) {
 /// Checks one way of dying: retried in a new worker while retries are left,
 /// worker_crashed_error naming the task and the signal (or exit code) after.
 void check_crash(int how, int sig, int code, const std::string& says) {
-  let_signals_through();
+  process_test::let_signals_through();
   weft_test::runtime_guard rt(processes);
   temp_dir dir;
   const auto f = weft::remote(crash_first, {.name = "crashing_task"});
@@ -312,7 +301,7 @@ TEST_CASE("an idle worker killed from outside is replaced by a new one") {
 }
 
 TEST_CASE("a task that kills its worker fails alone while the short tasks around it all succeed") {
-  ft::let_signals_through();
+  process_test::let_signals_through();
   weft_test::runtime_guard rt(ft::processes);
   ft::temp_dir dir;
   const auto log = dir.file("crasher");

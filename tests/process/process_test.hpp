@@ -70,6 +70,17 @@ inline std::string slurp(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
+/// Under AddressSanitizer, a worker would catch its own segfault, report it
+/// and exit(1): let the signal through, for workers started from now on.
+inline void let_signals_through() {
+#if defined(__SANITIZE_ADDRESS__)
+  const char* old = std::getenv("ASAN_OPTIONS");
+  std::string opts = old ? old : "";
+  opts += std::string(opts.empty() ? "" : ":") + "handle_segv=0:handle_sigbus=0:handle_abort=0:detect_leaks=0";
+  ::setenv("ASAN_OPTIONS", opts.c_str(), 1);
+#endif
+}
+
 /// True once no process `pid` exists any more (not even a zombie: reaped).
 inline bool gone(int pid) { return ::kill(pid, 0) == -1 && errno == ESRCH; }
 
