@@ -258,20 +258,28 @@ void encode_into(std::string& out, const T& value) {
   }
 }
 
-/// Reads one T from the front of `in`, consuming what it read.
+/// Reads one T from the front of `in`, consuming what it read; with
+/// `whole`, bytes left over after it are an error. A refused decode frees
+/// what it had allocated (the archive's destructor, without commit()).
 template <class T>
-void decode_from(std::string_view& in, T& value) {
+void decode_from(std::string_view& in, T& value, bool whole = false) {
   static_assert(is_serializable_v<T>, "weft: decode of a type that is not serializable");
+  std::size_t left = 0;
   try {
     bytes_source source(in);
     {
       iarchive ar(source);
       ar >> value;
+      left = source.remaining();
+      if (!whole || left == 0)
+        ar.commit();
     }
-    in.remove_prefix(in.size() - source.remaining());
+    in.remove_prefix(in.size() - left);
   } catch (const std::exception& e) {
     throw_decode_failed(typeid(T), e.what());
   }
+  if (whole && left != 0)
+    throw_trailing_bytes(typeid(T), left);
 }
 
 /// Appends the encoding of several values, in order, as one archive.
@@ -294,11 +302,11 @@ void decode_each(std::string_view in, T&... values) {
   std::size_t left = 0;
   try {
     bytes_source source(in);
-    {
-      iarchive ar(source);
-      ((ar >> values), ...);
-    }
+    iarchive ar(source);
+    ((ar >> values), ...);
     left = source.remaining();
+    if (left == 0)
+      ar.commit();
   } catch (const std::exception& e) {
     throw_decode_failed(typeid(std::tuple<T...>), e.what());
   }
@@ -333,9 +341,7 @@ T from_bytes(std::span<const std::byte> bytes) {
   static_assert(std::is_default_constructible_v<T>, "weft::from_bytes<T> needs a default-constructible T");
   std::string_view in(reinterpret_cast<const char*>(bytes.data()), bytes.size());
   T value{};
-  detail::decode_from(in, value);
-  if (!in.empty())
-    detail::throw_trailing_bytes(typeid(T), in.size());
+  detail::decode_from(in, value, true);
   return value;
 }
 
