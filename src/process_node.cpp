@@ -21,6 +21,8 @@
 #include <caf/io/all.hpp>
 
 #include "log.hpp"
+#include "node_store.hpp"
+#include "shm_arena.hpp"
 #include "weft/errors.hpp"
 #include "worker_protocol.hpp"
 
@@ -129,6 +131,11 @@ process_node::process_node(runtime& rt) :
   }
   port_ = *port;
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  // The store goes to fd 4 of each worker. Its own fd may be a low number
+  // that another of the spawn's dup2s overwrites first (the store is made
+  // at init, before most other fds): spawn from a copy above them all.
+  if (shm_arena* store = node_store())
+    store_fd_ = ::fcntl(store->fd(), F_DUPFD_CLOEXEC, 64);
   io_ = std::thread([this] { io_loop(); });
   log().info("worker-process node listening on 127.0.0.1:{}", port_);
 }
@@ -754,6 +761,10 @@ void process_node::spawn_one(int actor_worker) {
   env_store.push_back(std::string(wire::env_token) + "=" + token_);
   env_store.push_back(std::string(wire::env_driver) + "=" + std::to_string(::getpid()));
   env_store.push_back(std::string(wire::env_worker_id) + "=" + std::to_string(id));
+  const bool store = store_fd_ >= 0;
+  if (store)
+    env_store.push_back(std::string(wire::env_store_threshold) + "=" +
+                        std::to_string(rt_.cfg().object_store_threshold));
   std::vector<char*> argv, envp;
   for (auto& a : args)
     argv.push_back(a.data());
@@ -769,7 +780,9 @@ void process_node::spawn_one(int actor_worker) {
   posix_spawn_file_actions_adddup2(&fa, err[1], 2);
   if (progress >= 0)
     posix_spawn_file_actions_adddup2(&fa, progress, wire::progress_fd);
-  posix_spawn_file_actions_addclosefrom_np(&fa, wire::progress_fd + 1); // none of the driver's sockets leak
+  if (store)
+    posix_spawn_file_actions_adddup2(&fa, store_fd_, wire::store_fd);
+  posix_spawn_file_actions_addclosefrom_np(&fa, wire::store_fd + 1); // none of the driver's sockets leak
   pid_t pid = -1;
   {
     // Recorded before it starts: its hello may arrive before posix_spawn
@@ -1014,6 +1027,10 @@ void process_node::stop() {
   if (wake_fd_ >= 0) {
     ::close(wake_fd_);
     wake_fd_ = -1;
+  }
+  if (store_fd_ >= 0) {
+    ::close(store_fd_);
+    store_fd_ = -1;
   }
 }
 

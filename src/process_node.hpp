@@ -166,6 +166,7 @@ private:
   module_table modules_;
   std::string modules_wire_;
   std::chrono::milliseconds start_timeout_;
+  int store_fd_ = -1; ///< the object store's fd, copied above the fds a spawn writes
 
   std::mutex mtx_;
   bool stopping_ = false;

@@ -4,15 +4,20 @@
 #include <chrono>
 #include <cxxabi.h>
 #include <dlfcn.h>
+#include <memory>
 #include <mutex>
 #include <thread>
+
+#include <unistd.h>
 
 #include <caf/all.hpp>
 #include <caf/io/middleman.hpp>
 
 #include "futex.hpp"
 #include "log.hpp"
+#include "node_store.hpp"
 #include "process_node.hpp"
+#include "shm_arena.hpp"
 #include "weft/errors.hpp"
 
 namespace weft::detail {
@@ -50,6 +55,27 @@ struct executor {
 };
 
 namespace {
+
+/// The driver's shared-memory object store, for an init in worker-process
+/// mode. It stays mapped after shutdown (arrays may outlive the runtime); a
+/// later init gets a new one unless arrays still live in the old one.
+shm_arena& driver_store(const config& cfg) {
+  static std::mutex mtx;
+  static std::unique_ptr<shm_arena> arena;
+  std::lock_guard<std::mutex> lock(mtx);
+  if (arena && arena->blocks_in_use() != 0)
+    return *arena; // arrays of an earlier runtime still live in it
+  std::size_t capacity = 0;
+  if (cfg.object_store_memory) {
+    capacity = *cfg.object_store_memory;
+  } else {
+    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+    capacity = pages > 0 && page > 0 ? static_cast<std::size_t>(pages) * static_cast<std::size_t>(page) / 10 * 3
+                                     : std::size_t{1} << 30;
+  }
+  arena = shm_arena::create(capacity); // sparse: costs nothing until arrays fill it
+  return *arena;
+}
 
 std::atomic<runtime*> g_runtime{nullptr};
 std::mutex g_lifecycle;
@@ -165,6 +191,9 @@ runtime::runtime(const config& cfg) :
     throw invalid_argument_error(
       "weft: config.worker_start_timeout = " + std::to_string(cfg.worker_start_timeout.count()) +
       " ms must be positive: it is how long a worker process has to connect");
+  if (cfg.object_store_memory && *cfg.object_store_memory < (std::size_t{1} << 20))
+    throw invalid_argument_error("weft: config.object_store_memory = " + std::to_string(*cfg.object_store_memory) +
+                                 " bytes is too small; expected at least 1048576 (1 MiB)");
   if (cfg.fiber_stack_size < 16 * 1024)
     throw invalid_argument_error("weft: config.fiber_stack_size = " + std::to_string(cfg.fiber_stack_size) +
                                  " is too small; expected at least 16384 bytes");
@@ -180,6 +209,8 @@ runtime::runtime(const config& cfg) :
   // have a thread to run on.
   caf_cfg_->set("scheduler.max-threads", n_exec + 1);
   processes_ = cfg.workers == worker_mode::processes;
+  if (processes_)
+    set_node_store(&driver_store(cfg), cfg.object_store_threshold);
   if (processes_)
     caf_cfg_->load<caf::io::middleman>(); // worker processes connect over 127.0.0.1
   if (processes_)
@@ -254,6 +285,8 @@ runtime::~runtime() {
       f->quit();
       delete f;
     }
+  if (processes_)
+    set_node_store(nullptr, cfg_.object_store_threshold); // new arrays go to the heap; old ones stay readable
   log().info("runtime stopped");
 }
 

@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <typeinfo>
@@ -21,7 +22,10 @@
 #include <caf/io/all.hpp>
 
 #include "modules.hpp"
+#include "node_store.hpp"
 #include "runtime.hpp"
+#include "shm_arena.hpp"
+#include "weft/array.hpp"
 #include "weft/detail/task.hpp"
 #include "weft/errors.hpp"
 #include "worker_protocol.hpp"
@@ -241,6 +245,24 @@ void run_worker() {
       page != MAP_FAILED)
     g_started = static_cast<std::atomic<std::uint64_t>*>(page);
   ::close(wire::progress_fd);
+  if (const char* t = std::getenv(wire::env_store_threshold); t && *t) {
+    try {
+      // Kept for the life of the process, like the driver's.
+      static std::unique_ptr<shm_arena> store = shm_arena::attach(wire::store_fd);
+      set_node_store(store.get(), static_cast<std::size_t>(std::strtoull(t, nullptr, 10)));
+    } catch (const std::exception& e) {
+      die(std::string("cannot map the node's object store: ") + e.what(), 2);
+    }
+  }
+  if (const char* t = std::getenv(wire::env_store_threshold); t && *t) {
+    try {
+      // Kept for the life of the process, like the driver's.
+      static std::unique_ptr<shm_arena> store = shm_arena::attach(wire::store_fd);
+      set_node_store(store.get(), static_cast<std::size_t>(std::strtoull(t, nullptr, 10)));
+    } catch (const std::exception& e) {
+      die(std::string("cannot map the node's object store: ") + e.what(), 2);
+    }
+  }
 
   const auto colon = address.rfind(':');
   const std::string host = address.substr(0, colon);

@@ -56,6 +56,10 @@ inline constexpr const char* env_worker_id = "WEFT_WORKER_ID";  // the node's nu
 /// fd 3 of a worker: a shared page whose first 8 bytes (an atomic u64) the
 /// worker sets to each call's seq before it runs it.
 inline constexpr int progress_fd = 3;
+/// fd 4 of a worker: the node's shared-memory object store (weft::array),
+/// and the threshold from which arrays go there, in its environment.
+inline constexpr int store_fd = 4;
+inline constexpr const char* env_store_threshold = "WEFT_WORKER_STORE";
 inline constexpr std::size_t progress_size = 4096;
 
 /// ok_exit: ok, and the actor method called exit_actor().

@@ -157,14 +157,18 @@ void run_remote_method(void* instance, const void* method, std::string_view in, 
     R c = call();
     if (!c.step()) // a worker has no object store to wait on (co_await throws there first)
       throw error("weft: a coroutine actor method suspended in a worker process");
-    if constexpr (std::is_void_v<typename call_value<R>::type>)
+    if constexpr (std::is_void_v<typename call_value<R>::type>) {
       c.take();
-    else
-      encode_each(out, c.take());
+    } else {
+      auto result = c.take();
+      hand_over_references result_owns_its_arrays; // the worker's copy goes away before the driver reads it
+      encode_each(out, result);
+    }
   } else if constexpr (std::is_void_v<R>) {
     call();
   } else {
     R result = call();
+    hand_over_references result_owns_its_arrays;
     encode_each(out, result);
   }
 }

@@ -6,6 +6,7 @@
 
 #include "weft/actor.hpp"
 #include "weft/actor_pool.hpp"
+#include "weft/array.hpp"
 #include "weft/config.hpp"
 #include "weft/coro.hpp"
 #include "weft/errors.hpp"

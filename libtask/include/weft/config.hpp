@@ -5,7 +5,8 @@
 ///     weft::init({.num_cpus = 2, .num_gpus = 0, .resources = {{"disk", 4}}});
 ///
 /// Field order: num_cpus, num_gpus, memory, resources, log_level,
-/// fiber_stack_size, workers, worker_program, worker_start_timeout.
+/// fiber_stack_size, workers, worker_program, worker_start_timeout,
+/// object_store_memory, object_store_threshold.
 #pragma once
 
 #include <chrono>
@@ -52,6 +53,15 @@ struct config {
   /// that does not is killed, and the tasks waiting for a worker fail with
   /// worker_start_error (a worker program that hangs must not hang them).
   std::chrono::milliseconds worker_start_timeout = std::chrono::seconds(60);
+  /// Worker processes: bytes of the node's shared-memory object store,
+  /// where big weft::array objects live (pages are used only as arrays
+  /// fill them). Unset: 30% of physical memory (Ray's default). At least
+  /// 1 MiB.
+  std::optional<std::size_t> object_store_memory{};
+  /// Worker processes: a weft::array of at least this many bytes lives in
+  /// the shared store and crosses processes without a copy; smaller ones
+  /// are copied. Default 100 KiB (Ray inlines objects below that size).
+  std::size_t object_store_threshold = std::size_t{100} << 10;
 };
 
 } // namespace weft

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "weft/array.hpp"
 #include "weft/detail/object_state.hpp"
 #include "weft/object_ref.hpp"
 #include "weft/options.hpp"
@@ -185,6 +186,7 @@ void run_remote(const void* fn_addr, std::string_view in, std::string& out) {
     std::apply([fn](auto&... a) { fn(std::move(a)...); }, args);
   } else {
     R result = std::apply([fn](auto&... a) { return fn(std::move(a)...); }, args);
+    hand_over_references result_owns_its_arrays; // the worker's copy goes away before the driver reads it
     encode_each(out, result);
   }
 }
