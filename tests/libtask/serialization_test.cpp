@@ -213,6 +213,15 @@ struct owner_then_observer {
     ar& owner& observer;
   }
 };
+/// A raw pointer to another member, sent by value before it.
+struct member_and_pointer {
+  point member;
+  point* pointer = nullptr;
+  template <class Archive>
+  void serialize(Archive& ar, unsigned) {
+    ar& member& pointer;
+  }
+};
 struct observer_then_owner {
   point* observer = nullptr;
   std::unique_ptr<point> owner;
@@ -1356,6 +1365,16 @@ TEST_CASE("a raw pointer that observes an object a unique_ptr owns still round-t
   REQUIRE(b2.owner);
   CHECK(b2.observer == b2.owner.get());
   CHECK(*b2.owner == st::point{3, 4});
+}
+
+TEST_CASE("a raw pointer to an object sent by value encodes but is refused on decode") {
+  // Boost writes the pointer as a back-reference to the member; the decoder
+  // cannot tell a raw pointer from a smart one, which must never own a member.
+  st::member_and_pointer v;
+  v.member = st::point{1, 2};
+  v.pointer = &v.member;
+  const auto bytes = weft::to_bytes(v);
+  CHECK_THAT(refusal<st::member_and_pointer>(bytes), Contains("which was loaded by value"));
 }
 
 TEST_CASE("aliasing through maps and base and derived pointers is kept") {
