@@ -40,6 +40,19 @@ std::string random_token() {
   return std::string(buf, 32);
 }
 
+/// Whether the worker's retry_on type tests matched the exception an
+/// exception record carries.
+bool exception_matched(std::string_view payload) {
+  std::string type, message;
+  bool matched = false;
+  try {
+    decode_each(payload, type, message, matched);
+  } catch (const serialization_error&) {
+    return false;
+  }
+  return matched;
+}
+
 std::string describe_status(int status) {
   if (WIFSIGNALED(status)) {
     int sig = WTERMSIG(status);
@@ -175,6 +188,9 @@ void process_node::dispatch(task_base* t) {
     std::lock_guard<std::mutex> lock(mtx_);
     j.invoker = locate(reinterpret_cast<const void*>(t->invoker()), *t);
     j.fn = locate(t->fn_id(), *t);
+    if (const auto& filter = t->options().retry_exceptions)
+      for (auto m : filter->matchers())
+        wire::put_code_ref(j.matchers, locate(reinterpret_cast<const void*>(m), *t));
     if (stopping_)
       throw runtime_shutdown_error("weft: task '" + runtime::task_name(*t) + "' did not run: the runtime shut down");
     const auto seq = ++next_seq_;
@@ -191,7 +207,7 @@ void process_node::dispatch(task_base* t) {
 
 void process_node::append_call(std::string& batch, std::uint64_t seq, const job& j) {
   std::string rec;
-  wire::call_record{seq, j.invoker, j.fn, j.args}.write(rec);
+  wire::call_record{seq, j.invoker, j.fn, j.args, j.matchers}.write(rec);
   wire::writer(batch).put_bytes(rec);
 }
 
@@ -329,12 +345,13 @@ void process_node::on_done(const std::string& batch) {
       worker& w = wit->second;
       w.assigned.pop_front();
       w.last_run_us = d.run_us;
-      // An exception retried as the task's options say (the type is known
-      // only by name here: retry_exceptions = true). It goes to the back of
-      // the same worker's line, which keeps holding the resources.
+      // An exception retried as the task's options say: true, or a
+      // retry_on<E...>() list whose type tests the worker ran on the
+      // exception itself. It goes to the back of the same worker's line,
+      // which keeps holding the resources.
       if (d.st == wire::status::exception && !t->cancel_requested.load(std::memory_order_acquire) &&
           t->retries_left != 0 && t->options().retry_exceptions &&
-          t->options().retry_exceptions->retries_everything()) {
+          (t->options().retry_exceptions->retries_everything() || exception_matched(d.payload))) {
         if (t->retries_left > 0)
           --t->retries_left;
         w.assigned.push_back(d.seq);
@@ -375,7 +392,8 @@ void process_node::on_done(const std::string& batch) {
         break;
       case wire::status::exception: {
         std::string type, message;
-        decode_each(f.d.payload, type, message);
+        bool matched = false;
+        decode_each(f.d.payload, type, message, matched);
         err = std::make_exception_ptr(task_error(type, message, {runtime::task_name(*f.t)}));
         break;
       }
@@ -701,7 +719,8 @@ void process_node::on_actor_done(std::int32_t worker_id, const std::string& batc
       }
       case wire::status::exception: {
         std::string type, message;
-        decode_each(d.payload, type, message);
+        bool matched = false;
+        decode_each(d.payload, type, message, matched);
         err = std::make_exception_ptr(task_error(type, message, {}));
         break;
       }

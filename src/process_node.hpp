@@ -140,6 +140,7 @@ private:
     task_base* t = nullptr;
     code_ref invoker, fn;
     std::string args;
+    std::string matchers; ///< retry_on's type tests, packed code refs
     int worker = 0; ///< id of the worker it was sent to; 0: waiting in pending_ (holding resources)
   };
 

@@ -74,8 +74,17 @@ const char* getenv_or_die(const char* name) {
 
 /// Runs `body`; on an exception, replaces `payload` with what the driver
 /// reports: serialization errors as failures, others as (type, message).
+/// `matchers`: retry_on's type tests, run on the exception itself (the
+/// driver only sees its type name).
 template <class F>
-wire::status run_guarded(F&& body, std::string& payload) {
+wire::status run_guarded(F&& body, std::string& payload, const std::vector<exception_filter::matcher>& matchers = {}) {
+  auto matched = [&matchers] {
+    const auto e = std::current_exception();
+    for (auto m : matchers)
+      if (m(e))
+        return true;
+    return false;
+  };
   try {
     body();
     return wire::status::ok;
@@ -84,12 +93,12 @@ wire::status run_guarded(F&& body, std::string& payload) {
     return wire::status::failed;
   } catch (const std::exception& e) {
     payload.clear();
-    encode_each(payload, demangled(typeid(e).name()), std::string(e.what()));
+    encode_each(payload, demangled(typeid(e).name()), std::string(e.what()), matched());
   } catch (...) {
     payload.clear();
     auto* type = abi::__cxa_current_exception_type();
-    encode_each(payload, type ? demangled(type->name()) : std::string("unknown"),
-                std::string("(not a std::exception)"));
+    encode_each(payload, type ? demangled(type->name()) : std::string("unknown"), std::string("(not a std::exception)"),
+                matched());
   }
   return wire::status::exception;
 }
@@ -191,6 +200,14 @@ std::string run_call(std::string_view rec, const std::vector<const module_table:
     die("corrupted call record from the driver", 5);
   const void* inv = resolve(call.invoker, map);
   const void* fn = resolve(call.fn, map);
+  std::vector<exception_filter::matcher> matchers;
+  for (wire::reader r(call.matchers); r.ok();) {
+    code_ref c;
+    if (!wire::get_code_ref(r, c))
+      break;
+    if (const void* m = resolve(c, map))
+      matchers.push_back(reinterpret_cast<exception_filter::matcher>(const_cast<void*>(m)));
+  }
   const auto started = std::chrono::steady_clock::now();
   if (g_started)
     g_started->store(call.seq, std::memory_order_release);
@@ -204,8 +221,8 @@ std::string run_call(std::string_view rec, const std::vector<const module_table:
   } else {
     g_cancel.store(false, std::memory_order_relaxed);
     g_running_seq.store(call.seq, std::memory_order_release);
-    st =
-      run_guarded([&] { reinterpret_cast<remote_invoker>(const_cast<void*>(inv))(fn, call.args, payload); }, payload);
+    st = run_guarded([&] { reinterpret_cast<remote_invoker>(const_cast<void*>(inv))(fn, call.args, payload); }, payload,
+                     matchers);
     g_running_seq.store(0, std::memory_order_release);
   }
   return done(call.seq, st, started, payload);

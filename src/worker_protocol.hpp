@@ -117,12 +117,14 @@ private:
   bool ok_ = true;
 };
 
-/// A task record: seq, invoker and function code refs, argument bytes.
+/// A task record: seq, invoker and function code refs, argument bytes, and
+/// the code refs of retry_on<E...>()'s type tests (packed module, offset).
 struct call_record {
   std::uint64_t seq = 0;
   code_ref invoker;
   code_ref fn;
   std::string_view args;
+  std::string_view matchers;
 
   void write(std::string& out) const {
     writer w(out);
@@ -132,6 +134,7 @@ struct call_record {
     w.put(fn.module);
     w.put(fn.offset);
     w.put_bytes(args);
+    w.put_bytes(matchers);
   }
   bool read(std::string_view in) {
     reader r(in);
@@ -141,12 +144,26 @@ struct call_record {
     fn.module = r.get<std::uint32_t>();
     fn.offset = r.get<std::uint64_t>();
     args = r.get_bytes();
+    matchers = r.get_bytes();
     return r.ok();
   }
 };
 
+/// Packs / unpacks a list of code refs (retry_on's type tests).
+inline void put_code_ref(std::string& out, code_ref c) {
+  writer w(out);
+  w.put(c.module);
+  w.put(c.offset);
+}
+inline bool get_code_ref(reader& r, code_ref& c) {
+  c.module = r.get<std::uint32_t>();
+  c.offset = r.get<std::uint64_t>();
+  return r.ok();
+}
+
 /// A result record: seq, status, payload (result bytes, or the encoded
-/// (type name, message) of an exception, or a message).
+/// (type name, message, whether retry_on's type tests matched it) of an
+/// exception, or a message).
 struct done_record {
   std::uint64_t seq = 0;
   status st = status::ok;

@@ -541,6 +541,39 @@ TEST_CASE("retry_exceptions=true retries a throwing task in a worker process") {
   CHECK(ft::lines_of(once).size() == 1);
 }
 
+/// Like throw_first, with an exception derived from std::logic_error.
+int reject_first(std::string log, int throws) {
+  ft::append_line(log, std::to_string(::getpid()));
+  const int attempt = static_cast<int>(ft::lines_of(log).size());
+  if (attempt <= throws)
+    throw std::invalid_argument("attempt " + std::to_string(attempt) + " rejected");
+  return attempt;
+}
+
+TEST_CASE("retry_on with a list of types retries in a worker process what derives from them and nothing else") {
+  weft_test::runtime_guard rt(ft::processes);
+  ft::temp_dir dir;
+  // std::invalid_argument derives from std::logic_error: retried (the test
+  // runs where the exception was thrown, in the worker).
+  const auto base = dir.file("base");
+  const auto f = weft::remote(reject_first, {.max_retries = 3, .retry_exceptions = weft::retry_on<std::logic_error>()});
+  CHECK(weft::get(f.remote(base, 2), weft_test::bound) == 3);
+  CHECK(ft::lines_of(base).size() == 3);
+  // Not a std::runtime_error: final at once.
+  const auto other = dir.file("other");
+  const auto g =
+    weft::remote(reject_first, {.max_retries = 3, .retry_exceptions = weft::retry_on<std::runtime_error>()});
+  const auto err = ft::error_of<weft::task_error>(g.remote(other, 2));
+  REQUIRE(err);
+  CHECK(err->type_name() == "std::invalid_argument");
+  CHECK(ft::lines_of(other).size() == 1);
+  // Either of two types.
+  const auto either = dir.file("either");
+  const auto h = weft::remote(
+    reject_first, {.max_retries = 1, .retry_exceptions = weft::retry_on<std::runtime_error, std::invalid_argument>()});
+  CHECK(weft::get(h.remote(either, 1), weft_test::bound) == 2);
+}
+
 // ---------------------------------------------------------------- serialization
 
 namespace faults_test {

@@ -36,6 +36,9 @@ public:
   bool retries_nothing() const noexcept { return !all_ && types_.empty(); }
   /// True for `true`: every exception is retried.
   bool retries_everything() const noexcept { return all_; }
+  /// The type tests of a list (worker processes run them on the exception
+  /// where it was thrown: they are code, named like remote functions).
+  const std::vector<matcher>& matchers() const noexcept { return types_; }
 
 private:
   bool all_ = false;
