@@ -114,6 +114,12 @@ caf::behavior node_behavior(caf::event_based_actor*, process_node* node) {
       node->on_actor_done(worker, batch);
     },
     [node](wire::actor_flush_atom, std::int32_t worker) { node->flush_actor(worker); },
+    [node](wire::submit_atom, std::int32_t worker, std::uint64_t seq, const std::string& record) {
+      node->on_submit(worker, seq, record);
+    },
+    [node](wire::blocked_atom, std::int32_t worker, std::uint64_t job, bool blocked) {
+      node->on_blocked(worker, job, blocked);
+    },
   };
 }
 
@@ -212,7 +218,7 @@ void process_node::append_call(std::string& batch, std::uint64_t seq, const job&
 }
 
 void process_node::top_up_locked(worker& w, std::string& batch) {
-  if (w.state != wstate::busy || w.assigned.empty() || w.last_run_us > pipeline_below_us)
+  if (w.state != wstate::busy || w.blocked || w.assigned.empty() || w.last_run_us > pipeline_below_us)
     return;
   const task_base* front = jobs_.at(w.assigned.front()).t;
   if (front->options().max_calls.value_or(0) > 0)
@@ -345,6 +351,11 @@ void process_node::on_done(const std::string& batch) {
       worker& w = wit->second;
       w.assigned.pop_front();
       w.last_run_us = d.run_us;
+      if (j.blocked) { // (it said it went on before it finished; this is only a safety net)
+        rt_.sched().reacquire_cpu(t);
+        j.blocked = false;
+      }
+      w.blocked = false;
       // An exception retried as the task's options say: true, or a
       // retry_on<E...>() list whose type tests the worker ran on the
       // exception itself. It goes to the back of the same worker's line,
@@ -538,6 +549,10 @@ std::vector<std::pair<task_base*, std::exception_ptr>> process_node::on_exit(wor
     if (it == jobs_.end())
       continue;
     task_base* t = it->second.t;
+    if (it->second.blocked) { // it died waiting in get: its CPUs come back before it is retried or finished
+      rt_.sched().reacquire_cpu(t);
+      it->second.blocked = false;
+    }
     const bool cancelled = t->cancel_requested.load(std::memory_order_acquire);
     // No one is blamed when the worker died between calls (or the page
     // says nothing): the first in line is then the one charged, as before.
@@ -584,6 +599,158 @@ std::vector<std::pair<task_base*, std::exception_ptr>> process_node::on_exit(wor
   }
   pump_locked();
   return done;
+}
+
+namespace {
+
+/// A task that a task in a worker submitted: code refs and argument bytes
+/// as the worker sent them; its one result stays bytes (the driver never
+/// reads it) and goes back to that worker.
+class forwarded_task final : public task_base {
+public:
+  forwarded_task(const void* fn, remote_invoker inv, std::shared_ptr<const task_options> options, std::string args) :
+    task_base(fn, std::move(options), std::span<object_ptr>(&ret_, 1), {}),
+    inv_(inv),
+    args_(std::move(args)),
+    ret_(new value_object<std::string>()) {}
+  void invoke() override { throw error("weft: a task submitted in a worker process runs only in worker processes"); }
+  remote_invoker invoker() const noexcept override { return inv_; }
+  void encode_arguments(std::string& out) const override { out += args_; }
+  void decode_results(std::string_view in) override {
+    static_cast<value_object<std::string>*>(ret_.get())->emplace(in);
+  }
+  const object_ptr& result() const noexcept { return ret_; }
+
+private:
+  remote_invoker inv_;
+  std::string args_;
+  object_ptr ret_;
+};
+
+/// Sends a forwarded task's end to the worker that submitted it.
+struct forward_reply final : completion_waiter {
+  caf::actor ctl;
+  std::uint64_t seq;
+  object_ptr cell;
+  forward_reply(caf::actor c, std::uint64_t s, object_ptr o) : ctl(std::move(c)), seq(s), cell(std::move(o)) {}
+  void on_complete(object_state& obj) noexcept override {
+    std::string payload;
+    auto kind = wire::result_kind::ok;
+    try {
+      if (!obj.failed()) {
+        payload = static_cast<value_object<std::string>&>(obj).value();
+      } else {
+        try {
+          std::rethrow_exception(obj.error());
+        } catch (const task_error& e) {
+          kind = wire::result_kind::task_error;
+          encode_each(payload, e.type_name(), e.message(), e.chain());
+        } catch (const worker_crashed_error& e) {
+          kind = wire::result_kind::crashed;
+          encode_each(payload, std::string(e.what()), e.signal(), e.exit_code());
+        } catch (const std::exception& e) {
+          kind = wire::result_kind::other;
+          encode_each(payload, demangled(typeid(e).name()), std::string(e.what()));
+        }
+      }
+    } catch (...) {
+      kind = wire::result_kind::other;
+      payload.clear();
+      encode_each(payload, std::string("weft::error"), std::string("weft: the result could not be sent back"));
+    }
+    caf::anon_send(ctl, wire::result_atom::value, seq, static_cast<std::uint8_t>(kind), std::move(payload));
+    delete this;
+  }
+};
+
+} // namespace
+
+void process_node::on_submit(std::int32_t worker_id, std::uint64_t seq, const std::string& record) {
+  caf::actor ctl;
+  const void* inv = nullptr;
+  const void* fn = nullptr;
+  auto options = std::make_shared<task_options>();
+  wire::submit_record rec;
+  std::exception_ptr refused;
+  {
+    std::lock_guard<std::mutex> lock(mtx_);
+    auto it = workers_.find(worker_id);
+    if (it == workers_.end() || !it->second.ctl)
+      return; // its worker is gone: no one waits for it
+    ctl = *it->second.ctl;
+    auto address = [this](code_ref c) -> const void* {
+      const auto& mods = modules_.modules();
+      if (c.module >= mods.size())
+        return nullptr;
+      const auto a = mods[c.module].base + c.offset;
+      for (auto [b, e] : mods[c.module].code)
+        if (a >= b && a < e)
+          return reinterpret_cast<const void*>(a);
+      return nullptr;
+    };
+    if (!rec.read(record) || !(inv = address(rec.invoker)) || !(fn = address(rec.fn)))
+      refused = std::make_exception_ptr(serialization_error("weft: a worker sent a corrupted task submission"));
+  }
+  object_ptr cell;
+  if (!refused) {
+    try {
+      bool filter = false, all = false;
+      decode_each(rec.options, options->num_cpus, options->num_gpus, options->memory, options->resources,
+                  options->max_retries, options->max_calls, options->name, filter, all);
+      options->retry_exceptions.reset();
+      if (filter) {
+        std::vector<exception_filter::matcher> types;
+        std::lock_guard<std::mutex> lock(mtx_);
+        const auto& mods = modules_.modules();
+        for (wire::reader r(rec.matchers); r.ok();) {
+          code_ref c;
+          if (!wire::get_code_ref(r, c))
+            break;
+          if (c.module < mods.size())
+            types.push_back(reinterpret_cast<exception_filter::matcher>(mods[c.module].base + c.offset));
+        }
+        options->retry_exceptions = all ? exception_filter(true) : exception_filter(std::move(types));
+      }
+      auto* t = new forwarded_task(fn, reinterpret_cast<remote_invoker>(const_cast<void*>(inv)), std::move(options),
+                                   std::string(rec.args));
+      cell = t->result();
+      auto* reply = new forward_reply(ctl, seq, cell);
+      if (!cell->add_waiter(reply))
+        delete reply;
+      rt_.submit(t, true); // depth-first, like a nested task in local mode; takes t (frees it if it throws)
+    } catch (...) {
+      if (cell)
+        cell->complete_error(std::current_exception()); // its reply goes out from there
+      else
+        refused = std::current_exception();
+    }
+  }
+  if (refused) {
+    object_ptr cell(new value_object<std::string>());
+    auto* reply = new forward_reply(ctl, seq, cell);
+    if (cell->add_waiter(reply))
+      cell->complete_error(refused);
+    else
+      delete reply;
+  }
+}
+
+void process_node::on_blocked(std::int32_t worker_id, std::uint64_t job_seq, bool blocked) {
+  std::lock_guard<std::mutex> lock(mtx_);
+  auto jit = jobs_.find(job_seq);
+  auto wit = workers_.find(worker_id);
+  if (jit == jobs_.end() || wit == workers_.end() || jit->second.worker != worker_id || wit->second.assigned.empty() ||
+      wit->second.assigned.front() != job_seq)
+    return; // not that worker's running task (any more)
+  job& j = jit->second;
+  if (blocked == j.blocked)
+    return;
+  j.blocked = blocked;
+  wit->second.blocked = blocked;
+  if (blocked)
+    rt_.sched().release_cpu(j.t); // other tasks (its nested ones) may start, on new workers if need be
+  else
+    rt_.sched().reacquire_cpu(j.t);
 }
 
 void process_node::fail_replies_locked(worker& w, const std::exception_ptr& e) {

@@ -102,6 +102,10 @@ public:
   void on_done(const std::string& batch);
   void on_actor_done(std::int32_t worker, const std::string& batch);
   void flush_actor(std::int32_t worker);
+  /// A task in worker `worker` submitted a task (nested tasks).
+  void on_submit(std::int32_t worker, std::uint64_t seq, const std::string& record);
+  /// The task running in `worker` (job `job`) waits in get/wait, or goes on.
+  void on_blocked(std::int32_t worker, std::uint64_t job, bool blocked);
 
 private:
   enum class wstate { starting, idle, busy, retiring, dead };
@@ -134,6 +138,7 @@ private:
     std::function<void(std::string)> died;       ///< told when it dies first
     std::map<std::uint64_t, object_ptr> replies; ///< awaited, by seq (0: the constructor)
     std::string outbox;                          ///< calls not sent yet (one message for many)
+    bool blocked = false;                        ///< its running task waits in get: lent its CPUs, gets no more work
     bool flush_scheduled = false;
   };
   struct job {
@@ -141,7 +146,8 @@ private:
     code_ref invoker, fn;
     std::string args;
     std::string matchers; ///< retry_on's type tests, packed code refs
-    int worker = 0; ///< id of the worker it was sent to; 0: waiting in pending_ (holding resources)
+    bool blocked = false; ///< waits in get in its worker: its CPUs are lent
+    int worker = 0;       ///< id of the worker it was sent to; 0: waiting in pending_ (holding resources)
   };
 
   void pump_locked();

@@ -311,7 +311,7 @@ struct dep_waiter final : completion_waiter {
   }
 };
 
-void runtime::submit(task_base* t) {
+void runtime::submit(task_base* t, bool nested) {
   struct guard {
     task_base* t;
     ~guard() {
@@ -339,8 +339,8 @@ void runtime::submit(task_base* t) {
                                    std::to_string(index));
   }
   t->retries_left = o.max_retries.value_or(3);
-  t->nested = current_task() != nullptr; // from an actor call: in submission order
-  g.t = nullptr;                         // from here on the runtime owns the task
+  t->nested = nested || current_task() != nullptr; // from an actor call: in submission order
+  g.t = nullptr;                                   // from here on the runtime owns the task
   live_tasks_.fetch_add(1, std::memory_order_relaxed);
   for (auto& r : t->returns())
     r->set_producer(t);

@@ -71,7 +71,9 @@ public:
   static void start(const config& cfg);
   static void stop();
 
-  void submit(task_base* t);
+  /// `nested`: submitted from a task (also true when called from one);
+  /// nested tasks are scheduled depth-first.
+  void submit(task_base* t, bool nested = false);
   void cancel(task_base* t, bool force = false);
   /// Worker processes: a task a worker ran (or could not run) is done;
   /// publishes its results or `err` and gives back its resources. With

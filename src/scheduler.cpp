@@ -369,6 +369,8 @@ task_base* scheduler::take_follower(const resource_demand& d) {
       mine = &s;
   while (mine && !mine->tasks.empty()) {
     task_base* t = mine->tasks.front();
+    if (t->nested)
+      return nullptr;
     for (auto& s : shapes_) // never ahead of an older task of another shape
       if (&s != mine && !s.tasks.empty() && s.tasks.front()->order < t->order)
         return nullptr;
@@ -441,6 +443,11 @@ scheduler::work scheduler::finish_and_pop(task_base* t, bool pop) {
   if (to_wake)
     wake_(to_wake);
   return w;
+}
+
+void scheduler::reacquire_cpu(task_base* t) {
+  std::lock_guard<spin_then_block_mutex> lock(mtx_);
+  cpu_free_ -= t->demand.cpu;
 }
 
 void scheduler::release_cpu(task_base* t) {

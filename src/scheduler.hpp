@@ -73,6 +73,10 @@ public:
   work finish_and_pop(task_base* t, bool pop = true);
   /// Gives back the CPUs of a task that blocks in get().
   void release_cpu(task_base* t);
+  /// Worker processes: takes back the CPUs of a task that blocked in get()
+  /// in its worker and goes on there now (unconditionally: the node may be
+  /// oversubscribed until other tasks finish).
+  void reacquire_cpu(task_base* t);
 
   /// Counter that moves whenever new work may have appeared.
   std::uint64_t epoch() const noexcept { return epoch_.load(std::memory_order_acquire); }
@@ -104,7 +108,8 @@ public:
   /// is the oldest queued task of all, and could not start now anyway
   /// (no free resources for it), taken WITHOUT its resources: it will
   /// inherit them from the task of the same shape that runs before it on
-  /// the same worker. Null otherwise. Only CPU/memory/custom shapes.
+  /// the same worker. Null otherwise. Only CPU/memory/custom shapes, and
+  /// never a nested task (its parent may be the task it would wait behind).
   task_base* take_follower(const resource_demand& d);
   /// Puts a task taken with take_follower() back in its place in the
   /// queue. False once drain() closed the queues.

@@ -11,8 +11,10 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <typeinfo>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -28,6 +30,7 @@
 #include "weft/array.hpp"
 #include "weft/detail/task.hpp"
 #include "weft/errors.hpp"
+#include "weft/runtime.hpp"
 #include "worker_protocol.hpp"
 
 namespace weft::detail {
@@ -53,6 +56,95 @@ struct hosted_actor {
 hosted_actor g_actor;
 thread_local bool tls_in_actor_call = false;
 bool g_exit_requested = false;
+
+/// Nested tasks: what this worker submitted to its driver and waits for.
+struct client_state {
+  std::atomic<bool> active{false};
+  caf::actor node;
+  std::int32_t worker_id = 0;
+  const std::vector<const module_table::module*>* map = nullptr; // driver's module index -> ours
+  std::mutex mtx;
+  std::unordered_map<std::uint64_t, task_base*> pending;
+  std::uint64_t next = 0;
+};
+client_state* g_client = nullptr; // lives until the process ends (with _Exit)
+
+/// Where `addr` (code here) lies in the driver's module numbering.
+std::optional<code_ref> driver_code_ref(const void* addr) {
+  const auto a = reinterpret_cast<std::uintptr_t>(addr);
+  const auto& map = *g_client->map;
+  for (std::size_t i = 0; i < map.size(); ++i)
+    if (const auto* m = map[i])
+      for (auto [b, e] : m->code)
+        if (a >= b && a < e)
+          return code_ref{static_cast<std::uint32_t>(i), a - m->base};
+  return std::nullopt;
+}
+
+std::exception_ptr rebuild_error(wire::result_kind kind, std::string_view payload) {
+  switch (kind) {
+  case wire::result_kind::task_error: {
+    std::string type, message;
+    std::vector<std::string> chain;
+    decode_each(payload, type, message, chain);
+    return std::make_exception_ptr(task_error(type, message, chain));
+  }
+  case wire::result_kind::crashed: {
+    std::string message;
+    int signal = 0, code = -1;
+    decode_each(payload, message, signal, code);
+    return std::make_exception_ptr(worker_crashed_error(message, signal, code));
+  }
+  default: {
+    std::string type, m;
+    decode_each(payload, type, m);
+    if (type == "weft::task_cancelled_error")
+      return std::make_exception_ptr(task_cancelled_error(m));
+    if (type == "weft::runtime_shutdown_error")
+      return std::make_exception_ptr(runtime_shutdown_error(m));
+    if (type == "weft::serialization_error")
+      return std::make_exception_ptr(serialization_error(m));
+    if (type == "weft::resource_error")
+      return std::make_exception_ptr(resource_error(m));
+    if (type == "weft::invalid_argument_error")
+      return std::make_exception_ptr(invalid_argument_error(m));
+    if (type == "weft::worker_start_error")
+      return std::make_exception_ptr(worker_start_error(m));
+    if (type == "weft::object_store_full_error")
+      return std::make_exception_ptr(object_store_full_error(m));
+    return std::make_exception_ptr(error(m));
+  }
+  }
+}
+
+/// The control actor got the end of a task this worker submitted.
+void client_result(std::uint64_t seq, std::uint8_t kind, const std::string& payload) {
+  task_base* t = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(g_client->mtx);
+    auto it = g_client->pending.find(seq);
+    if (it == g_client->pending.end())
+      return;
+    t = it->second;
+    g_client->pending.erase(it);
+  }
+  std::exception_ptr err;
+  try {
+    if (kind == static_cast<std::uint8_t>(wire::result_kind::ok))
+      t->decode_results(payload);
+    else
+      err = rebuild_error(static_cast<wire::result_kind>(kind), payload);
+  } catch (...) {
+    err = std::current_exception();
+  }
+  for (auto& r : t->returns()) {
+    if (err)
+      r->complete_error(err);
+    else
+      r->complete_value();
+  }
+  t->release();
+}
 
 bool take_cancelled(std::uint64_t seq) {
   std::lock_guard<std::mutex> lock(g_cancelled_mtx);
@@ -237,6 +329,63 @@ bool started_as_worker() noexcept {
 
 bool worker_cancel_requested() noexcept { return g_cancel.load(std::memory_order_acquire); }
 
+bool worker_client_active() noexcept { return g_client && g_client->active.load(std::memory_order_acquire); }
+
+void worker_client_submit(task_base* t) {
+  struct guard {
+    task_base* t;
+    ~guard() {
+      if (t)
+        t->release();
+    }
+  } g{t};
+  // Arguments that are refs to objects of this worker are sent as values:
+  // wait for them here (a failed one fails the task, as in the driver).
+  for (object_state* d : t->deps())
+    if (!d)
+      throw invalid_argument_error("weft: an argument of a task submitted in a worker is an invalid object_ref "
+                                   "(default-constructed or moved-from)");
+  try {
+    if (!t->deps().empty())
+      await_all(t->deps(), 0, "remote");
+  } catch (...) {
+    const auto e = std::current_exception();
+    for (auto& r : t->returns())
+      r->complete_error(e);
+    return;
+  }
+  std::string args, options, matchers, record;
+  t->encode_arguments(args);
+  const auto inv = driver_code_ref(reinterpret_cast<const void*>(t->invoker()));
+  const auto fn = driver_code_ref(t->fn_id());
+  if (!inv || !fn)
+    throw error("weft: a task submitted in a worker process is in no module the driver knows");
+  const task_options& o = t->options();
+  const bool filter = o.retry_exceptions.has_value();
+  const bool all = filter && o.retry_exceptions->retries_everything();
+  encode_each(options, o.num_cpus, o.num_gpus, o.memory, o.resources, o.max_retries, o.max_calls, o.name, filter, all);
+  if (filter)
+    for (auto m : o.retry_exceptions->matchers())
+      if (auto c = driver_code_ref(reinterpret_cast<const void*>(m)))
+        wire::put_code_ref(matchers, *c);
+  wire::submit_record{*inv, *fn, args, options, matchers}.write(record);
+  std::uint64_t seq = 0;
+  {
+    std::lock_guard<std::mutex> lock(g_client->mtx);
+    seq = ++g_client->next;
+    g_client->pending.emplace(seq, t);
+  }
+  g.t = nullptr; // pending holds it now
+  caf::anon_send(g_client->node, wire::submit_atom::value, g_client->worker_id, seq, std::move(record));
+}
+
+void worker_client_blocked(bool blocked) noexcept {
+  const auto job = g_running_seq.load(std::memory_order_acquire);
+  if (!worker_client_active() || job == 0)
+    return; // (an actor's worker holds no CPUs of a task)
+  caf::anon_send(g_client->node, wire::blocked_atom::value, g_client->worker_id, job, blocked);
+}
+
 const worker_actor_info* worker_current_actor() noexcept { return tls_in_actor_call ? &g_actor.info : nullptr; }
 
 bool worker_request_actor_exit() noexcept {
@@ -306,12 +455,18 @@ void run_worker() {
   };
   auto st = std::make_shared<state>();
   st->id = worker_id;
+  g_client = new client_state;
+  g_client->node = *node;
+  g_client->worker_id = worker_id;
   // The control actor: hears cancel messages while a call runs.
   // (Spawned functions take an argument: CAF 0.17 dereferences a null
   // tuple pointer when a spawned function takes none; UBSan reports it.)
   auto ctl = sys.spawn(
     [](caf::event_based_actor*, int) -> caf::behavior {
       return {
+        [](wire::result_atom, std::uint64_t seq, std::uint8_t kind, const std::string& payload) {
+          client_result(seq, kind, payload);
+        },
         [](wire::cancel_atom, std::uint64_t seq) {
           if (g_running_seq.load(std::memory_order_acquire) == seq) {
             g_cancel.store(true, std::memory_order_release);
@@ -331,6 +486,8 @@ void run_worker() {
         [st](wire::welcome_atom, const std::string& modules) {
           if (auto missing = st->mine.match(modules, st->map); !missing.empty())
             die(missing, 4);
+          g_client->map = &st->map;
+          g_client->active.store(true, std::memory_order_release); // tasks here may submit tasks now
         },
         [](wire::refuse_atom, const std::string& why) { die("refused by the driver: " + why, 4); },
         [st, n](wire::call_atom, const std::string& batch) {

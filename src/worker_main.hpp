@@ -23,6 +23,17 @@ const worker_actor_info* worker_current_actor() noexcept;
 /// the call returns. False outside one.
 bool worker_request_actor_exit() noexcept;
 
+class task_base;
+/// True in a worker connected to its driver: tasks there may submit tasks
+/// and use put/get/wait (their objects live in this worker).
+bool worker_client_active() noexcept;
+/// Sends a task submitted in this worker to the driver (takes the
+/// caller's reference); its results come back to this worker.
+void worker_client_submit(task_base* t);
+/// Around a wait in get/wait inside a worker's task: the driver lends the
+/// task's CPUs to other tasks meanwhile (and starts workers for them).
+void worker_client_blocked(bool blocked) noexcept;
+
 /// True in a process started as a worker (the environment says so).
 bool started_as_worker() noexcept;
 /// Connects to the driver and runs its tasks; ends the process.

@@ -9,6 +9,12 @@
 //                                              true; queued: skipped
 //   node   -> worker (retire)                  exit (max_calls reached)
 //
+// Nested tasks: a task in a worker submits tasks and waits for them there.
+//   worker -> node   (w_submit, worker id, seq, submit record)
+//   node   -> control (w_result, seq, result kind, payload)  when it is done
+//   worker -> node   (w_blocked, worker id, job seq, blocked?)  around a
+//                    wait in get/wait: the job's CPUs are lent meanwhile
+//
 // A worker started for an actor hosts that actor only (one incarnation):
 //   node   -> worker (a_create, create record)  build the object (seq 0)
 //   node   -> worker (a_call,   actor call records) method calls, in order
@@ -41,6 +47,9 @@ using call_atom = caf::atom_constant<caf::atom("w_call")>;
 using done_atom = caf::atom_constant<caf::atom("w_done")>;
 using cancel_atom = caf::atom_constant<caf::atom("w_cancel")>;
 using retire_atom = caf::atom_constant<caf::atom("w_retire")>;
+using submit_atom = caf::atom_constant<caf::atom("w_submit")>;
+using result_atom = caf::atom_constant<caf::atom("w_result")>;
+using blocked_atom = caf::atom_constant<caf::atom("w_blocked")>;
 using actor_create_atom = caf::atom_constant<caf::atom("a_create")>;
 using actor_call_atom = caf::atom_constant<caf::atom("a_call")>;
 using actor_done_atom = caf::atom_constant<caf::atom("a_done")>;
@@ -265,5 +274,43 @@ struct actor_call_record {
     return r.ok();
   }
 };
+
+/// A task submitted by a task in a worker: invoker and function code refs,
+/// argument bytes, task options (serializer bytes) and retry_on's type
+/// tests (packed code refs).
+struct submit_record {
+  code_ref invoker;
+  code_ref fn;
+  std::string_view args;
+  std::string_view options;
+  std::string_view matchers;
+
+  void write(std::string& out) const {
+    writer w(out);
+    for (const code_ref& r : {invoker, fn}) {
+      w.put(r.module);
+      w.put(r.offset);
+    }
+    w.put_bytes(args);
+    w.put_bytes(options);
+    w.put_bytes(matchers);
+  }
+  bool read(std::string_view in) {
+    reader r(in);
+    for (code_ref* c : {&invoker, &fn}) {
+      c->module = r.get<std::uint32_t>();
+      c->offset = r.get<std::uint64_t>();
+    }
+    args = r.get_bytes();
+    options = r.get_bytes();
+    matchers = r.get_bytes();
+    return r.ok();
+  }
+};
+
+/// How a nested task ended, for the worker that submitted it. Payloads:
+/// ok: result bytes; task_error: (type, message, chain); crashed: (message,
+/// signal, exit code); other: (weft error class name, message).
+enum class result_kind : std::uint8_t { ok = 0, task_error = 1, crashed = 2, other = 3 };
 
 } // namespace weft::detail::wire

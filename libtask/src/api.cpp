@@ -152,11 +152,33 @@ std::int64_t live_objects() noexcept { return detail::live_object_count(); }
 
 namespace detail {
 
+namespace {
+/// A task in a worker process that waits for objects lends its CPUs to
+/// the driver meanwhile (Ray's "blocked in get"): else nested tasks could
+/// wait for CPUs their waiting parents hold.
+struct lend_cpus_while_waiting {
+  bool lent = !runtime::current() && worker_client_active();
+  lend_cpus_while_waiting() {
+    if (lent)
+      worker_client_blocked(true);
+  }
+  ~lend_cpus_while_waiting() {
+    if (lent)
+      worker_client_blocked(false);
+  }
+  lend_cpus_while_waiting(const lend_cpus_while_waiting&) = delete;
+  lend_cpus_while_waiting& operator=(const lend_cpus_while_waiting&) = delete;
+};
+} // namespace
+
 void require_initialized(const char* what) {
-  if (!runtime::current() && started_as_worker())
+  if (!runtime::current() && started_as_worker()) {
+    // A task in a worker may submit tasks and use put/get/wait there.
+    if (worker_client_active() && std::string_view(what) != "cancel")
+      return;
     throw not_initialized_error(std::string("weft::") + what +
-                                ": not available inside a worker process yet (a task running in a worker "
-                                "cannot submit tasks or use the object store); see docs/processes.md");
+                                ": not available inside a worker process yet; see docs/processes.md");
+  }
   if (!runtime::current())
     throw not_initialized_error(std::string("weft::") + what +
                                 ": weft is not initialized; call weft::init() first (or it was shut down)");
@@ -164,6 +186,10 @@ void require_initialized(const char* what) {
 
 void submit(task_base* t) {
   runtime* rt = runtime::current();
+  if (!rt && worker_client_active()) {
+    worker_client_submit(t); // a task in a worker process submits through its driver
+    return;
+  }
   if (!rt) {
     t->release();
     throw not_initialized_error("weft: .remote(): weft is not initialized; call weft::init() first (or it was "
@@ -219,6 +245,7 @@ void await_all(std::span<object_state* const> cells, std::int64_t deadline_ns, c
   }
   if (pending == 0)
     return;
+  lend_cpus_while_waiting lend;
   if (cells.size() == 1 && !current_fiber()) {
     if (!cells[0]->wait_thread(deadline_ns))
       throw_timeout(cells, what);
@@ -283,6 +310,7 @@ std::vector<std::size_t> await_some(std::span<object_state* const> cells, int nu
     done_now += c->done() ? 1 : 0;
   if (done_now >= want)
     return collect();
+  lend_cpus_while_waiting lend;
   auto* b = new blocker(cells.size() - done_now);
   struct holder {
     blocker* b;
