@@ -62,6 +62,10 @@ struct counter {
     weft::exit_actor();
     return value_;
   }
+  /// Submits a task from the actor's worker and adds its result.
+  int add_from_task(int x) {
+    return value_ += weft::get(weft::remote(+[](int v) { return v * 10; }).remote(x));
+  }
   std::string context() const {
     auto ctx = weft::runtime_context();
     const auto id = ctx.actor();
@@ -167,6 +171,14 @@ TEST_CASE("a method's exception reaches the caller as task_error and the actor i
     CHECK(e.message() == "code 3 is not allowed");
   }
   CHECK(weft::get(a.task(&counter::fail).remote(0), bound) == 7);
+}
+
+TEST_CASE("an actor method in a worker submits a task and gets its result") {
+  weft_test::runtime_guard rt(processes);
+  process_test::temp_dir dir;
+  auto a = weft::remote<counter>().remote(dir.file("log"), 1);
+  CHECK(weft::get(a.task(&counter::add_from_task).remote(4), bound) == 41);
+  CHECK(weft::get(a.task(&counter::add_from_task).remote(1), bound) == 51);
 }
 
 TEST_CASE("virtual and base-class methods of an actor in a worker dispatch as in the driver") {
