@@ -157,23 +157,25 @@ std::string iarchive::class_name(int class_index) const {
 }
 
 int iarchive::register_class(const basic_iserializer& bis) {
-  if (const auto it = class_of_.find(&bis); it != class_of_.end())
-    return it->second;
+  if (&bis == last_bis_) // a collection's elements: one class after the other
+    return last_class_;
+  int index = -1;
+  for (std::size_t i = 0; i < classes_.size() && index < 0; ++i)
+    if (classes_[i].bis == &bis)
+      index = static_cast<int>(i);
   // Boost keys its class table by extended_type_info's order (one class may
   // have several serializer objects, one per module).
-  int index = -1;
-  for (std::size_t i = 0; i < classes_.size(); ++i) {
+  for (std::size_t i = 0; i < classes_.size() && index < 0; ++i) {
     const auto& known = classes_[i].bis->get_eti();
-    if (!(known < bis.get_eti()) && !(bis.get_eti() < known)) {
+    if (!(known < bis.get_eti()) && !(bis.get_eti() < known))
       index = static_cast<int>(i);
-      break;
-    }
   }
   if (index < 0) {
     index = static_cast<int>(classes_.size());
-    classes_.push_back(class_entry{&bis, false});
+    classes_.push_back(class_entry{&bis, false, bis.tracking(this->get_flags())});
   }
-  class_of_.emplace(&bis, index);
+  last_bis_ = &bis;
+  last_class_ = index;
   return index;
 }
 
@@ -209,6 +211,9 @@ void iarchive::load_object(void* t, const basic_iserializer& bis) {
 void iarchive::open_object(void* t, const basic_iserializer& bis) {
   check_not_refused();
   const int class_index = register_class(bis);
+  const class_entry& c = classes_[static_cast<std::size_t>(class_index)];
+  if (c.initialized && !c.tracked) // Boost reads no number
+    return;
   if (!frames_.empty()) {
     // The contents of the object a pointer just allocated: Boost reads no
     // number here.
@@ -290,7 +295,7 @@ void iarchive::enter_class(frame& f) {
 }
 
 void iarchive::begin_object(frame& f) {
-  if (classes_[static_cast<std::size_t>(f.class_index)].bis->tracking(this->get_flags())) {
+  if (classes_[static_cast<std::size_t>(f.class_index)].tracked) {
     f.next = step::object_id;
     return;
   }
@@ -416,7 +421,7 @@ void iarchive::load_override(boost::archive::tracking_type& t) {
   unsigned char c = 0;
   this->load_binary(&c, 1);
   frame& f = expect(step::tracking, "tracking flag");
-  const bool local = classes_[static_cast<std::size_t>(f.class_index)].bis->tracking(this->get_flags());
+  const bool local = classes_[static_cast<std::size_t>(f.class_index)].tracked;
   if (c > 1 || (c != 0) != local)
     corrupted("tracking flag " + std::to_string(c) + " for class " + class_name(f.class_index) + "; expected " +
               (local ? "1" : "0"));

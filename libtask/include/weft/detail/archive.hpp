@@ -21,7 +21,6 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
-#include <unordered_map>
 #include <vector>
 
 #include <boost/archive/basic_archive.hpp>
@@ -241,6 +240,7 @@ private:
   struct class_entry {
     const basic_iserializer* bis = nullptr;
     bool initialized = false; // its preamble (tracking, version) was read
+    bool tracked = false;     // its objects have object ids
   };
   /// An object Boost has numbered (its object id is the index): tracked
   /// objects only, loaded by value or through a pointer.
@@ -333,7 +333,8 @@ private:
   pointer_owner next_owner_ = pointer_owner::raw;
   std::size_t last_allocation_ = no_index;
   std::vector<class_entry> classes_;
-  std::unordered_map<const basic_iserializer*, int> class_of_;
+  const basic_iserializer* last_bis_ = nullptr;
+  int last_class_ = -1;
   std::vector<object_entry> objects_;
   std::vector<allocation> allocations_;
   std::vector<frame> frames_;
