@@ -40,6 +40,24 @@ std::string random_token() {
   return std::string(buf, 32);
 }
 
+/// Calls `f(record)` for each result record of a batch from `who`; stops
+/// at a corrupted one (logged).
+template <class F>
+void for_each_done(const std::string& batch, const char* who, F&& f) {
+  wire::reader records(batch);
+  while (records.ok()) {
+    auto rec = records.get_bytes();
+    if (!records.ok())
+      break;
+    wire::done_record d;
+    if (!d.read(rec)) {
+      log().error("weft: {} sent a corrupted result record ({} bytes); ignored", who, rec.size());
+      break;
+    }
+    f(d);
+  }
+}
+
 /// Whether the worker's retry_on type tests matched the exception an
 /// exception record carries.
 bool exception_matched(std::string_view payload) {
@@ -329,25 +347,16 @@ void process_node::on_done(const std::string& batch) {
   std::vector<task_base*> orphans;
   {
     std::lock_guard<std::mutex> lock(mtx_);
-    wire::reader records(batch);
     std::unordered_map<int, std::string> top_ups;
-    while (records.ok()) {
-      auto rec = records.get_bytes();
-      if (!records.ok())
-        break;
-      wire::done_record d;
-      if (!d.read(rec)) {
-        log().error("weft: a worker sent a corrupted result record ({} bytes); ignored", rec.size());
-        break;
-      }
+    for_each_done(batch, "a worker", [&](const wire::done_record& d) {
       auto it = jobs_.find(d.seq);
       if (it == jobs_.end())
-        continue; // its worker died meanwhile and the task was settled
+        return; // its worker died meanwhile and the task was settled
       job& j = it->second;
       task_base* t = j.t;
       auto wit = workers_.find(j.worker);
       if (wit == workers_.end() || wit->second.assigned.empty() || wit->second.assigned.front() != d.seq)
-        continue; // not this worker's current task any more
+        return; // not this worker's current task any more
       worker& w = wit->second;
       w.assigned.pop_front();
       w.last_run_us = d.run_us;
@@ -367,7 +376,7 @@ void process_node::on_done(const std::string& batch) {
           --t->retries_left;
         w.assigned.push_back(d.seq);
         append_call(top_ups[w.id], d.seq, j);
-        continue;
+        return;
       }
       const bool gives_back = w.assigned.empty();
       const int max_calls = t->options().max_calls.value_or(0);
@@ -382,7 +391,7 @@ void process_node::on_done(const std::string& batch) {
       }
       done.push_back({t, d, gives_back});
       jobs_.erase(it);
-    }
+    });
     for (auto& [id, w] : workers_)
       top_up_locked(w, top_ups[id]);
     for (auto& [id, b] : top_ups)
@@ -861,19 +870,10 @@ void process_node::on_actor_done(std::int32_t worker_id, const std::string& batc
   if (wit == workers_.end() || !wit->second.for_actor)
     return;
   worker& w = wit->second;
-  wire::reader records(batch);
-  while (records.ok()) {
-    auto rec = records.get_bytes();
-    if (!records.ok())
-      break;
-    wire::done_record d;
-    if (!d.read(rec)) {
-      log().error("weft: an actor's worker sent a corrupted result record ({} bytes); ignored", rec.size());
-      break;
-    }
+  for_each_done(batch, "an actor's worker", [&](const wire::done_record& d) {
     auto node = w.replies.extract(d.seq);
     if (node.empty())
-      continue; // its call was given up
+      return; // its call was given up
     object_ptr cell = std::move(node.mapped());
     std::exception_ptr err;
     try {
@@ -902,7 +902,7 @@ void process_node::on_actor_done(std::int32_t worker_id, const std::string& batc
       cell->complete_error(err);
     else
       cell->complete_value();
-  }
+  });
 }
 
 void process_node::spawn_one(int actor_worker) {

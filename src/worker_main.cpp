@@ -16,6 +16,7 @@
 #include <typeinfo>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include <cxxabi.h>
@@ -283,6 +284,29 @@ std::string run_actor_call(std::string_view rec, const std::vector<const module_
   return done(call.seq, st, started, payload);
 }
 
+/// Runs the records of a batch in order with `run`, and hands the result
+/// records to `send` at least every 200 µs (a long call does not hold back
+/// the results of the short ones before it).
+template <class Run, class Send>
+void run_batch(const std::string& batch, Run&& run, Send&& send) {
+  std::string out;
+  auto flushed = std::chrono::steady_clock::now();
+  wire::reader calls(batch);
+  for (;;) {
+    auto rec = calls.get_bytes();
+    if (!calls.ok())
+      break;
+    wire::writer(out).put_bytes(run(rec));
+    auto now = std::chrono::steady_clock::now();
+    if (now - flushed > std::chrono::microseconds(200)) {
+      send(std::exchange(out, std::string()));
+      flushed = now;
+    }
+  }
+  if (!out.empty())
+    send(std::move(out));
+}
+
 /// Runs one call record; returns the result record.
 std::string run_call(std::string_view rec, const std::vector<const module_table::module*>& map) {
   wire::call_record call;
@@ -491,24 +515,9 @@ void run_worker() {
         },
         [](wire::refuse_atom, const std::string& why) { die("refused by the driver: " + why, 4); },
         [st, n](wire::call_atom, const std::string& batch) {
-          // Run the batch in order; results go back at least every 200 µs.
-          std::string out;
-          auto flushed = std::chrono::steady_clock::now();
-          wire::reader calls(batch);
-          for (;;) {
-            auto rec = calls.get_bytes();
-            if (!calls.ok())
-              break;
-            wire::writer(out).put_bytes(run_call(rec, st->map));
-            auto now = std::chrono::steady_clock::now();
-            if (now - flushed > std::chrono::microseconds(200)) {
-              caf::anon_send(n, wire::done_atom::value, std::move(out));
-              out.clear();
-              flushed = now;
-            }
-          }
-          if (!out.empty())
-            caf::anon_send(n, wire::done_atom::value, std::move(out));
+          run_batch(
+            batch, [&](std::string_view rec) { return run_call(rec, st->map); },
+            [&](std::string out) { caf::anon_send(n, wire::done_atom::value, std::move(out)); });
         },
         [](wire::retire_atom) {
           std::fflush(nullptr);
@@ -520,23 +529,9 @@ void run_worker() {
           caf::anon_send(n, wire::actor_done_atom::value, st->id, std::move(out));
         },
         [st, n](wire::actor_call_atom, const std::string& batch) {
-          std::string out;
-          auto flushed = std::chrono::steady_clock::now();
-          wire::reader calls(batch);
-          for (;;) {
-            auto rec = calls.get_bytes();
-            if (!calls.ok())
-              break;
-            wire::writer(out).put_bytes(run_actor_call(rec, st->map));
-            auto now = std::chrono::steady_clock::now();
-            if (now - flushed > std::chrono::microseconds(200)) {
-              caf::anon_send(n, wire::actor_done_atom::value, st->id, std::move(out));
-              out.clear();
-              flushed = now;
-            }
-          }
-          if (!out.empty())
-            caf::anon_send(n, wire::actor_done_atom::value, st->id, std::move(out));
+          run_batch(
+            batch, [&](std::string_view rec) { return run_actor_call(rec, st->map); },
+            [&](std::string out) { caf::anon_send(n, wire::actor_done_atom::value, st->id, std::move(out)); });
         },
         [](wire::actor_quit_atom) {
           if (g_actor.instance && g_actor.destroy) {
