@@ -328,36 +328,36 @@ void iarchive::new_object(frame& f, bool tracked) {
 
 void iarchive::back_reference(frame& f, std::size_t id) {
   const object_entry& o = objects_[id];
-  const std::string object = "object #" + std::to_string(id) + " (" + class_name(o.class_index) + ")";
+  const auto object = [&] { return "object #" + std::to_string(id) + " (" + class_name(o.class_index) + ")"; };
   if (!f.pointer) {
     // Boost reads the object as already loaded and leaves this one as it is.
     // An encoder writes that only for the same object sent by value twice.
     if (o.through_pointer || o.class_index != f.class_index)
-      corrupted("a value of class " + class_name(f.class_index) + " refers back to " + object +
+      corrupted("a value of class " + class_name(f.class_index) + " refers back to " + object() +
                 (o.through_pointer ? ", which was loaded through a pointer" : ""));
     next_step(f, step::done);
     return;
   }
   if (!o.through_pointer)
-    corrupted("a pointer back-reference to " + object +
+    corrupted("a pointer back-reference to " + object() +
               ", which was loaded by value, not through a pointer (a smart pointer would own memory it "
               "did not allocate)");
   if (o.class_index != f.class_index)
-    corrupted("a pointer back-reference to " + object + " says the object is a " + class_name(f.class_index) +
+    corrupted("a pointer back-reference to " + object() + " says the object is a " + class_name(f.class_index) +
               " (type confusion)");
   allocation& a = allocations_[o.allocation];
   if (!a.constructed)
-    corrupted("a pointer back-reference to " + object + " before that object is constructed");
+    corrupted("a pointer back-reference to " + object() + " before that object is constructed");
   switch (f.owner) {
   case pointer_owner::unique:
     if (a.owner != pointer_owner::raw)
-      corrupted("a unique_ptr back-reference to " + object + ", which " + owner_name(a.owner) +
+      corrupted("a unique_ptr back-reference to " + object() + ", which " + owner_name(a.owner) +
                 " already owns (a unique_ptr object has one owner)");
     a.owner = pointer_owner::unique;
     break;
   case pointer_owner::shared:
     if (a.owner == pointer_owner::unique)
-      corrupted("a shared_ptr back-reference to " + object +
+      corrupted("a shared_ptr back-reference to " + object() +
                 ", which a unique_ptr already owns (a unique_ptr object has one owner)");
     a.owner = pointer_owner::shared;
     break;
