@@ -204,17 +204,23 @@ code_ref process_node::locate_code(const void* code, const std::string& what) {
   return *ref;
 }
 
+void process_node::locate_job_code(job& j) {
+  const task_base& t = *j.t;
+  j.invoker = locate(reinterpret_cast<const void*>(t.invoker()), t);
+  j.fn = locate(t.fn_id(), t);
+  if (const auto& filter = t.options().retry_exceptions)
+    for (auto m : filter->matchers())
+      wire::put_code_ref(j.matchers, locate_code(reinterpret_cast<const void*>(m),
+                                                 "a retry_on type test of task '" + runtime::task_name(t) + "'"));
+}
+
 void process_node::dispatch(task_base* t) {
   job j;
   j.t = t;
   try {
     t->encode_arguments(j.args);
     std::lock_guard<std::mutex> lock(mtx_);
-    j.invoker = locate(reinterpret_cast<const void*>(t->invoker()), *t);
-    j.fn = locate(t->fn_id(), *t);
-    if (const auto& filter = t->options().retry_exceptions)
-      for (auto m : filter->matchers())
-        wire::put_code_ref(j.matchers, locate(reinterpret_cast<const void*>(m), *t));
+    locate_job_code(j);
     if (stopping_)
       throw runtime_shutdown_error("weft: task '" + runtime::task_name(*t) + "' did not run: the runtime shut down");
     const auto seq = ++next_seq_;
@@ -254,8 +260,7 @@ void process_node::top_up_locked(worker& w, std::string& batch) {
     j.t = t;
     try {
       t->encode_arguments(j.args);
-      j.invoker = locate(reinterpret_cast<const void*>(t->invoker()), *t);
-      j.fn = locate(t->fn_id(), *t);
+      locate_job_code(j);
     } catch (...) {
       failed_followers_.emplace_back(t, std::current_exception());
       continue;
@@ -795,17 +800,14 @@ int process_node::start_actor(const actor_start& s, object_ptr built, std::funct
   return id;
 }
 
-void process_node::call_actor(int worker_id, actor_method_invoker invoker, const void* method_bytes, std::string args,
+bool process_node::call_actor(int worker_id, actor_method_invoker invoker, const void* method_bytes, std::string args,
                               object_ptr reply, const std::string& what) {
   std::uintptr_t words[2];
   std::memcpy(words, method_bytes, sizeof words);
   std::unique_lock<std::mutex> lock(mtx_);
   auto it = workers_.find(worker_id);
-  if (it == workers_.end() || it->second.state == wstate::dead || it->second.ended || !it->second.actor) {
-    lock.unlock();
-    reply->complete_error(std::make_exception_ptr(actor_died_error("weft: " + what + ": the actor's worker is gone")));
-    return;
-  }
+  if (it == workers_.end() || it->second.state == wstate::dead || it->second.ended || !it->second.actor)
+    return false;
   worker& w = it->second;
   wire::actor_call_record rec;
   rec.seq = ++next_seq_;
@@ -826,7 +828,7 @@ void process_node::call_actor(int worker_id, actor_method_invoker invoker, const
     std::string batch;
     wire::writer(batch).put_bytes(one);
     caf::anon_send(*w.actor, wire::actor_call_atom::value, std::move(batch));
-    return;
+    return true;
   }
   // Calls in flight: collect this one with the calls made meanwhile, and
   // send them in one message when the node actor gets to it.
@@ -835,6 +837,7 @@ void process_node::call_actor(int worker_id, actor_method_invoker invoker, const
     w.flush_scheduled = true;
     caf::anon_send(*node_, wire::actor_flush_atom::value, static_cast<std::int32_t>(worker_id));
   }
+  return true;
 }
 
 void process_node::flush_actor(std::int32_t worker_id) {

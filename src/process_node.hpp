@@ -88,9 +88,11 @@ public:
   /// Throws runtime_shutdown_error when the node is stopping.
   int start_actor(const actor_start& s, object_ptr built, std::function<void(std::string)> died);
   /// Sends one method call to the actor's worker; `reply` (a
-  /// value_object<actor_reply>) completes with its result or error.
-  void call_actor(int worker, actor_method_invoker invoker, const void* method_bytes, std::string args,
-                  object_ptr reply, const std::string& what);
+  /// value_object<actor_reply>) completes with its result or error. False
+  /// (and `reply` untouched) when the worker is already gone: the actor has
+  /// failed, and the call belongs to its next incarnation.
+  [[nodiscard]] bool call_actor(int worker, actor_method_invoker invoker, const void* method_bytes, std::string args,
+                                object_ptr reply, const std::string& what);
   /// The incarnation is over: `graceful` runs the destructor in the worker
   /// (after the calls sent before), else the worker is killed. No `died`
   /// call after this.
@@ -152,6 +154,8 @@ private:
 
   void pump_locked();
   void append_call(std::string& batch, std::uint64_t seq, const job& j);
+  /// Names the job's function, invoker and retry_on type tests (mtx_ held).
+  void locate_job_code(job& j);
   void top_up_locked(worker& w, std::string& batch);
   void finish_follower(task_base* t, std::exception_ptr err);
   void settle(std::vector<std::pair<task_base*, std::exception_ptr>>& failed, std::vector<task_base*>& orphans);

@@ -231,6 +231,7 @@ std::string create_actor(std::string_view rec, const std::vector<const module_ta
     payload = "weft: the worker cannot find the actor's constructor (module " + std::to_string(c.constructor.module) +
               ", offset " + std::to_string(c.constructor.offset) + ")";
   } else {
+    g_exit_requested = false;
     tls_in_actor_call = true;
     st = run_guarded(
       [&] {
@@ -239,6 +240,10 @@ std::string create_actor(std::string_view rec, const std::vector<const module_ta
       },
       payload);
     tls_in_actor_call = false;
+    if (g_exit_requested && st == wire::status::ok) { // exit_actor() in the constructor
+      g_actor.exited = true;
+      st = wire::status::ok_exit;
+    }
   }
   return done(0, st, started, payload);
 }
@@ -435,15 +440,6 @@ void run_worker() {
       page != MAP_FAILED)
     g_started = static_cast<std::atomic<std::uint64_t>*>(page);
   ::close(wire::progress_fd);
-  if (const char* t = std::getenv(wire::env_store_threshold); t && *t) {
-    try {
-      // Kept for the life of the process, like the driver's.
-      static std::unique_ptr<shm_arena> store = shm_arena::attach(wire::store_fd);
-      set_node_store(store.get(), static_cast<std::size_t>(std::strtoull(t, nullptr, 10)));
-    } catch (const std::exception& e) {
-      die(std::string("cannot map the node's object store: ") + e.what(), 2);
-    }
-  }
   if (const char* t = std::getenv(wire::env_store_threshold); t && *t) {
     try {
       // Kept for the life of the process, like the driver's.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <thread>
 #include <unordered_set>
 
@@ -330,7 +331,9 @@ void* incarnation::construct_remote() {
   worker = node->start_actor(
     s, built, [target](std::string why) { caf::anon_send(target, worker_died_atom::value, std::move(why)); });
   await_all(std::span<object_state* const>(&cell, 1), 0, "actor constructor"); // throws what the constructor threw
-  return this;                                                                 // the object itself is in the worker
+  if (static_cast<const value_object<actor_reply>*>(cell)->value().exit_requested)
+    exit_requested = true; // exit_actor() in the constructor
+  return this;             // the object itself is in the worker
 }
 
 call_status incarnation::start_remote_call(actor_call* c) {
@@ -339,8 +342,15 @@ call_status incarnation::start_remote_call(actor_call* c) {
   object_ptr reply(new value_object<actor_reply>());
   object_state* cell = reply.get();
   c->remote_reply = reply;
-  node->call_actor(worker, c->remote_invoker(), c->method_bytes(), std::move(args), std::move(reply),
-                   "method " + method_name(*core.get(), *c) + " of actor " + core->describe());
+  if (!node->call_actor(worker, c->remote_invoker(), c->method_bytes(), std::move(args), std::move(reply),
+                        "method " + method_name(*core.get(), *c) + " of actor " + core->describe())) {
+    // The worker died and the news is behind this call in the mailbox: the
+    // actor fails now, and this call goes to the next incarnation (or
+    // fails) as max_task_retries says, like the calls sent before it.
+    c->remote_reply = object_ptr();
+    begin_death("its worker process ended", true);
+    throw actor_died_error("weft: actor " + core->describe() + " lost its worker process");
+  }
   if (suspend_actor_call_on(cell))
     return call_status::suspended;
   return finish_remote_call(c);
@@ -348,8 +358,18 @@ call_status incarnation::start_remote_call(actor_call* c) {
 
 call_status incarnation::finish_remote_call(actor_call* c) {
   object_ptr reply = std::move(c->remote_reply);
-  if (reply->failed())
-    std::rethrow_exception(reply->error());
+  if (reply->failed()) {
+    try {
+      std::rethrow_exception(reply->error());
+    } catch (const worker_crashed_error& e) {
+      // The worker died under this call before the news reached us (the
+      // reply failed between sending and suspending): the actor fails now,
+      // and the call is carried like the others.
+      begin_death(
+        std::string("its ") + (std::strncmp(e.what(), "weft: an actor's ", 17) == 0 ? e.what() + 17 : e.what()), true);
+      throw actor_died_error("weft: actor " + core->describe() + " lost its worker process");
+    }
+  }
   const actor_reply& r = static_cast<const value_object<actor_reply>*>(reply.get())->value();
   if (r.exit_requested)
     exit_requested = true;
@@ -359,6 +379,11 @@ call_status incarnation::finish_remote_call(actor_call* c) {
 
 void incarnation::on_worker_died(const std::string& why) {
   log().warn("actor {}: its {}", core->describe(), why);
+  if (md == mode::dying) { // a call found the worker gone first: say why exactly
+    std::lock_guard<std::mutex> lock(core->mtx);
+    if (core->state == actor_state::failing)
+      core->cause = "its " + why;
+  }
   begin_death("its " + why, true);
   settle();
 }
@@ -797,6 +822,10 @@ actor_system::~actor_system() {
 
 actor_system& actor_system::get(const char* what) {
   runtime* rt = runtime::current();
+  if (!rt && started_as_worker())
+    throw not_initialized_error(std::string("weft::") + what +
+                                ": actors cannot be created or called from a worker process yet; see "
+                                "docs/processes.md");
   if (!rt)
     throw not_initialized_error(std::string("weft::") + what +
                                 ": weft is not initialized; call weft::init() first (or it was shut down)");
@@ -1224,6 +1253,9 @@ void submit_call(actor_call* call) {
   runtime* rt = runtime::current();
   if (!rt) {
     call->release();
+    if (started_as_worker())
+      throw not_initialized_error("weft: actor method .remote(): actors cannot be called from a worker process "
+                                  "yet; see docs/processes.md");
     throw not_initialized_error("weft: actor method .remote(): weft is not initialized; call weft::init() first "
                                 "(or it was shut down)");
   }

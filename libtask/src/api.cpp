@@ -157,8 +157,10 @@ namespace {
 /// the driver meanwhile (Ray's "blocked in get"): else nested tasks could
 /// wait for CPUs their waiting parents hold.
 struct lend_cpus_while_waiting {
-  bool lent = !runtime::current() && worker_client_active();
-  lend_cpus_while_waiting() {
+  bool lent;
+  /// A wait of a millisecond or less (a poll) lends nothing.
+  explicit lend_cpus_while_waiting(std::int64_t deadline_ns) :
+    lent(!runtime::current() && worker_client_active() && (deadline_ns == 0 || deadline_ns - now_ns() > 1'000'000)) {
     if (lent)
       worker_client_blocked(true);
   }
@@ -245,7 +247,7 @@ void await_all(std::span<object_state* const> cells, std::int64_t deadline_ns, c
   }
   if (pending == 0)
     return;
-  lend_cpus_while_waiting lend;
+  lend_cpus_while_waiting lend(deadline_ns);
   if (cells.size() == 1 && !current_fiber()) {
     if (!cells[0]->wait_thread(deadline_ns))
       throw_timeout(cells, what);
@@ -310,7 +312,7 @@ std::vector<std::size_t> await_some(std::span<object_state* const> cells, int nu
     done_now += c->done() ? 1 : 0;
   if (done_now >= want)
     return collect();
-  lend_cpus_while_waiting lend;
+  lend_cpus_while_waiting lend(deadline_ns);
   auto* b = new blocker(cells.size() - done_now);
   struct holder {
     blocker* b;

@@ -101,7 +101,7 @@ TEST_CASE("corrupt array bytes give serialization_error and no giant allocation"
   fake.back() = std::byte{1}; // the storage tag: "in the node's store"
   fake.insert(fake.end(), 8, std::byte{0x40});
   CHECK_THAT(what_of<weft::serialization_error>([&] { weft::from_bytes<weft::array<std::int32_t>>(fake); }),
-             Contains("shared-memory store"));
+             Contains("but this process has none"));
   bytes bad_tag = weft::to_bytes(none);
   bad_tag.back() = std::byte{7};
   CHECK_THAT(what_of<weft::serialization_error>([&] { weft::from_bytes<weft::array<std::int32_t>>(bad_tag); }),

@@ -106,6 +106,21 @@ struct square final : shape, tagged {
   std::string name() const override { return "square in " + std::to_string(::getpid()); }
 };
 
+struct quits_in_constructor {
+  quits_in_constructor() { weft::exit_actor(); }
+  int get() const { return 1; }
+};
+
+/// A task that tries to create an actor inside its worker.
+std::string create_actor_inside(int) {
+  try {
+    weft::remote<quits_in_constructor>().remote();
+  } catch (const weft::not_initialized_error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
 struct throws_in_constructor {
   throws_in_constructor() { throw std::runtime_error("no room for another one"); }
   int get() const { return 1; }
@@ -231,6 +246,36 @@ TEST_CASE("100 queued calls with max_task_retries=-1 survive a kill -9 of the ac
   CHECK(process_test::gone(first_pid));
 }
 
+TEST_CASE("calls made while the actor's worker is being killed all succeed with max_task_retries=-1") {
+  // Calls keep coming while the worker dies: some are still in the actor's
+  // mailbox when its worker is already gone. They go to the restarted
+  // actor like the ones that were sent to the worker.
+  weft_test::runtime_guard rt(processes);
+  process_test::temp_dir dir;
+  const auto log = dir.file("log");
+  auto a = weft::remote<counter>({.max_restarts = 1, .max_task_retries = -1}).remote(log, 0);
+  const int pid = weft::get(a.task(&counter::pid).remote(), bound);
+  std::vector<weft::object_ref<int>> refs;
+  for (int i = 0; i < 3000; ++i) {
+    if (i == 1000)
+      REQUIRE(::kill(pid, SIGKILL) == 0);
+    refs.push_back(a.task(&counter::increment).remote());
+  }
+  const auto values = weft::get(refs, bound); // throws if any call failed
+  // In order: counting up, starting again at 1 once at most (none of the
+  // first calls may have run before the kill).
+  int starts = 0;
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (values[i] == 1)
+      ++starts;
+    else
+      CHECK(values[i] == values[i - 1] + 1);
+  }
+  CHECK(starts >= 1);
+  CHECK(starts <= 2);
+  CHECK(count_lines(log, "construct ") == 2);
+}
+
 TEST_CASE("an actor whose worker crashes with max_restarts=0 is dead and its calls fail naming the signal") {
   process_test::let_signals_through();
   weft_test::runtime_guard rt(processes);
@@ -297,6 +342,18 @@ TEST_CASE("exit_actor in a worker delivers that call's result then ends the acto
   CHECK(eventually([&] { return process_test::gone(pid); }));
   CHECK(count_lines(log, "destroy " + std::to_string(pid)) == 1);
   CHECK_THAT(died_message(a.task(&counter::increment).remote()), Contains("exit_actor"));
+}
+
+TEST_CASE("exit_actor in a constructor in a worker ends the actor as in the driver") {
+  weft_test::runtime_guard rt(processes);
+  auto a = weft::remote<quits_in_constructor>().remote();
+  CHECK_THAT(died_message(a.task(&quits_in_constructor::get).remote()), Contains("exit_actor"));
+}
+
+TEST_CASE("creating an actor inside a worker says it is not available there") {
+  weft_test::runtime_guard rt(processes);
+  CHECK_THAT(weft::get(weft::remote(create_actor_inside).remote(0), bound),
+             Contains("cannot be created or called from a worker process"));
 }
 
 TEST_CASE("a constructor that throws in the worker fails the actor with its message") {

@@ -550,6 +550,19 @@ int reject_first(std::string log, int throws) {
   return attempt;
 }
 
+TEST_CASE("retry_on applies to tasks sent ahead to a busy worker too") {
+  // Many short tasks: most are pipelined behind others on the two workers,
+  // and each carries its type tests with it.
+  weft_test::runtime_guard rt(ft::processes);
+  ft::temp_dir dir;
+  const auto f = weft::remote(reject_first, {.max_retries = 1, .retry_exceptions = weft::retry_on<std::logic_error>()});
+  std::vector<weft::object_ref<int>> refs;
+  for (int i = 0; i < 100; ++i)
+    refs.push_back(f.remote(dir.file("log" + std::to_string(i)), 1));
+  for (auto& r : refs)
+    CHECK(weft::get(r, weft_test::bound) == 2);
+}
+
 TEST_CASE("retry_on with a list of types retries in a worker process what derives from them and nothing else") {
   weft_test::runtime_guard rt(ft::processes);
   ft::temp_dir dir;
