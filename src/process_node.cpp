@@ -354,6 +354,10 @@ void process_node::on_done(const std::string& batch) {
     std::lock_guard<std::mutex> lock(mtx_);
     std::unordered_map<int, std::string> top_ups;
     for_each_done(batch, "a worker", [&](const wire::done_record& d) {
+      if (auto held = cancelled_in_flight_.extract(d.seq); !held.empty()) {
+        held.mapped().second->release(); // its worker is done with the arguments
+        return;
+      }
       auto it = jobs_.find(d.seq);
       if (it == jobs_.end())
         return; // its worker died meanwhile and the task was settled
@@ -490,8 +494,13 @@ void process_node::cancel(task_base* t, bool force) {
       return;
     }
     // Queued behind another task on that worker: it is done now; the
-    // worker skips it, and its result record finds no job.
+    // worker skips it, and its result record finds no job. The task
+    // object (its arguments) lives until that record, or the worker's
+    // end: the worker may be reading them right now (a weft::array in the
+    // store must not be freed under it).
     std::erase(w.assigned, it->first);
+    t->add_ref();
+    cancelled_in_flight_.emplace(it->first, std::make_pair(w.id, t));
     jobs_.erase(it);
     lock.unlock();
     finish_follower(t, std::make_exception_ptr(task_cancelled_error("weft: task '" + runtime::task_name(*t) +
@@ -508,6 +517,12 @@ std::vector<std::pair<task_base*, std::exception_ptr>> process_node::on_exit(wor
   w.state = wstate::dead;
   w.actor.reset();
   w.ctl.reset();
+  std::erase_if(cancelled_in_flight_, [&w](auto& entry) {
+    if (entry.second.first != w.id)
+      return false;
+    entry.second.second->release();
+    return true;
+  });
   std::vector<std::pair<task_base*, std::exception_ptr>> done;
   if (w.for_actor) {
     // Told first, so that the actor fails (and may restart) before the

@@ -189,6 +189,9 @@ private:
   std::uint64_t next_seq_ = 0;
   std::map<std::uint64_t, job> jobs_;
   std::deque<std::uint64_t> pending_;
+  /// Followers cancelled while in a worker's line, by seq: (worker, task
+  /// kept alive until the worker is done with its arguments).
+  std::unordered_map<std::uint64_t, std::pair<int, task_base*>> cancelled_in_flight_;
   std::unordered_map<const void*, code_ref> code_cache_;
   /// Followers that could not be encoded, or not be requeued (shutdown),
   /// to be settled once mtx_ is let go.
