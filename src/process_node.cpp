@@ -23,6 +23,7 @@
 #include "log.hpp"
 #include "node_store.hpp"
 #include "shm_arena.hpp"
+#include "weft/array.hpp"
 #include "weft/errors.hpp"
 #include "worker_protocol.hpp"
 
@@ -356,16 +357,21 @@ void process_node::on_done(const std::string& batch) {
     for_each_done(batch, "a worker", [&](const wire::done_record& d) {
       if (auto held = cancelled_in_flight_.extract(d.seq); !held.empty()) {
         held.mapped().second->release(); // its worker is done with the arguments
+        release_handed_references(d.handed);
         return;
       }
       auto it = jobs_.find(d.seq);
-      if (it == jobs_.end())
-        return; // its worker died meanwhile and the task was settled
+      if (it == jobs_.end()) {
+        release_handed_references(d.handed); // its worker died meanwhile and the task was settled
+        return;
+      }
       job& j = it->second;
       task_base* t = j.t;
       auto wit = workers_.find(j.worker);
-      if (wit == workers_.end() || wit->second.assigned.empty() || wit->second.assigned.front() != d.seq)
-        return; // not this worker's current task any more
+      if (wit == workers_.end() || wit->second.assigned.empty() || wit->second.assigned.front() != d.seq) {
+        release_handed_references(d.handed); // not this worker's current task any more
+        return;
+      }
       worker& w = wit->second;
       w.assigned.pop_front();
       w.last_run_us = d.run_us;
@@ -890,8 +896,10 @@ void process_node::on_actor_done(std::int32_t worker_id, const std::string& batc
   worker& w = wit->second;
   for_each_done(batch, "an actor's worker", [&](const wire::done_record& d) {
     auto node = w.replies.extract(d.seq);
-    if (node.empty())
-      return; // its call was given up
+    if (node.empty()) {
+      release_handed_references(d.handed); // its call was given up
+      return;
+    }
     object_ptr cell = std::move(node.mapped());
     std::exception_ptr err;
     try {

@@ -208,13 +208,24 @@ const void* resolve(code_ref r, const std::vector<const module_table::module*>& 
 }
 
 std::string done(std::uint64_t seq, wire::status st, std::chrono::steady_clock::time_point started,
-                 std::string_view payload) {
+                 std::string_view payload, std::string_view handed = {}) {
   const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
   std::string out;
-  wire::done_record{seq, st, static_cast<std::uint32_t>(std::min<std::int64_t>(us.count(), 0xffffffff)), payload}.write(
-    out);
+  wire::done_record{seq, st, static_cast<std::uint32_t>(std::min<std::int64_t>(us.count(), 0xffffffff)), payload,
+                    handed}
+    .write(out);
   return out;
 }
+
+/// Collects, for the scope, the store references a result hands over.
+struct collect_handed {
+  std::string offsets;
+  std::string* before = collect_handed_references(&offsets);
+  collect_handed() = default;
+  ~collect_handed() { collect_handed_references(before); }
+  collect_handed(const collect_handed&) = delete;
+  collect_handed& operator=(const collect_handed&) = delete;
+};
 
 /// Builds the hosted actor's object; returns the result record (seq 0).
 std::string create_actor(std::string_view rec, const std::vector<const module_table::module*>& map) {
@@ -257,6 +268,7 @@ std::string run_actor_call(std::string_view rec, const std::vector<const module_
   if (g_started)
     g_started->store(call.seq, std::memory_order_release);
   std::string payload;
+  collect_handed handed;
   auto st = wire::status::failed;
   const void* inv = resolve(call.invoker, map);
   std::uintptr_t words[2] = {0, static_cast<std::uintptr_t>(call.adjust)};
@@ -286,7 +298,7 @@ std::string run_actor_call(std::string_view rec, const std::vector<const module_
         st = wire::status::ok_exit;
     }
   }
-  return done(call.seq, st, started, payload);
+  return done(call.seq, st, started, payload, handed.offsets);
 }
 
 /// Runs the records of a batch in order with `run`, and hands the result
@@ -316,6 +328,7 @@ void run_batch(const std::string& batch, Run&& run, Send&& send) {
 std::string run_call(std::string_view rec, const std::vector<const module_table::module*>& map) {
   wire::call_record call;
   std::string payload;
+  collect_handed handed;
   auto st = wire::status::ok;
   if (!call.read(rec))
     die("corrupted call record from the driver", 5);
@@ -346,7 +359,7 @@ std::string run_call(std::string_view rec, const std::vector<const module_table:
                      matchers);
     g_running_seq.store(0, std::memory_order_release);
   }
-  return done(call.seq, st, started, payload);
+  return done(call.seq, st, started, payload, handed.offsets);
 }
 
 } // namespace

@@ -178,6 +178,9 @@ struct done_record {
   status st = status::ok;
   std::uint32_t run_us = 0; ///< how long the call ran in the worker
   std::string_view payload;
+  /// Store blocks whose references the payload hands over (packed u64
+  /// offsets): whoever drops the record undecoded releases them.
+  std::string_view handed;
 
   void write(std::string& out) const {
     writer w(out);
@@ -185,6 +188,7 @@ struct done_record {
     w.put(static_cast<std::uint8_t>(st));
     w.put(run_us);
     w.put_bytes(payload);
+    w.put_bytes(handed);
   }
   bool read(std::string_view in) {
     reader r(in);
@@ -192,7 +196,8 @@ struct done_record {
     st = static_cast<status>(r.get<std::uint8_t>());
     run_us = r.get<std::uint32_t>();
     payload = r.get_bytes();
-    return r.ok() && static_cast<std::uint8_t>(st) <= 3;
+    handed = r.get_bytes();
+    return r.ok() && static_cast<std::uint8_t>(st) <= 3 && handed.size() % sizeof(std::uint64_t) == 0;
   }
 };
 

@@ -2,7 +2,9 @@
 #include "weft/array.hpp"
 
 #include <atomic>
+#include <cstring>
 #include <new>
+#include <utility>
 
 #include "../../src/node_store.hpp"
 #include "../../src/shm_arena.hpp"
@@ -18,6 +20,7 @@ std::atomic<shm_arena*> g_active{nullptr};
 std::atomic<shm_arena*> g_arena{nullptr};
 std::atomic<std::size_t> g_threshold{std::size_t{100} << 10};
 thread_local bool tls_hand_over = false;
+thread_local std::string* tls_handed = nullptr;
 
 constexpr std::size_t heap_align = 64;
 
@@ -102,8 +105,25 @@ array_block::~array_block() {
 }
 
 void array_block::add_reference_for_receiver() const noexcept {
-  if (offset_)
-    g_arena.load(std::memory_order_acquire)->add_ref(offset_);
+  if (!offset_)
+    return;
+  g_arena.load(std::memory_order_acquire)->add_ref(offset_);
+  if (tls_handed)
+    tls_handed->append(reinterpret_cast<const char*>(&offset_), sizeof offset_);
+}
+
+std::string* collect_handed_references(std::string* into) noexcept { return std::exchange(tls_handed, into); }
+
+void release_handed_references(std::string_view offsets) noexcept {
+  shm_arena* arena = g_arena.load(std::memory_order_acquire);
+  if (!arena)
+    return;
+  for (std::size_t i = 0; i + sizeof(std::uint64_t) <= offsets.size(); i += sizeof(std::uint64_t)) {
+    std::uint64_t offset = 0;
+    std::memcpy(&offset, offsets.data() + i, sizeof offset);
+    if (arena->valid(offset, 0))
+      arena->release(offset);
+  }
 }
 
 bool arrays_hand_over_references() noexcept { return tls_hand_over; }

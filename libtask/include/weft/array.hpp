@@ -101,6 +101,13 @@ private:
 /// shared-store references (a worker sending results: the worker's own
 /// copies may be gone before the driver reads them).
 bool arrays_hand_over_references() noexcept;
+/// Worker processes: while set, the offsets of the references handed over
+/// are appended to `*into` (so that a message dropped undecoded can give
+/// them back). Returns the previous collector.
+std::string* collect_handed_references(std::string* into) noexcept;
+/// Releases references handed over in a message that will not be decoded
+/// (packed u64 store offsets, as collected).
+void release_handed_references(std::string_view offsets) noexcept;
 /// Sets arrays_hand_over_references() for the scope.
 class hand_over_references {
 public:
