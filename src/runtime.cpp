@@ -63,8 +63,15 @@ shm_arena& driver_store(const config& cfg) {
   static std::mutex mtx;
   static std::unique_ptr<shm_arena> arena;
   std::lock_guard<std::mutex> lock(mtx);
-  if (arena && arena->blocks_in_use() != 0)
-    return *arena; // arrays of an earlier runtime still live in it
+  if (arena && arena->blocks_in_use() != 0) {
+    // Arrays of an earlier runtime (or references a killed worker left)
+    // still live in it: it stays, with its capacity.
+    if (cfg.object_store_memory && *cfg.object_store_memory != arena->capacity())
+      log().warn("weft: config.object_store_memory = {} is not applied: the object store of an earlier init still "
+                 "holds {} array(s); it keeps its capacity of {} bytes",
+                 *cfg.object_store_memory, arena->blocks_in_use(), arena->capacity());
+    return *arena;
+  }
   std::size_t capacity = 0;
   if (cfg.object_store_memory) {
     capacity = *cfg.object_store_memory;
