@@ -294,6 +294,30 @@ row tasks_sync_row(const settings& c, const char* mode) {
   return row{"tasks_sync", mode, s.median, "tasks/s", "thread_roundtrip_ceiling", {}, s.spread, ""};
 }
 
+float first_of(weft::array<float> a) { return a.empty() ? 0.f : a[0]; }
+
+/// Worker processes: the whole round trip of a task taking a 1 GiB
+/// weft::array (its get in the worker included), beside the same task
+/// taking a 1 KiB one: the array crosses as an offset into the shared
+/// store, so the two cost the same.
+row array_in_worker_row(const settings& c) {
+  const std::size_t big_n = (c.quick ? std::size_t{64} : std::size_t{1024}) << 20 >> 2; // floats
+  const auto big =
+    weft::array<float>::build(big_n, [](std::span<float> out) { std::fill(out.begin(), out.end(), 1.f); });
+  const auto small =
+    weft::array<float>::build(256, [](std::span<float> out) { std::fill(out.begin(), out.end(), 1.f); });
+  const auto f = weft::remote(first_of);
+  auto per_call = [&](const weft::array<float>& a) {
+    return timed(c.quick ? 5 : 50, [&] { (void)weft::get(f.remote(a)); });
+  };
+  const auto s_small = per_call(small);
+  const auto s_big = per_call(big);
+  char note[160];
+  std::snprintf(note, sizeof note, "a %zu MiB array; the same task with a 1 KiB array: %.0f us",
+                big_n * sizeof(float) >> 20, s_small.median * 1e6);
+  return row{"array_get_in_worker", "processes", s_big.median, "s", {}, {}, s_big.spread, note};
+}
+
 /// Ray's 1:1 actor calls sync and async; the same code in either worker mode.
 row actor_calls_sync_row(const settings& c, const char* mode) {
   auto h = weft::remote<bench_actor>().remote();
@@ -566,6 +590,8 @@ std::vector<workload> process_workloads() {
      [](const settings& c) { return actor_calls_sync_row(c, "processes"); }},
     {"actor_calls_async", "1:1 calls to an actor in a worker process, 1000 submitted then one get",
      [](const settings& c) { return actor_calls_async_row(c, "processes"); }},
+    {"array_get_in_worker", "round trip of a task taking a 1 GiB weft::array (64 MiB with --quick)",
+     [](const settings& c) { return array_in_worker_row(c); }},
   };
 }
 
