@@ -18,6 +18,7 @@
 using Catch::Matchers::Contains;
 using process_test::processes;
 using weft_test::bound;
+using weft_test::died_what;
 using weft_test::eventually;
 
 namespace {
@@ -125,18 +126,6 @@ struct throws_in_constructor {
   throws_in_constructor() { throw std::runtime_error("no room for another one"); }
   int get() const { return 1; }
 };
-
-template <class T>
-std::string died_message(const weft::object_ref<T>& ref) {
-  try {
-    weft::get(ref, bound);
-  } catch (const weft::actor_died_error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("not actor_died_error: ") + e.what();
-  }
-  return "no error";
-}
 
 } // namespace
 
@@ -282,9 +271,9 @@ TEST_CASE("an actor whose worker crashes with max_restarts=0 is dead and its cal
   process_test::temp_dir dir;
   auto a = weft::remote<counter>().remote(dir.file("log"), 0);
   const int pid = weft::get(a.task(&counter::pid).remote(), bound);
-  const auto msg = died_message(a.task(&counter::crash).remote());
+  const auto msg = died_what(a.task(&counter::crash).remote());
   CHECK_THAT(msg, Contains("SIGSEGV") && Contains(std::to_string(pid)));
-  CHECK_THAT(died_message(a.task(&counter::increment).remote()), Contains("is dead"));
+  CHECK_THAT(died_what(a.task(&counter::increment).remote()), Contains("is dead"));
   CHECK(eventually([&] { return process_test::gone(pid); }));
 }
 
@@ -297,7 +286,7 @@ TEST_CASE("an actor restarted after its worker crashed runs in a new worker and 
   const int pid = weft::get(a.task(&counter::pid).remote(), bound);
   CHECK(weft::get(a.task(&counter::context).remote(), bound) == weft::to_string(a.id()) + " phoenix first");
   // The crashing call itself is not retried (max_task_retries = 0).
-  CHECK_THAT(died_message(a.task(&counter::crash).remote()), Contains("SIGSEGV"));
+  CHECK_THAT(died_what(a.task(&counter::crash).remote()), Contains("SIGSEGV"));
   CHECK(weft::get(a.task(&counter::increment).remote(), bound) == 6); // constructed again from (log, 5)
   CHECK(weft::get(a.task(&counter::pid).remote(), bound) != pid);
   CHECK(weft::get(a.task(&counter::context).remote(), bound) == weft::to_string(a.id()) + " phoenix restarted");
@@ -313,8 +302,8 @@ TEST_CASE("kill ends an actor's worker at once even while a method never returns
   auto stuck = a.task(&counter::spin_forever).remote();
   auto queued = a.task(&counter::increment).remote();
   weft::kill(a);
-  CHECK_THAT(died_message(stuck), Contains("killed"));
-  CHECK_THAT(died_message(queued), Contains("killed"));
+  CHECK_THAT(died_what(stuck), Contains("killed"));
+  CHECK_THAT(died_what(queued), Contains("killed"));
   CHECK(eventually([&] { return process_test::gone(pid); }));
   CHECK(count_lines(log, "destroy ") == 0); // killed, not ended: no destructor
 }
@@ -341,13 +330,13 @@ TEST_CASE("exit_actor in a worker delivers that call's result then ends the acto
   CHECK(weft::get(a.task(&counter::finish).remote(), bound) == 41);
   CHECK(eventually([&] { return process_test::gone(pid); }));
   CHECK(count_lines(log, "destroy " + std::to_string(pid)) == 1);
-  CHECK_THAT(died_message(a.task(&counter::increment).remote()), Contains("exit_actor"));
+  CHECK_THAT(died_what(a.task(&counter::increment).remote()), Contains("exit_actor"));
 }
 
 TEST_CASE("exit_actor in a constructor in a worker ends the actor as in the driver") {
   weft_test::runtime_guard rt(processes);
   auto a = weft::remote<quits_in_constructor>().remote();
-  CHECK_THAT(died_message(a.task(&quits_in_constructor::get).remote()), Contains("exit_actor"));
+  CHECK_THAT(died_what(a.task(&quits_in_constructor::get).remote()), Contains("exit_actor"));
 }
 
 TEST_CASE("creating an actor inside a worker says it is not available there") {
@@ -359,7 +348,7 @@ TEST_CASE("creating an actor inside a worker says it is not available there") {
 TEST_CASE("a constructor that throws in the worker fails the actor with its message") {
   weft_test::runtime_guard rt(processes);
   auto a = weft::remote<throws_in_constructor>().remote();
-  const auto msg = died_message(a.task(&throws_in_constructor::get).remote());
+  const auto msg = died_what(a.task(&throws_in_constructor::get).remote());
   CHECK_THAT(msg, Contains("constructor threw") && Contains("no room for another one"));
 }
 

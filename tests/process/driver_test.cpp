@@ -60,18 +60,6 @@ constexpr const char* pid_file_env = "WEFT_DRIVER_TEST_PID_FILE";
 /// This test program's path.
 std::string own_exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
 
-/// The E that get(ref) throws (within the bound); nothing if it returns a
-/// value. Any other exception (a timeout) escapes and fails the test.
-template <class E, class T>
-std::optional<E> error_of(const weft::object_ref<T>& ref) {
-  try {
-    weft::get(ref, weft_test::bound);
-  } catch (const E& e) {
-    return e;
-  }
-  return std::nullopt;
-}
-
 /// The pids of this process's children (from /proc/<pid>/stat).
 std::vector<int> own_children() {
   std::vector<int> out;

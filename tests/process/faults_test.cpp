@@ -60,18 +60,6 @@ std::vector<std::string> wait_for_lines(const std::string& path, std::size_t n) 
   return lines_of(path);
 }
 
-/// The E that get(ref) throws (within the bound); nothing if it returns a
-/// value. Any other exception (a timeout) escapes and fails the test.
-template <class E, class T>
-std::optional<E> error_of(const weft::object_ref<T>& ref) {
-  try {
-    weft::get(ref, weft_test::bound);
-  } catch (const E& e) {
-    return e;
-  }
-  return std::nullopt;
-}
-
 // ---------------------------------------------------------------- crashes
 
 enum crash_kind : int { by_sigkill, by_segfault, by_abort, by_terminate, by_exit3, by_exit0 };
@@ -510,14 +498,18 @@ TEST_CASE("cancel of a task sent ahead to a busy worker drops it at once and kil
 
 // ---------------------------------------------------------------- exceptions
 
-/// Records its attempt; throws while no more than `throws` attempts ran.
-int throw_first(std::string log, int throws) {
+/// Records its attempt; throws an E while no more than `throws` attempts ran.
+template <class E>
+int fail_first(std::string log, int throws) {
   ft::append_line(log, std::to_string(::getpid()));
   const int attempt = static_cast<int>(ft::lines_of(log).size());
   if (attempt <= throws)
-    throw std::runtime_error("attempt " + std::to_string(attempt) + " failed");
+    throw E("attempt " + std::to_string(attempt) + " failed");
   return attempt;
 }
+const auto throw_first = &fail_first<std::runtime_error>;
+/// std::invalid_argument derives from std::logic_error.
+const auto reject_first = &fail_first<std::invalid_argument>;
 
 TEST_CASE("retry_exceptions=true retries a throwing task in a worker process") {
   weft_test::runtime_guard rt(ft::processes);
@@ -539,15 +531,6 @@ TEST_CASE("retry_exceptions=true retries a throwing task in a worker process") {
   const auto once = dir.file("once");
   CHECK(ft::error_of<weft::task_error>(weft::remote(throw_first, {.max_retries = 3}).remote(once, 5)));
   CHECK(ft::lines_of(once).size() == 1);
-}
-
-/// Like throw_first, with an exception derived from std::logic_error.
-int reject_first(std::string log, int throws) {
-  ft::append_line(log, std::to_string(::getpid()));
-  const int attempt = static_cast<int>(ft::lines_of(log).size());
-  if (attempt <= throws)
-    throw std::invalid_argument("attempt " + std::to_string(attempt) + " rejected");
-  return attempt;
 }
 
 TEST_CASE("retry_on applies to tasks sent ahead to a busy worker too") {

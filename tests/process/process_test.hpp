@@ -11,12 +11,15 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
 #include <vector>
 
 #include <weft/weft.hpp>
+
+#include "weft_test.hpp"
 
 namespace process_test {
 
@@ -79,6 +82,18 @@ inline void let_signals_through() {
   opts += std::string(opts.empty() ? "" : ":") + "handle_segv=0:handle_sigbus=0:handle_abort=0:detect_leaks=0";
   ::setenv("ASAN_OPTIONS", opts.c_str(), 1);
 #endif
+}
+
+/// The E that get(ref) throws (within the bound); nothing if it returns a
+/// value. Any other exception (a timeout) escapes and fails the test.
+template <class E, class T>
+std::optional<E> error_of(const weft::object_ref<T>& ref) {
+  try {
+    weft::get(ref, weft_test::bound);
+  } catch (const E& e) {
+    return e;
+  }
+  return std::nullopt;
 }
 
 /// True once no process `pid` exists any more (not even a zombie: reaped).
