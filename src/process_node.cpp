@@ -139,10 +139,121 @@ caf::behavior node_behavior(caf::event_based_actor*, process_node* node) {
     [node](wire::blocked_atom, std::int32_t worker, std::uint64_t job, bool blocked) {
       node->on_blocked(worker, job, blocked);
     },
+    [node](wire::fetch_atom, std::int32_t worker, std::uint64_t id) { node->on_fetch(worker, id); },
+    [node](wire::release_atom, std::int32_t worker, const std::string& pairs) { node->on_release(worker, pairs); },
   };
 }
 
 const int node_key = 0;
+
+} // namespace
+
+namespace {
+
+/// What a forwarded task's result is in the driver: the bytes as its
+/// worker sent them (the driver never reads them) and the refs they carry.
+struct forwarded_result {
+  std::string bytes;
+  std::vector<carried_ref> refs;
+  std::string handed; ///< store references the bytes hand over
+};
+
+/// A task that a task in a worker submitted: code refs and argument bytes
+/// as the worker sent them (and the refs they carry); its one result stays
+/// bytes and goes back to that worker.
+class forwarded_task final : public task_base {
+public:
+  forwarded_task(const void* fn, remote_invoker inv, std::shared_ptr<const task_options> options, std::string args,
+                 std::vector<carried_ref> arg_refs) :
+    task_base(fn, std::move(options), std::span<object_ptr>(&ret_, 1), {}),
+    inv_(inv),
+    args_(std::move(args)),
+    arg_refs_(std::move(arg_refs)),
+    ret_(new value_object<forwarded_result>()) {}
+  void invoke() override { throw error("weft: a task submitted in a worker process runs only in worker processes"); }
+  remote_invoker invoker() const noexcept override { return inv_; }
+  void encode_arguments(std::string& out) const override {
+    out += args_;
+    for (const auto& r : arg_refs_)
+      encode_ref(r.cell.get(), r.ops); // the codec of the record collects them
+  }
+  void decode_results(std::string_view in) override {
+    static_cast<value_object<forwarded_result>*>(ret_.get())->emplace(forwarded_result{std::string(in), {}, {}});
+  }
+  /// What the result (just decoded) carries: refs (from the record's
+  /// codec) and store references.
+  void keep_result(const ref_table& refs, std::string_view handed) {
+    auto& r = const_cast<forwarded_result&>(static_cast<value_object<forwarded_result>*>(ret_.get())->value());
+    for (const auto& [id, ref] : refs.refs)
+      r.refs.push_back(ref);
+    r.handed = handed;
+  }
+  const object_ptr& result() const noexcept { return ret_; }
+
+private:
+  remote_invoker inv_;
+  std::string args_;
+  std::vector<carried_ref> arg_refs_;
+  object_ptr ret_;
+};
+
+/// Sends a forwarded task's end to the worker that submitted it.
+struct forward_reply final : completion_waiter {
+  process_node* node;
+  int worker;
+  std::uint64_t seq;
+  object_ptr cell;
+  forward_reply(process_node* n, int w, std::uint64_t s, object_ptr o) :
+    node(n),
+    worker(w),
+    seq(s),
+    cell(std::move(o)) {}
+  void on_complete(object_state& obj) noexcept override {
+    std::string payload;
+    auto kind = wire::result_kind::ok;
+    std::vector<carried_ref> refs;
+    std::string handed;
+    try {
+      if (!obj.failed()) {
+        const auto& r = static_cast<value_object<forwarded_result>&>(obj).value();
+        payload = r.bytes;
+        refs = r.refs;
+        handed = r.handed;
+      } else {
+        kind = static_cast<wire::result_kind>(encode_error(obj.error(), payload));
+      }
+    } catch (...) {
+      kind = wire::result_kind::other;
+      payload.clear();
+      encode_each(payload, std::string("weft::error"), std::string("weft: the result could not be sent back"));
+    }
+    node->send_result(worker, seq, static_cast<std::uint8_t>(kind), std::move(payload), refs, handed);
+    delete this;
+  }
+};
+
+/// Sends an object's value to the worker whose proxy asked for it, once
+/// the object is done.
+struct fetch_reply final : completion_waiter {
+  process_node* node;
+  int worker;
+  std::uint64_t id;
+  carried_ref ref;
+  fetch_reply(process_node* n, int w, std::uint64_t i, carried_ref r) : node(n), worker(w), id(i), ref(std::move(r)) {}
+  void on_complete(object_state&) noexcept override {
+    node->send_value(worker, id, ref);
+    delete this;
+  }
+};
+
+/// A record dropped unread gives back the store references it hands over.
+void release_dropped(const wire::done_record& d) {
+  release_handed_references(d.handed);
+  wire::reader r(d.refs);
+  wire::bundle_entry e;
+  while (e.read(r))
+    release_handed_references(e.handed);
+}
 
 } // namespace
 
@@ -219,7 +330,12 @@ void process_node::dispatch(task_base* t) {
   job j;
   j.t = t;
   try {
-    t->encode_arguments(j.args);
+    {
+      ref_collector refs;
+      ref_codec_scope scope(&refs);
+      t->encode_arguments(j.args);
+      j.refs = std::move(refs.refs);
+    }
     std::lock_guard<std::mutex> lock(mtx_);
     locate_job_code(j);
     if (stopping_)
@@ -236,10 +352,88 @@ void process_node::dispatch(task_base* t) {
   }
 }
 
-void process_node::append_call(std::string& batch, std::uint64_t seq, const job& j) {
+void process_node::append_call(std::string& batch, std::uint64_t seq, const job& j, int worker) {
   std::string rec;
-  wire::call_record{seq, j.invoker, j.fn, j.args, j.matchers}.write(rec);
+  const std::string ids = lend_locked(worker, j.refs);
+  wire::call_record{seq, j.invoker, j.fn, j.args, j.matchers, ids}.write(rec);
   wire::writer(batch).put_bytes(rec);
+}
+
+std::string process_node::lend_locked(int worker, const std::vector<carried_ref>& refs) {
+  if (refs.empty())
+    return {};
+  auto& table = lent_[worker];
+  for (const auto& r : refs) {
+    auto& e = table[r.cell->id().value];
+    if (!e.ref.cell)
+      e.ref = r;
+    ++e.count;
+  }
+  return packed_ids(refs);
+}
+
+const void* process_node::address_locked(code_ref c) const {
+  const auto& mods = modules_.modules();
+  if (c.module >= mods.size())
+    return nullptr;
+  const auto a = mods[c.module].base + c.offset;
+  for (auto [b, e] : mods[c.module].code)
+    if (a >= b && a < e)
+      return reinterpret_cast<const void*>(a);
+  return nullptr;
+}
+
+bool process_node::pin_locked(int worker, std::string_view bundle, ref_table& out) {
+  if (bundle.empty())
+    return true;
+  auto table = lent_.find(worker);
+  wire::reader r(bundle);
+  wire::bundle_entry e;
+  bool ok = true;
+  while (e.read(r)) {
+    if (!ok) { // after a refusal: only give back what the rest hands over
+      release_handed_references(e.handed);
+      continue;
+    }
+    if (e.k == wire::bundle_entry::kind::held) {
+      const lent* found = nullptr;
+      if (table != lent_.end())
+        if (auto it = table->second.find(e.id); it != table->second.end())
+          found = &it->second;
+      if (!found) {
+        log().error("weft: worker {} sent a ref to {}, which it does not hold", worker, to_string(object_id{e.id}));
+        ok = false;
+        continue;
+      }
+      out.refs[e.id] = found->ref;
+      continue;
+    }
+    // An object of the worker's own: make the node's copy, with its id.
+    auto ops = reinterpret_cast<ref_ops_fn>(const_cast<void*>(address_locked(e.ops)));
+    if (!ops) {
+      release_handed_references(e.handed);
+      ok = false;
+      continue;
+    }
+    object_ptr cell;
+    try {
+      if (e.k == wire::bundle_entry::kind::value) {
+        ref_codec_scope scope(&out); // refs inside it come before it in the bundle
+        cell = object_ptr(ops(ref_op::make_ready, nullptr, e.payload, nullptr));
+      } else {
+        cell = object_ptr(ops(ref_op::make_pending, nullptr, {}, nullptr));
+        cell->complete_error(rebuild_error(static_cast<error_kind>(e.err), e.payload));
+      }
+    } catch (...) {
+      // (The store references a value that failed half-way had adopted are
+      // freed with it; the rest stay: a leak, never a double release.)
+      cell = object_ptr(ops(ref_op::make_pending, nullptr, {}, nullptr));
+      cell->complete_error(std::current_exception());
+    }
+    cell->assign_id(object_id{e.id});
+    out.refs[e.id] = carried_ref{std::move(cell), ops};
+  }
+  return ok && r.ok();
 }
 
 void process_node::top_up_locked(worker& w, std::string& batch) {
@@ -260,7 +454,10 @@ void process_node::top_up_locked(worker& w, std::string& batch) {
     job j;
     j.t = t;
     try {
+      ref_collector refs;
+      ref_codec_scope scope(&refs);
       t->encode_arguments(j.args);
+      j.refs = std::move(refs.refs);
       locate_job_code(j);
     } catch (...) {
       failed_followers_.emplace_back(t, std::current_exception());
@@ -270,7 +467,7 @@ void process_node::top_up_locked(worker& w, std::string& batch) {
     j.worker = w.id;
     auto& placed = jobs_.emplace(seq, std::move(j)).first->second;
     w.assigned.push_back(seq);
-    append_call(batch, seq, placed);
+    append_call(batch, seq, placed, w.id);
   }
 }
 
@@ -293,7 +490,7 @@ void process_node::pump_locked() {
     idle->state = wstate::busy;
     idle->assigned.push_back(seq);
     it->second.worker = idle->id;
-    append_call(batch, seq, it->second);
+    append_call(batch, seq, it->second, idle->id);
     top_up_locked(*idle, batch);
     caf::anon_send(*idle->actor, wire::call_atom::value, std::move(batch));
   }
@@ -347,6 +544,8 @@ void process_node::on_done(const std::string& batch) {
     task_base* t;
     wire::done_record d;
     bool gives_back;
+    ref_table refs;      ///< the refs its result carries
+    bool refs_ok = true; ///< false: its bundle was refused
   };
   std::vector<finished> done;
   std::vector<std::pair<task_base*, std::exception_ptr>> failed;
@@ -357,19 +556,19 @@ void process_node::on_done(const std::string& batch) {
     for_each_done(batch, "a worker", [&](const wire::done_record& d) {
       if (auto held = cancelled_in_flight_.extract(d.seq); !held.empty()) {
         held.mapped().second->release(); // its worker is done with the arguments
-        release_handed_references(d.handed);
+        release_dropped(d);
         return;
       }
       auto it = jobs_.find(d.seq);
       if (it == jobs_.end()) {
-        release_handed_references(d.handed); // its worker died meanwhile and the task was settled
+        release_dropped(d); // its worker died meanwhile and the task was settled
         return;
       }
       job& j = it->second;
       task_base* t = j.t;
       auto wit = workers_.find(j.worker);
       if (wit == workers_.end() || wit->second.assigned.empty() || wit->second.assigned.front() != d.seq) {
-        release_handed_references(d.handed); // not this worker's current task any more
+        release_dropped(d); // not this worker's current task any more
         return;
       }
       worker& w = wit->second;
@@ -390,7 +589,7 @@ void process_node::on_done(const std::string& batch) {
         if (t->retries_left > 0)
           --t->retries_left;
         w.assigned.push_back(d.seq);
-        append_call(top_ups[w.id], d.seq, j);
+        append_call(top_ups[w.id], d.seq, j, w.id);
         return;
       }
       const bool gives_back = w.assigned.empty();
@@ -404,7 +603,8 @@ void process_node::on_done(const std::string& batch) {
           w.state = wstate::idle;
         }
       }
-      done.push_back({t, d, gives_back});
+      done.push_back({t, d, gives_back, {}, true});
+      done.back().refs_ok = pin_locked(w.id, d.refs, done.back().refs);
       jobs_.erase(it);
     });
     for (auto& [id, w] : workers_)
@@ -422,9 +622,16 @@ void process_node::on_done(const std::string& batch) {
     try {
       switch (f.d.st) {
       case wire::status::ok:
-      case wire::status::ok_exit: // (tasks never send it)
+      case wire::status::ok_exit: { // (tasks never send it)
+        if (!f.refs_ok)
+          throw serialization_error("weft: the result of task '" + runtime::task_name(*f.t) +
+                                    "' names objects its worker does not hold (corrupted input)");
+        ref_codec_scope scope(&f.refs);
         f.t->decode_results(f.d.payload);
+        if (auto* ft = dynamic_cast<forwarded_task*>(f.t))
+          ft->keep_result(f.refs, f.d.handed);
         break;
+      }
       case wire::status::exception: {
         std::string type, message;
         bool matched = false;
@@ -523,6 +730,7 @@ std::vector<std::pair<task_base*, std::exception_ptr>> process_node::on_exit(wor
   w.state = wstate::dead;
   w.actor.reset();
   w.ctl.reset();
+  lent_.erase(w.id); // what it borrowed is given back with it
   std::erase_if(cancelled_in_flight_, [&w](auto& entry) {
     if (entry.second.first != w.id)
       return false;
@@ -636,94 +844,20 @@ std::vector<std::pair<task_base*, std::exception_ptr>> process_node::on_exit(wor
   return done;
 }
 
-namespace {
-
-/// A task that a task in a worker submitted: code refs and argument bytes
-/// as the worker sent them; its one result stays bytes (the driver never
-/// reads it) and goes back to that worker.
-class forwarded_task final : public task_base {
-public:
-  forwarded_task(const void* fn, remote_invoker inv, std::shared_ptr<const task_options> options, std::string args) :
-    task_base(fn, std::move(options), std::span<object_ptr>(&ret_, 1), {}),
-    inv_(inv),
-    args_(std::move(args)),
-    ret_(new value_object<std::string>()) {}
-  void invoke() override { throw error("weft: a task submitted in a worker process runs only in worker processes"); }
-  remote_invoker invoker() const noexcept override { return inv_; }
-  void encode_arguments(std::string& out) const override { out += args_; }
-  void decode_results(std::string_view in) override {
-    static_cast<value_object<std::string>*>(ret_.get())->emplace(in);
-  }
-  const object_ptr& result() const noexcept { return ret_; }
-
-private:
-  remote_invoker inv_;
-  std::string args_;
-  object_ptr ret_;
-};
-
-/// Sends a forwarded task's end to the worker that submitted it.
-struct forward_reply final : completion_waiter {
-  caf::actor ctl;
-  std::uint64_t seq;
-  object_ptr cell;
-  forward_reply(caf::actor c, std::uint64_t s, object_ptr o) : ctl(std::move(c)), seq(s), cell(std::move(o)) {}
-  void on_complete(object_state& obj) noexcept override {
-    std::string payload;
-    auto kind = wire::result_kind::ok;
-    try {
-      if (!obj.failed()) {
-        payload = static_cast<value_object<std::string>&>(obj).value();
-      } else {
-        try {
-          std::rethrow_exception(obj.error());
-        } catch (const task_error& e) {
-          kind = wire::result_kind::task_error;
-          encode_each(payload, e.type_name(), e.message(), e.chain());
-        } catch (const worker_crashed_error& e) {
-          kind = wire::result_kind::crashed;
-          encode_each(payload, std::string(e.what()), e.signal(), e.exit_code());
-        } catch (const std::exception& e) {
-          kind = wire::result_kind::other;
-          encode_each(payload, demangled(typeid(e).name()), std::string(e.what()));
-        }
-      }
-    } catch (...) {
-      kind = wire::result_kind::other;
-      payload.clear();
-      encode_each(payload, std::string("weft::error"), std::string("weft: the result could not be sent back"));
-    }
-    caf::anon_send(ctl, wire::result_atom::value, seq, static_cast<std::uint8_t>(kind), std::move(payload));
-    delete this;
-  }
-};
-
-} // namespace
-
 void process_node::on_submit(std::int32_t worker_id, std::uint64_t seq, const std::string& record) {
-  caf::actor ctl;
   const void* inv = nullptr;
   const void* fn = nullptr;
   auto options = std::make_shared<task_options>();
   wire::submit_record rec;
+  ref_table refs;
   std::exception_ptr refused;
   {
     std::lock_guard<std::mutex> lock(mtx_);
     auto it = workers_.find(worker_id);
     if (it == workers_.end() || !it->second.ctl)
       return; // its worker is gone: no one waits for it
-    ctl = *it->second.ctl;
-    auto address = [this](code_ref c) -> const void* {
-      const auto& mods = modules_.modules();
-      if (c.module >= mods.size())
-        return nullptr;
-      const auto a = mods[c.module].base + c.offset;
-      for (auto [b, e] : mods[c.module].code)
-        if (a >= b && a < e)
-          return reinterpret_cast<const void*>(a);
-      return nullptr;
-    };
-    if (!rec.read(record) || !(inv = address(rec.invoker)) || !(fn = address(rec.fn)))
+    if (!rec.read(record) || !(inv = address_locked(rec.invoker)) || !(fn = address_locked(rec.fn)) ||
+        !pin_locked(worker_id, rec.refs, refs))
       refused = std::make_exception_ptr(serialization_error("weft: a worker sent a corrupted task submission"));
   }
   object_ptr cell;
@@ -736,20 +870,23 @@ void process_node::on_submit(std::int32_t worker_id, std::uint64_t seq, const st
       if (filter) {
         std::vector<exception_filter::matcher> types;
         std::lock_guard<std::mutex> lock(mtx_);
-        const auto& mods = modules_.modules();
         for (wire::reader r(rec.matchers); r.ok();) {
           code_ref c;
           if (!wire::get_code_ref(r, c))
             break;
-          if (c.module < mods.size())
-            types.push_back(reinterpret_cast<exception_filter::matcher>(mods[c.module].base + c.offset));
+          if (const void* m = address_locked(c))
+            types.push_back(reinterpret_cast<exception_filter::matcher>(const_cast<void*>(m)));
         }
         options->retry_exceptions = all ? exception_filter(true) : exception_filter(std::move(types));
       }
+      std::vector<carried_ref> arg_refs;
+      arg_refs.reserve(refs.refs.size());
+      for (auto& [id, r] : refs.refs)
+        arg_refs.push_back(std::move(r));
       auto* t = new forwarded_task(fn, reinterpret_cast<remote_invoker>(const_cast<void*>(inv)), std::move(options),
-                                   std::string(rec.args));
+                                   std::string(rec.args), std::move(arg_refs));
       cell = t->result();
-      auto* reply = new forward_reply(ctl, seq, cell);
+      auto* reply = new forward_reply(this, worker_id, seq, cell);
       if (!cell->add_waiter(reply))
         delete reply;
       rt_.submit(t, true); // depth-first, like a nested task in local mode; takes t (frees it if it throws)
@@ -761,13 +898,103 @@ void process_node::on_submit(std::int32_t worker_id, std::uint64_t seq, const st
     }
   }
   if (refused) {
-    object_ptr cell(new value_object<std::string>());
-    auto* reply = new forward_reply(ctl, seq, cell);
+    object_ptr cell(new value_object<forwarded_result>());
+    auto* reply = new forward_reply(this, worker_id, seq, cell);
     if (cell->add_waiter(reply))
       cell->complete_error(refused);
     else
       delete reply;
   }
+}
+
+void process_node::send_result(int worker_id, std::uint64_t seq, std::uint8_t kind, std::string payload,
+                               const std::vector<carried_ref>& refs, const std::string& handed) {
+  std::lock_guard<std::mutex> lock(mtx_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || !it->second.ctl || it->second.state == wstate::dead) {
+    release_handed_references(handed); // its worker is gone: no one reads it
+    return;
+  }
+  const std::string ids = lend_locked(worker_id, refs);
+  caf::anon_send(*it->second.ctl, wire::result_atom::value, seq, kind, std::move(payload), ids);
+}
+
+void process_node::on_fetch(std::int32_t worker_id, std::uint64_t id) {
+  carried_ref ref;
+  {
+    std::lock_guard<std::mutex> lock(mtx_);
+    auto table = lent_.find(worker_id);
+    if (table == lent_.end())
+      return; // a worker that is gone, or that holds nothing
+    auto it = table->second.find(id);
+    if (it == table->second.end()) {
+      log().error("weft: worker {} asked for {}, which it does not hold", worker_id, to_string(object_id{id}));
+      return;
+    }
+    ref = it->second.ref;
+  }
+  auto* reply = new fetch_reply(this, worker_id, id, ref);
+  if (!ref.cell->add_waiter(reply)) {
+    delete reply;
+    send_value(worker_id, id, ref);
+  }
+}
+
+void process_node::send_value(int worker_id, std::uint64_t id, const carried_ref& r) {
+  std::string payload, handed;
+  auto kind = wire::result_kind::ok;
+  ref_collector refs;
+  if (r.cell->failed()) {
+    kind = static_cast<wire::result_kind>(encode_error(r.cell->error(), payload));
+  } else {
+    std::string* before = collect_handed_references(&handed);
+    try {
+      ref_codec_scope scope(&refs);
+      hand_over_references hand_over; // the worker's copy owns its own store references
+      r.ops(ref_op::encode_value, r.cell.get(), {}, &payload);
+    } catch (...) {
+      collect_handed_references(before);
+      release_handed_references(handed);
+      handed.clear();
+      refs.refs.clear();
+      kind = static_cast<wire::result_kind>(encode_error(std::current_exception(), payload));
+    }
+    collect_handed_references(before);
+  }
+  std::lock_guard<std::mutex> lock(mtx_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || !it->second.ctl || it->second.state == wstate::dead) {
+    release_handed_references(handed);
+    return;
+  }
+  const std::string ids = lend_locked(worker_id, refs.refs);
+  caf::anon_send(*it->second.ctl, wire::value_atom::value, id, static_cast<std::uint8_t>(kind), std::move(payload), ids,
+                 std::move(handed));
+}
+
+void process_node::on_release(std::int32_t worker_id, const std::string& pairs) {
+  std::vector<carried_ref> dropped; // freed after the lock is let go
+  std::lock_guard<std::mutex> lock(mtx_);
+  auto table = lent_.find(worker_id);
+  if (table == lent_.end())
+    return;
+  constexpr std::size_t pair_size = sizeof(std::uint64_t) + sizeof(std::int64_t);
+  for (std::size_t i = 0; i + pair_size <= pairs.size(); i += pair_size) {
+    std::uint64_t id = 0;
+    std::int64_t count = 0;
+    std::memcpy(&id, pairs.data() + i, sizeof id);
+    std::memcpy(&count, pairs.data() + i + sizeof id, sizeof count);
+    auto it = table->second.find(id);
+    if (it == table->second.end())
+      continue;
+    it->second.count -= count;
+    if (it->second.count <= 0) {
+      dropped.push_back(std::move(it->second.ref));
+      table->second.erase(it);
+    }
+  }
+  if (table->second.empty())
+    lent_.erase(table);
 }
 
 void process_node::on_blocked(std::int32_t worker_id, std::uint64_t job_seq, bool blocked) {
@@ -809,6 +1036,8 @@ int process_node::start_actor(const actor_start& s, object_ptr built, std::funct
   rec.ns = s.ns;
   worker w;
   w.id = ++next_worker_;
+  const std::string ids = lend_locked(w.id, s.refs);
+  rec.refs = ids;
   w.for_actor = true;
   w.start_deadline = std::chrono::steady_clock::now() + start_timeout_;
   rec.write(w.create);
@@ -822,7 +1051,7 @@ int process_node::start_actor(const actor_start& s, object_ptr built, std::funct
 }
 
 bool process_node::call_actor(int worker_id, actor_method_invoker invoker, const void* method_bytes, std::string args,
-                              object_ptr reply, const std::string& what) {
+                              const std::vector<carried_ref>& refs, object_ptr reply, const std::string& what) {
   std::uintptr_t words[2];
   std::memcpy(words, method_bytes, sizeof words);
   std::unique_lock<std::mutex> lock(mtx_);
@@ -840,6 +1069,8 @@ bool process_node::call_actor(int worker_id, actor_method_invoker invoker, const
     rec.method = locate_code(reinterpret_cast<const void*>(words[0]), what);
   rec.adjust = static_cast<std::int64_t>(words[1]);
   rec.args = args;
+  const std::string ids = lend_locked(worker_id, refs);
+  rec.refs = ids;
   std::string one;
   rec.write(one);
   const bool idle = w.replies.empty();
@@ -897,7 +1128,7 @@ void process_node::on_actor_done(std::int32_t worker_id, const std::string& batc
   for_each_done(batch, "an actor's worker", [&](const wire::done_record& d) {
     auto node = w.replies.extract(d.seq);
     if (node.empty()) {
-      release_handed_references(d.handed); // its call was given up
+      release_dropped(d); // its call was given up
       return;
     }
     object_ptr cell = std::move(node.mapped());
@@ -906,8 +1137,10 @@ void process_node::on_actor_done(std::int32_t worker_id, const std::string& batc
       switch (d.st) {
       case wire::status::ok:
       case wire::status::ok_exit: {
-        auto* v = static_cast<value_object<actor_reply>*>(cell.get());
-        v->emplace(actor_reply{std::string(d.payload), d.st == wire::status::ok_exit});
+        actor_reply reply{std::string(d.payload), d.st == wire::status::ok_exit, {}};
+        if (!pin_locked(w.id, d.refs, reply.refs))
+          throw serialization_error("weft: an actor's worker sent a result naming objects it does not hold");
+        static_cast<value_object<actor_reply>*>(cell.get())->emplace(std::move(reply));
         break;
       }
       case wire::status::exception: {

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "modules.hpp"
+#include "ref_codec.hpp"
 #include "runtime.hpp"
 
 namespace caf {
@@ -51,13 +52,16 @@ namespace weft::detail {
 struct actor_reply {
   std::string payload; ///< the encoded result
   bool exit_requested = false;
+  /// The refs the payload carries (decode it with this codec installed).
+  mutable ref_table refs;
 };
 
 /// What start_actor() needs to build an actor's object in its worker.
 struct actor_start {
   actor_constructor constructor = nullptr;
   actor_destructor destructor = nullptr;
-  std::string args; ///< encoded constructor arguments
+  std::string args;              ///< encoded constructor arguments
+  std::vector<carried_ref> refs; ///< the refs they carry
   std::uint64_t actor_id = 0;
   bool restarted = false;
   std::string name, ns;
@@ -92,7 +96,7 @@ public:
   /// (and `reply` untouched) when the worker is already gone: the actor has
   /// failed, and the call belongs to its next incarnation.
   [[nodiscard]] bool call_actor(int worker, actor_method_invoker invoker, const void* method_bytes, std::string args,
-                                object_ptr reply, const std::string& what);
+                                const std::vector<carried_ref>& refs, object_ptr reply, const std::string& what);
   /// The incarnation is over: `graceful` runs the destructor in the worker
   /// (after the calls sent before), else the worker is killed. No `died`
   /// call after this.
@@ -108,6 +112,17 @@ public:
   void on_submit(std::int32_t worker, std::uint64_t seq, const std::string& record);
   /// The task running in `worker` (job `job`) waits in get/wait, or goes on.
   void on_blocked(std::int32_t worker, std::uint64_t job, bool blocked);
+  /// A proxy in `worker` wants the value of object `id`, which the node lent it.
+  void on_fetch(std::int32_t worker, std::uint64_t id);
+  /// `worker` let go of objects: packed (u64 id, i64 count) pairs.
+  void on_release(std::int32_t worker, const std::string& pairs);
+  /// Sends object `r`'s value (done) to `worker` (fetch_reply calls it).
+  void send_value(int worker, std::uint64_t id, const carried_ref& r);
+  /// Sends a nested task's end to the worker that submitted it, lending it
+  /// the refs the result carries (`handed`: the store references it hands
+  /// over, given back if that worker is gone).
+  void send_result(int worker, std::uint64_t seq, std::uint8_t kind, std::string payload,
+                   const std::vector<carried_ref>& refs, const std::string& handed);
 
 private:
   enum class wstate { starting, idle, busy, retiring, dead };
@@ -147,13 +162,23 @@ private:
     task_base* t = nullptr;
     code_ref invoker, fn;
     std::string args;
-    std::string matchers; ///< retry_on's type tests, packed code refs
-    bool blocked = false; ///< waits in get in its worker: its CPUs are lent
-    int worker = 0;       ///< id of the worker it was sent to; 0: waiting in pending_ (holding resources)
+    std::string matchers;          ///< retry_on's type tests, packed code refs
+    std::vector<carried_ref> refs; ///< refs the arguments carry (lent to its worker when sent)
+    bool blocked = false;          ///< waits in get in its worker: its CPUs are lent
+    int worker = 0;                ///< id of the worker it was sent to; 0: waiting in pending_ (holding resources)
   };
 
   void pump_locked();
-  void append_call(std::string& batch, std::uint64_t seq, const job& j);
+  void append_call(std::string& batch, std::uint64_t seq, const job& j, int worker);
+  /// Counts `refs` as lent to `worker` (they go to it in a record) and
+  /// returns their packed ids, for the record to list.
+  std::string lend_locked(int worker, const std::vector<carried_ref>& refs);
+  /// Resolves the ref bundle of a record from `worker` into `out`: cells
+  /// it borrowed, and cells made for the objects it exported. False when
+  /// the bundle is corrupt or names an object the worker does not hold.
+  bool pin_locked(int worker, std::string_view bundle, ref_table& out);
+  /// The address of `c` in this process, or null if it is no code here.
+  const void* address_locked(code_ref c) const;
   /// Names the job's function, invoker and retry_on type tests (mtx_ held).
   void locate_job_code(job& j);
   void top_up_locked(worker& w, std::string& batch);
@@ -193,6 +218,14 @@ private:
   /// kept alive until the worker is done with its arguments).
   std::unordered_map<std::uint64_t, std::pair<int, task_base*>> cancelled_in_flight_;
   std::unordered_map<const void*, code_ref> code_cache_;
+  /// Objects lent to each worker (by worker id, then object id): the cell
+  /// stays alive until the worker gives back as many sends as it got, or
+  /// dies.
+  struct lent {
+    carried_ref ref;
+    std::int64_t count = 0;
+  };
+  std::unordered_map<int, std::unordered_map<std::uint64_t, lent>> lent_;
   /// Followers that could not be encoded, or not be requeued (shutdown),
   /// to be settled once mtx_ is let go.
   std::vector<std::pair<task_base*, std::exception_ptr>> failed_followers_;

@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -26,6 +27,7 @@
 
 #include "modules.hpp"
 #include "node_store.hpp"
+#include "ref_codec.hpp"
 #include "runtime.hpp"
 #include "shm_arena.hpp"
 #include "weft/array.hpp"
@@ -56,6 +58,8 @@ struct hosted_actor {
 };
 hosted_actor g_actor;
 thread_local bool tls_in_actor_call = false;
+/// While a batch of calls runs on this thread: sends the results it holds.
+thread_local std::function<void()>* tls_flush_results = nullptr;
 bool g_exit_requested = false;
 
 /// Nested tasks: what this worker submitted to its driver and waits for.
@@ -67,6 +71,7 @@ struct client_state {
   std::mutex mtx;
   std::unordered_map<std::uint64_t, task_base*> pending;
   std::uint64_t next = 0;
+  caf::actor ctl; ///< this worker's control actor
 };
 client_state* g_client = nullptr; // lives until the process ends (with _Exit)
 
@@ -82,44 +87,226 @@ std::optional<code_ref> driver_code_ref(const void* addr) {
   return std::nullopt;
 }
 
-std::exception_ptr rebuild_error(wire::result_kind kind, std::string_view payload) {
-  switch (kind) {
-  case wire::result_kind::task_error: {
-    std::string type, message;
-    std::vector<std::string> chain;
-    decode_each(payload, type, message, chain);
-    return std::make_exception_ptr(task_error(type, message, chain));
+// ---- object refs in this worker (see ref_codec.hpp) ----
+
+/// What this worker knows of one object the node lent it.
+struct lent_object {
+  object_state* proxy = nullptr; ///< its live proxy cell (no reference held), or null
+  ref_ops_fn ops = nullptr;
+  std::int64_t count = 0; ///< how many of the node's sends of its id this worker read
+  int reading = 0;        ///< records that carry it and are being read
+  bool fetched = false;   ///< its proxy asked the node for the value
+};
+
+struct ref_registry {
+  std::mutex mtx;
+  std::unordered_map<std::uint64_t, lent_object> ids;
+  std::string releases; ///< (id, count) pairs not sent yet
+};
+ref_registry g_refs;
+
+/// Gives an object back to the node once no proxy and no record being read
+/// needs it (g_refs.mtx held). The releases go out in one message, sent by
+/// the control actor after the messages that named the object (those hold
+/// its proxy until they are sent).
+void maybe_release_locked(std::unordered_map<std::uint64_t, lent_object>::iterator it) {
+  if (it->second.reading > 0 || it->second.proxy)
+    return;
+  const bool first = g_refs.releases.empty();
+  const std::uint64_t id = it->first;
+  const std::int64_t count = it->second.count;
+  g_refs.releases.append(reinterpret_cast<const char*>(&id), sizeof id);
+  g_refs.releases.append(reinterpret_cast<const char*>(&count), sizeof count);
+  g_refs.ids.erase(it);
+  if (first && g_client)
+    caf::anon_send(g_client->ctl, wire::release_flush_atom::value);
+}
+
+/// A record from the node that carries the refs `ids` is about to be read.
+void credit_refs(std::string_view ids) {
+  if (ids.empty())
+    return;
+  std::lock_guard<std::mutex> lock(g_refs.mtx);
+  for_each_packed_id(ids, [](std::uint64_t id) {
+    auto& e = g_refs.ids[id];
+    ++e.count;
+    ++e.reading;
+  });
+}
+
+/// ... and was read (its values and what they hold may have gone since).
+void uncredit_refs(std::string_view ids) {
+  if (ids.empty())
+    return;
+  std::lock_guard<std::mutex> lock(g_refs.mtx);
+  for_each_packed_id(ids, [](std::uint64_t id) {
+    if (auto it = g_refs.ids.find(id); it != g_refs.ids.end()) {
+      --it->second.reading;
+      maybe_release_locked(it);
+    }
+  });
+}
+
+void proxy_wanted(object_state& proxy) noexcept {
+  std::uint64_t id = 0;
+  {
+    std::lock_guard<std::mutex> lock(g_refs.mtx);
+    auto it = g_refs.ids.find(proxy.id().value);
+    if (it == g_refs.ids.end() || it->second.proxy != &proxy || it->second.fetched)
+      return;
+    it->second.fetched = true;
+    id = it->first;
   }
-  case wire::result_kind::crashed: {
-    std::string message;
-    int signal = 0, code = -1;
-    decode_each(payload, message, signal, code);
-    return std::make_exception_ptr(worker_crashed_error(message, signal, code));
+  if (g_client)
+    caf::anon_send(g_client->node, wire::fetch_atom::value, g_client->worker_id, id);
+}
+
+void proxy_dropped(object_state& proxy) noexcept {
+  std::lock_guard<std::mutex> lock(g_refs.mtx);
+  auto it = g_refs.ids.find(proxy.id().value);
+  if (it == g_refs.ids.end() || it->second.proxy != &proxy)
+    return; // (a newer proxy took its place)
+  it->second.proxy = nullptr;
+  maybe_release_locked(it);
+}
+
+const proxy_hooks g_proxy_hooks{&proxy_wanted, &proxy_dropped};
+
+/// Sends the releases collected so far (the control actor does it).
+void flush_releases() {
+  std::string out;
+  {
+    std::lock_guard<std::mutex> lock(g_refs.mtx);
+    out.swap(g_refs.releases);
   }
-  default: {
-    std::string type, m;
-    decode_each(payload, type, m);
-    if (type == "weft::task_cancelled_error")
-      return std::make_exception_ptr(task_cancelled_error(m));
-    if (type == "weft::runtime_shutdown_error")
-      return std::make_exception_ptr(runtime_shutdown_error(m));
-    if (type == "weft::serialization_error")
-      return std::make_exception_ptr(serialization_error(m));
-    if (type == "weft::resource_error")
-      return std::make_exception_ptr(resource_error(m));
-    if (type == "weft::invalid_argument_error")
-      return std::make_exception_ptr(invalid_argument_error(m));
-    if (type == "weft::worker_start_error")
-      return std::make_exception_ptr(worker_start_error(m));
-    if (type == "weft::object_store_full_error")
-      return std::make_exception_ptr(object_store_full_error(m));
-    return std::make_exception_ptr(error(m));
+  if (!out.empty())
+    caf::anon_send(g_client->node, wire::release_atom::value, g_client->worker_id, std::move(out));
+}
+
+std::optional<code_ref> driver_code_ref(const void* addr);
+
+/// The ref codec of this worker, for the scope of one message: reads refs
+/// the node lent (proxies), writes refs as a bundle. The cells it wrote
+/// stay held until the message is sent (`holds`), so that a release never
+/// reaches the node before the message that names the object.
+class worker_codec final : public ref_codec {
+public:
+  std::string bundle;
+  std::vector<object_ptr> holds;
+
+  std::uint64_t encode(object_state* cell, ref_ops_fn ops) override {
+    const std::uint64_t id = cell->id().value;
+    if (!written_.insert(id).second)
+      return id; // already in this message
+    wire::bundle_entry e;
+    e.id = id;
+    if (cell->is_proxy()) {
+      e.k = wire::bundle_entry::kind::held;
+      e.write(bundle);
+      holds.emplace_back(cell);
+      return id;
+    }
+    // An object of this worker: it travels with the message, so it must
+    // have its value (a nested task's result may still be running).
+    object_ptr keep(cell);
+    if (!cell->done()) {
+      try {
+        await_all(std::span<object_state* const>(&cell, 1), 0, "send");
+      } catch (...) {
+        // its error travels below
+      }
+    }
+    const auto ops_ref = driver_code_ref(reinterpret_cast<const void*>(ops));
+    if (!ops_ref)
+      throw serialization_error("weft: an object_ref's type code is in no module the driver knows");
+    e.ops = *ops_ref;
+    std::string payload, handed;
+    if (cell->failed()) {
+      e.k = wire::bundle_entry::kind::error;
+      e.err = static_cast<std::uint8_t>(encode_error(cell->error(), payload));
+    } else {
+      e.k = wire::bundle_entry::kind::value;
+      std::string* before = collect_handed_references(&handed);
+      try {
+        hand_over_references hand_over;                // the driver's copy owns its own store references
+        ops(ref_op::encode_value, cell, {}, &payload); // refs inside it enter the bundle first
+      } catch (...) {
+        collect_handed_references(before);
+        release_handed_references(handed);
+        throw;
+      }
+      collect_handed_references(before);
+    }
+    e.payload = payload;
+    e.handed = handed;
+    e.write(bundle);
+    holds.push_back(std::move(keep));
+    return id;
   }
+
+  object_ptr decode(std::uint64_t id, ref_ops_fn ops) override {
+    std::lock_guard<std::mutex> lock(g_refs.mtx);
+    auto it = g_refs.ids.find(id);
+    if (it == g_refs.ids.end())
+      throw serialization_error("weft: corrupted input: an object_ref names " + to_string(object_id{id}) +
+                                ", which the record does not carry");
+    lent_object& e = it->second;
+    if (e.proxy && e.ops != ops)
+      throw serialization_error("weft: an object_ref names " + to_string(object_id{id}) +
+                                ", an object of another type than the ref's");
+    if (e.proxy && e.proxy->try_add_ref())
+      return object_ptr(e.proxy, false);
+    object_state* p = ops(ref_op::make_pending, nullptr, {}, nullptr);
+    p->assign_id(object_id{id});
+    p->set_proxy();
+    e.proxy = p;
+    e.ops = ops;
+    e.fetched = false;
+    return object_ptr(p);
   }
+
+private:
+  std::unordered_set<std::uint64_t> written_;
+};
+
+/// The control actor got the value (or error) of a proxy it asked for.
+void proxy_value(std::uint64_t id, std::uint8_t kind, const std::string& payload, const std::string& ids,
+                 const std::string& handed) {
+  credit_refs(ids);
+  object_ptr cell;
+  ref_ops_fn ops = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(g_refs.mtx);
+    if (auto it = g_refs.ids.find(id); it != g_refs.ids.end() && it->second.proxy && it->second.proxy->try_add_ref()) {
+      cell = object_ptr(it->second.proxy, false);
+      ops = it->second.ops;
+    }
+  }
+  if (cell && !cell->done()) {
+    worker_codec codec;
+    ref_codec_scope scope(&codec);
+    try {
+      if (kind == static_cast<std::uint8_t>(wire::result_kind::ok))
+        ops(ref_op::fill, cell.get(), payload, nullptr);
+      else
+        cell->complete_error(rebuild_error(static_cast<error_kind>(kind), payload));
+    } catch (...) {
+      cell->complete_error(std::current_exception());
+    }
+  } else {
+    release_handed_references(handed); // no one waits for it any more
+  }
+  cell = object_ptr();
+  uncredit_refs(ids);
 }
 
 /// The control actor got the end of a task this worker submitted.
-void client_result(std::uint64_t seq, std::uint8_t kind, const std::string& payload) {
+void client_result(std::uint64_t seq, std::uint8_t kind, const std::string& payload, const std::string& ids) {
+  credit_refs(ids);
+  struct uncredit {
+    const std::string& ids;
+    ~uncredit() { uncredit_refs(ids); }
+  } after{ids};
   task_base* t = nullptr;
   {
     std::lock_guard<std::mutex> lock(g_client->mtx);
@@ -131,10 +318,12 @@ void client_result(std::uint64_t seq, std::uint8_t kind, const std::string& payl
   }
   std::exception_ptr err;
   try {
+    worker_codec codec;
+    ref_codec_scope scope(&codec);
     if (kind == static_cast<std::uint8_t>(wire::result_kind::ok))
       t->decode_results(payload);
     else
-      err = rebuild_error(static_cast<wire::result_kind>(kind), payload);
+      err = rebuild_error(static_cast<error_kind>(kind), payload);
   } catch (...) {
     err = std::current_exception();
   }
@@ -208,14 +397,32 @@ const void* resolve(code_ref r, const std::vector<const module_table::module*>& 
 }
 
 std::string done(std::uint64_t seq, wire::status st, std::chrono::steady_clock::time_point started,
-                 std::string_view payload, std::string_view handed = {}) {
+                 std::string_view payload, std::string_view handed = {}, std::string_view refs = {}) {
   const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
   std::string out;
-  wire::done_record{seq, st, static_cast<std::uint32_t>(std::min<std::int64_t>(us.count(), 0xffffffff)), payload,
-                    handed}
+  wire::done_record{seq,     st,     static_cast<std::uint32_t>(std::min<std::int64_t>(us.count(), 0xffffffff)),
+                    payload, handed, refs}
     .write(out);
   return out;
 }
+
+/// For the scope of one record from the node: its refs are credited, and
+/// the refs it reads and writes go through `codec`. A payload that did
+/// not make it into the record gives back what its bundle handed over.
+struct record_refs {
+  std::string_view ids;
+  worker_codec codec;
+  ref_codec_scope scope{&codec};
+  explicit record_refs(std::string_view carried) : ids(carried) { credit_refs(ids); }
+  ~record_refs() { uncredit_refs(ids); }
+  record_refs(const record_refs&) = delete;
+  record_refs& operator=(const record_refs&) = delete;
+  /// The refs the result names, kept until it is sent.
+  void keep(std::vector<object_ptr>& holds) {
+    for (auto& h : codec.holds)
+      holds.push_back(std::move(h));
+  }
+};
 
 /// Collects, for the scope, the store references a result hands over.
 struct collect_handed {
@@ -233,6 +440,7 @@ std::string create_actor(std::string_view rec, const std::vector<const module_ta
   if (!c.read(rec))
     die("corrupted actor record from the driver", 5);
   const auto started = std::chrono::steady_clock::now();
+  record_refs refs(c.refs);
   g_actor.info = worker_actor_info{c.actor_id, c.restarted, std::string(c.name), std::string(c.ns)};
   const void* ctor = resolve(c.constructor, map);
   const void* dtor = resolve(c.destructor, map);
@@ -260,10 +468,12 @@ std::string create_actor(std::string_view rec, const std::vector<const module_ta
 }
 
 /// Runs one actor call record on the hosted actor; returns the result record.
-std::string run_actor_call(std::string_view rec, const std::vector<const module_table::module*>& map) {
+std::string run_actor_call(std::string_view rec, const std::vector<const module_table::module*>& map,
+                           std::vector<object_ptr>& holds) {
   wire::actor_call_record call;
   if (!call.read(rec))
     die("corrupted actor call record from the driver", 5);
+  record_refs refs(call.refs);
   const auto started = std::chrono::steady_clock::now();
   if (g_started)
     g_started->store(call.seq, std::memory_order_release);
@@ -298,7 +508,8 @@ std::string run_actor_call(std::string_view rec, const std::vector<const module_
         st = wire::status::ok_exit;
     }
   }
-  return done(call.seq, st, started, payload, handed.offsets);
+  refs.keep(holds);
+  return done(call.seq, st, started, payload, handed.offsets, refs.codec.bundle);
 }
 
 /// Runs the records of a batch in order with `run`, and hands the result
@@ -307,31 +518,43 @@ std::string run_actor_call(std::string_view rec, const std::vector<const module_
 template <class Run, class Send>
 void run_batch(const std::string& batch, Run&& run, Send&& send) {
   std::string out;
+  std::vector<object_ptr> holds; // cells the results name, until they are sent
+  auto flush = [&] {
+    if (!out.empty())
+      send(std::exchange(out, std::string()));
+    holds.clear();
+  };
+  // A call that waits (get/wait) sends the results before it first: the
+  // object it waits for may be one of them.
+  std::function<void()> flush_fn = flush;
+  auto* outer = std::exchange(tls_flush_results, &flush_fn);
   auto flushed = std::chrono::steady_clock::now();
   wire::reader calls(batch);
   for (;;) {
     auto rec = calls.get_bytes();
     if (!calls.ok())
       break;
-    wire::writer(out).put_bytes(run(rec));
+    wire::writer(out).put_bytes(run(rec, holds));
     auto now = std::chrono::steady_clock::now();
     if (now - flushed > std::chrono::microseconds(200)) {
-      send(std::exchange(out, std::string()));
+      flush();
       flushed = now;
     }
   }
-  if (!out.empty())
-    send(std::move(out));
+  tls_flush_results = outer;
+  flush();
 }
 
 /// Runs one call record; returns the result record.
-std::string run_call(std::string_view rec, const std::vector<const module_table::module*>& map) {
+std::string run_call(std::string_view rec, const std::vector<const module_table::module*>& map,
+                     std::vector<object_ptr>& holds) {
   wire::call_record call;
   std::string payload;
   collect_handed handed;
   auto st = wire::status::ok;
   if (!call.read(rec))
     die("corrupted call record from the driver", 5);
+  record_refs refs(call.refs);
   const void* inv = resolve(call.invoker, map);
   const void* fn = resolve(call.fn, map);
   std::vector<exception_filter::matcher> matchers;
@@ -359,7 +582,8 @@ std::string run_call(std::string_view rec, const std::vector<const module_table:
                      matchers);
     g_running_seq.store(0, std::memory_order_release);
   }
-  return done(call.seq, st, started, payload, handed.offsets);
+  refs.keep(holds);
+  return done(call.seq, st, started, payload, handed.offsets, refs.codec.bundle);
 }
 
 } // namespace
@@ -397,7 +621,11 @@ void worker_client_submit(task_base* t) {
     return;
   }
   std::string args, options, matchers, record;
-  t->encode_arguments(args);
+  worker_codec codec; // holds the refs the arguments name until the record is sent
+  {
+    ref_codec_scope scope(&codec);
+    t->encode_arguments(args);
+  }
   const auto inv = driver_code_ref(reinterpret_cast<const void*>(t->invoker()));
   const auto fn = driver_code_ref(t->fn_id());
   if (!inv || !fn)
@@ -410,7 +638,7 @@ void worker_client_submit(task_base* t) {
     for (auto m : o.retry_exceptions->matchers())
       if (auto c = driver_code_ref(reinterpret_cast<const void*>(m)))
         wire::put_code_ref(matchers, *c);
-  wire::submit_record{*inv, *fn, args, options, matchers}.write(record);
+  wire::submit_record{*inv, *fn, args, options, matchers, codec.bundle}.write(record);
   std::uint64_t seq = 0;
   {
     std::lock_guard<std::mutex> lock(g_client->mtx);
@@ -422,6 +650,8 @@ void worker_client_submit(task_base* t) {
 }
 
 void worker_client_blocked(bool blocked) noexcept {
+  if (blocked && tls_flush_results)
+    (*tls_flush_results)();
   const auto job = g_running_seq.load(std::memory_order_acquire);
   if (!worker_client_active() || job == 0)
     return; // (an actor's worker holds no CPUs of a task)
@@ -448,6 +678,10 @@ void run_worker() {
   const long driver = std::strtol(getenv_or_die(wire::env_driver), nullptr, 10);
   if (::getppid() != driver)
     die("the driver is already gone", 0);
+  // Object ids unique on the node: each worker numbers its objects in a
+  // range of its own (the driver's start at 1).
+  set_object_id_space((static_cast<std::uint64_t>(worker_id) << 40) + 1);
+  set_proxy_hooks(&g_proxy_hooks);
   std::setvbuf(stdout, nullptr, _IOLBF, 0); // lines reach the driver as they are printed
   if (void* page = ::mmap(nullptr, wire::progress_size, PROT_READ | PROT_WRITE, MAP_SHARED, wire::progress_fd, 0);
       page != MAP_FAILED)
@@ -497,9 +731,11 @@ void run_worker() {
   auto ctl = sys.spawn(
     [](caf::event_based_actor*, int) -> caf::behavior {
       return {
-        [](wire::result_atom, std::uint64_t seq, std::uint8_t kind, const std::string& payload) {
-          client_result(seq, kind, payload);
-        },
+        [](wire::result_atom, std::uint64_t seq, std::uint8_t kind, const std::string& payload,
+           const std::string& ids) { client_result(seq, kind, payload, ids); },
+        [](wire::value_atom, std::uint64_t id, std::uint8_t kind, const std::string& payload, const std::string& ids,
+           const std::string& handed) { proxy_value(id, kind, payload, ids, handed); },
+        [](wire::release_flush_atom) { flush_releases(); },
         [](wire::cancel_atom, std::uint64_t seq) {
           if (g_running_seq.load(std::memory_order_acquire) == seq) {
             g_cancel.store(true, std::memory_order_release);
@@ -511,6 +747,7 @@ void run_worker() {
       };
     },
     0);
+  g_client->ctl = ctl;
   auto self = sys.spawn(
     [st](caf::event_based_actor* self, caf::actor n) -> caf::behavior {
       self->monitor(n);
@@ -525,7 +762,7 @@ void run_worker() {
         [](wire::refuse_atom, const std::string& why) { die("refused by the driver: " + why, 4); },
         [st, n](wire::call_atom, const std::string& batch) {
           run_batch(
-            batch, [&](std::string_view rec) { return run_call(rec, st->map); },
+            batch, [&](std::string_view rec, std::vector<object_ptr>& holds) { return run_call(rec, st->map, holds); },
             [&](std::string out) { caf::anon_send(n, wire::done_atom::value, std::move(out)); });
         },
         [](wire::retire_atom) {
@@ -539,7 +776,8 @@ void run_worker() {
         },
         [st, n](wire::actor_call_atom, const std::string& batch) {
           run_batch(
-            batch, [&](std::string_view rec) { return run_actor_call(rec, st->map); },
+            batch,
+            [&](std::string_view rec, std::vector<object_ptr>& holds) { return run_actor_call(rec, st->map, holds); },
             [&](std::string out) { caf::anon_send(n, wire::actor_done_atom::value, st->id, std::move(out)); });
         },
         [](wire::actor_quit_atom) {

@@ -15,6 +15,15 @@
 //   worker -> node   (w_blocked, worker id, job seq, blocked?)  around a
 //                    wait in get/wait: the job's CPUs are lent meanwhile
 //
+// Object refs as themselves (see ref_codec.hpp):
+//   records from the node list the ids of the refs they carry, which the
+//   node counts as borrowed by that worker; records from a worker carry a
+//   ref bundle (held ids, and exported objects with their values).
+//   worker -> node   (w_fetch,   worker id, object id)   a proxy is waited for
+//   node   -> control (w_value,  object id, kind, payload, ids, handed)
+//   worker -> node   (w_release, worker id, (id, count) pairs)  proxies let go
+//   control -> itself (w_rflush)  send the releases collected meanwhile
+//
 // A worker started for an actor hosts that actor only (one incarnation):
 //   node   -> worker (a_create, create record)  build the object (seq 0)
 //   node   -> worker (a_call,   actor call records) method calls, in order
@@ -55,6 +64,10 @@ using actor_call_atom = caf::atom_constant<caf::atom("a_call")>;
 using actor_done_atom = caf::atom_constant<caf::atom("a_done")>;
 using actor_quit_atom = caf::atom_constant<caf::atom("a_quit")>;
 using actor_flush_atom = caf::atom_constant<caf::atom("a_flush")>; ///< node to itself: send an actor's outbox
+using fetch_atom = caf::atom_constant<caf::atom("w_fetch")>;
+using value_atom = caf::atom_constant<caf::atom("w_value")>;
+using release_atom = caf::atom_constant<caf::atom("w_release")>;
+using release_flush_atom = caf::atom_constant<caf::atom("w_rflush")>;
 
 /// Environment of a worker process: where its driver listens, and the
 /// secret that proves it was started by that driver.
@@ -120,6 +133,11 @@ public:
     return s;
   }
   bool ok() const noexcept { return ok_; }
+  bool at_end() const noexcept { return in_.empty(); }
+  void fail() noexcept {
+    ok_ = false;
+    in_ = {};
+  }
 
 private:
   std::string_view in_;
@@ -134,6 +152,7 @@ struct call_record {
   code_ref fn;
   std::string_view args;
   std::string_view matchers;
+  std::string_view refs; ///< ids of the refs the arguments carry (packed u64)
 
   void write(std::string& out) const {
     writer w(out);
@@ -144,6 +163,7 @@ struct call_record {
     w.put(fn.offset);
     w.put_bytes(args);
     w.put_bytes(matchers);
+    w.put_bytes(refs);
   }
   bool read(std::string_view in) {
     reader r(in);
@@ -154,7 +174,8 @@ struct call_record {
     fn.offset = r.get<std::uint64_t>();
     args = r.get_bytes();
     matchers = r.get_bytes();
-    return r.ok();
+    refs = r.get_bytes();
+    return r.ok() && refs.size() % sizeof(std::uint64_t) == 0;
   }
 };
 
@@ -181,6 +202,8 @@ struct done_record {
   /// Store blocks whose references the payload hands over (packed u64
   /// offsets): whoever drops the record undecoded releases them.
   std::string_view handed;
+  /// The ref bundle of the refs the payload carries.
+  std::string_view refs;
 
   void write(std::string& out) const {
     writer w(out);
@@ -189,6 +212,7 @@ struct done_record {
     w.put(run_us);
     w.put_bytes(payload);
     w.put_bytes(handed);
+    w.put_bytes(refs);
   }
   bool read(std::string_view in) {
     reader r(in);
@@ -197,6 +221,7 @@ struct done_record {
     run_us = r.get<std::uint32_t>();
     payload = r.get_bytes();
     handed = r.get_bytes();
+    refs = r.get_bytes();
     return r.ok() && static_cast<std::uint8_t>(st) <= 3 && handed.size() % sizeof(std::uint64_t) == 0;
   }
 };
@@ -212,6 +237,7 @@ struct actor_create_record {
   bool restarted = false;
   std::string_view name;
   std::string_view ns;
+  std::string_view refs; ///< ids of the refs the arguments carry
 
   void write(std::string& out) const {
     writer w(out);
@@ -224,6 +250,7 @@ struct actor_create_record {
     w.put(static_cast<std::uint8_t>(restarted));
     w.put_bytes(name);
     w.put_bytes(ns);
+    w.put_bytes(refs);
   }
   bool read(std::string_view in) {
     reader r(in);
@@ -236,7 +263,8 @@ struct actor_create_record {
     restarted = r.get<std::uint8_t>() != 0;
     name = r.get_bytes();
     ns = r.get_bytes();
-    return r.ok();
+    refs = r.get_bytes();
+    return r.ok() && refs.size() % sizeof(std::uint64_t) == 0;
   }
 };
 
@@ -252,6 +280,7 @@ struct actor_call_record {
   std::uint64_t vword = 0; ///< virtual
   std::int64_t adjust = 0;
   std::string_view args;
+  std::string_view refs; ///< ids of the refs the arguments carry
 
   void write(std::string& out) const {
     writer w(out);
@@ -264,6 +293,7 @@ struct actor_call_record {
     w.put(vword);
     w.put(adjust);
     w.put_bytes(args);
+    w.put_bytes(refs);
   }
   bool read(std::string_view in) {
     reader r(in);
@@ -276,7 +306,8 @@ struct actor_call_record {
     vword = r.get<std::uint64_t>();
     adjust = r.get<std::int64_t>();
     args = r.get_bytes();
-    return r.ok();
+    refs = r.get_bytes();
+    return r.ok() && refs.size() % sizeof(std::uint64_t) == 0;
   }
 };
 
@@ -289,6 +320,7 @@ struct submit_record {
   std::string_view args;
   std::string_view options;
   std::string_view matchers;
+  std::string_view refs; ///< the ref bundle of the refs the arguments carry
 
   void write(std::string& out) const {
     writer w(out);
@@ -299,6 +331,7 @@ struct submit_record {
     w.put_bytes(args);
     w.put_bytes(options);
     w.put_bytes(matchers);
+    w.put_bytes(refs);
   }
   bool read(std::string_view in) {
     reader r(in);
@@ -309,6 +342,7 @@ struct submit_record {
     args = r.get_bytes();
     options = r.get_bytes();
     matchers = r.get_bytes();
+    refs = r.get_bytes();
     return r.ok();
   }
 };
@@ -317,5 +351,52 @@ struct submit_record {
 /// ok: result bytes; task_error: (type, message, chain); crashed: (message,
 /// signal, exit code); other: (weft error class name, message).
 enum class result_kind : std::uint8_t { ok = 0, task_error = 1, crashed = 2, other = 3 };
+
+/// One entry of a ref bundle (records from a worker): a ref to an object
+/// the worker borrowed from the node (`held`: only its id), or to one of
+/// its own, exported with the message: its value (encoded by the type's
+/// ref_ops, named by `ops`; `handed`: the store references the value hands
+/// over) or its error (`err`, with the payload of rebuild_error). Entries
+/// come in dependency order: the refs inside an exported value before it.
+struct bundle_entry {
+  enum class kind : std::uint8_t { held = 0, value = 1, error = 2 };
+  kind k = kind::held;
+  std::uint64_t id = 0;
+  code_ref ops;
+  std::uint8_t err = 0;
+  std::string_view payload;
+  std::string_view handed;
+
+  void write(std::string& out) const {
+    writer w(out);
+    w.put(static_cast<std::uint8_t>(k));
+    w.put(id);
+    if (k == kind::held)
+      return;
+    w.put(ops.module);
+    w.put(ops.offset);
+    w.put(err);
+    w.put_bytes(payload);
+    w.put_bytes(handed);
+  }
+  /// Reads the next entry from `r`; false at the end or on corrupt input
+  /// (then r.ok() is false).
+  bool read(reader& r) {
+    if (r.at_end())
+      return false;
+    k = static_cast<kind>(r.get<std::uint8_t>());
+    id = r.get<std::uint64_t>();
+    if (k == kind::held)
+      return r.ok();
+    ops.module = r.get<std::uint32_t>();
+    ops.offset = r.get<std::uint64_t>();
+    err = r.get<std::uint8_t>();
+    payload = r.get_bytes();
+    handed = r.get_bytes();
+    if (static_cast<std::uint8_t>(k) > 2 || handed.size() % sizeof(std::uint64_t) != 0)
+      r.fail();
+    return r.ok();
+  }
+};
 
 } // namespace weft::detail::wire

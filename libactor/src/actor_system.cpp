@@ -319,7 +319,12 @@ void* incarnation::construct_remote() {
   actor_start s;
   s.constructor = core->factory->remote_constructor();
   s.destructor = core->factory->remote_destructor();
-  core->factory->encode_arguments(s.args);
+  {
+    ref_collector refs;
+    ref_codec_scope scope(&refs);
+    core->factory->encode_arguments(s.args);
+    s.refs = std::move(refs.refs);
+  }
   s.actor_id = core->id.value;
   s.restarted = restarted;
   s.name = core->name;
@@ -338,11 +343,15 @@ void* incarnation::construct_remote() {
 
 call_status incarnation::start_remote_call(actor_call* c) {
   std::string args;
-  c->encode_arguments(args);
+  ref_collector refs;
+  {
+    ref_codec_scope scope(&refs);
+    c->encode_arguments(args);
+  }
   object_ptr reply(new value_object<actor_reply>());
   object_state* cell = reply.get();
   c->remote_reply = reply;
-  if (!node->call_actor(worker, c->remote_invoker(), c->method_bytes(), std::move(args), std::move(reply),
+  if (!node->call_actor(worker, c->remote_invoker(), c->method_bytes(), std::move(args), refs.refs, std::move(reply),
                         "method " + method_name(*core.get(), *c) + " of actor " + core->describe())) {
     // The worker died and the news is behind this call in the mailbox: the
     // actor fails now, and this call goes to the next incarnation (or
@@ -373,6 +382,7 @@ call_status incarnation::finish_remote_call(actor_call* c) {
   const actor_reply& r = static_cast<const value_object<actor_reply>*>(reply.get())->value();
   if (r.exit_requested)
     exit_requested = true;
+  ref_codec_scope scope(&r.refs);
   c->decode_result(r.payload);
   return call_status::finished;
 }

@@ -243,6 +243,7 @@ void await_all(std::span<object_state* const> cells, std::int64_t deadline_ns, c
         std::rethrow_exception(c->error());
     } else {
       ++pending;
+      c->want(); // a proxy in a worker: ask the driver for the value
     }
   }
   if (pending == 0)
@@ -308,8 +309,11 @@ std::vector<std::size_t> await_some(std::span<object_state* const> cells, int nu
     return idx;
   };
   std::size_t done_now = 0;
-  for (auto* c : cells)
+  for (auto* c : cells) {
     done_now += c->done() ? 1 : 0;
+    if (!c->done())
+      c->want();
+  }
   if (done_now >= want)
     return collect();
   lend_cpus_while_waiting lend(deadline_ns);

@@ -21,7 +21,21 @@ struct id_source {
 };
 thread_local id_source tls_ids;
 
+std::atomic<const proxy_hooks*> g_proxy_hooks{nullptr};
+
 } // namespace
+
+void set_object_id_space(std::uint64_t first) noexcept {
+  g_next_id_block.store(first, std::memory_order_relaxed);
+  tls_ids = {};
+}
+
+void set_proxy_hooks(const proxy_hooks* hooks) noexcept { g_proxy_hooks.store(hooks, std::memory_order_release); }
+
+void object_state::notify_wanted() noexcept {
+  if (const auto* h = g_proxy_hooks.load(std::memory_order_acquire))
+    h->wanted(*this);
+}
 
 std::int64_t live_object_count() noexcept { return g_live_objects.load(std::memory_order_acquire); }
 
@@ -37,6 +51,9 @@ object_id new_object_id() noexcept {
 object_state::object_state() noexcept : id_(new_object_id()) { g_live_objects.fetch_add(1, std::memory_order_relaxed); }
 
 object_state::~object_state() {
+  if (proxy_)
+    if (const auto* h = g_proxy_hooks.load(std::memory_order_acquire))
+      h->dropped(*this);
   // A cell freed before it got a value (its producer is gone without
   // completing it, e.g. an actor that died holding it) still tells its
   // waiters, so they release what they hold instead of leaking it.

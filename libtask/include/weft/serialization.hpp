@@ -145,12 +145,48 @@ namespace detail {
 [[noreturn]] void throw_handle_not_sendable(const char* what);
 } // namespace detail
 
-/// An object_ref passed *as a ref* to a task in a worker process. Not
-/// supported yet: refs passed where a value is expected are resolved by the
-/// driver and sent as values; a ref itself cannot cross yet.
+namespace detail {
+
+/// What weft does with the cell of an object_ref<T> whose T it no longer
+/// knows (type-erased; one instance per T, whose address also names T):
+///  encode_value: appends the encoding of the done, not failed `cell`'s
+///                value to *out;
+///  make_ready:   a new cell holding the value decoded from `in`, done;
+///  make_pending: a new cell without a value;
+///  fill:         decodes `in` into `cell` (made by make_pending) and
+///                completes it.
+/// Returns the new cell (refcount 0) or null.
+enum class ref_op : std::uint8_t { encode_value, make_ready, make_pending, fill };
+using ref_ops_fn = object_state* (*)(ref_op, object_state* cell, std::string_view in, std::string* out);
+
+template <class T>
+object_state* ref_ops(ref_op op, object_state* cell, std::string_view in, std::string* out);
+
+/// The wire form of an object_ref: its id, recorded by the codec of the
+/// message being written (which keeps the object alive for the receiver).
+/// Throws serialization_error outside weft's own messages (to_bytes).
+std::uint64_t encode_ref(object_state* cell, ref_ops_fn ops);
+/// The cell for `id` in the message being read; null for id 0 (an
+/// invalid ref). Throws serialization_error for an id the message does not
+/// carry or whose object has another type.
+object_ptr decode_ref(std::uint64_t id, ref_ops_fn ops);
+
+} // namespace detail
+
+/// An object_ref passed *as a ref* (a parameter of type object_ref<T>, or
+/// one inside a container or result) between the driver and a worker
+/// process: it stays a ref to the same object, which stays alive while
+/// any process holds it.
 template <class Archive, class T>
-void serialize(Archive&, object_ref<T>&, const unsigned int) {
-  detail::throw_handle_not_sendable("an object_ref");
+void serialize(Archive& ar, object_ref<T>& r, const unsigned int) {
+  if constexpr (Archive::is_saving::value) {
+    std::uint64_t id = detail::encode_ref(r.cell(), &detail::ref_ops<T>);
+    ar << id;
+  } else {
+    std::uint64_t id = 0;
+    ar >> id;
+    r = object_ref<T>(detail::decode_ref(id, &detail::ref_ops<T>));
+  }
 }
 
 namespace detail {
@@ -211,7 +247,7 @@ template <class T> struct serializable_impl<std::unique_ptr<T>> : std::bool_cons
 template <class T> struct serializable_impl<std::shared_ptr<T>> : std::bool_constant<std::is_class_v<T> && all_serializable<T>::value> {};
 template <class T> struct serializable_impl<std::complex<T>> : all_serializable<T> {};
 template <std::size_t N> struct serializable_impl<std::bitset<N>> : std::true_type {};
-template <class T> struct serializable_impl<object_ref<T>> : std::true_type {};
+template <class T> struct serializable_impl<object_ref<T>> : all_serializable<T> {};
 // clang-format on
 
 } // namespace detail
@@ -319,6 +355,43 @@ T decode_value(std::string_view in) {
   T value{};
   decode_each(in, value);
   return value;
+}
+
+template <class T>
+object_state* ref_ops(ref_op op, object_state* cell, std::string_view in, std::string* out) {
+  using cell_t = value_object<T>;
+  switch (op) {
+  case ref_op::encode_value:
+    if constexpr (!std::is_void_v<T>)
+      encode_each(*out, static_cast<cell_t*>(cell)->value());
+    return cell;
+  case ref_op::make_ready: {
+    auto* c = new cell_t();
+    if constexpr (!std::is_void_v<T>) {
+      try {
+        T value{};
+        decode_each(in, value);
+        c->emplace(std::move(value));
+      } catch (...) {
+        delete c;
+        throw;
+      }
+    }
+    c->complete_value();
+    return c;
+  }
+  case ref_op::make_pending:
+    return new cell_t();
+  case ref_op::fill:
+    if constexpr (!std::is_void_v<T>) {
+      T value{};
+      decode_each(in, value);
+      static_cast<cell_t*>(cell)->emplace(std::move(value));
+    }
+    cell->complete_value();
+    return cell;
+  }
+  return nullptr;
 }
 
 } // namespace detail

@@ -45,6 +45,20 @@ protected:
 std::int64_t live_object_count() noexcept;
 /// A fresh object id (no lock; ids come from per-thread blocks).
 object_id new_object_id() noexcept;
+/// Worker processes: ids made from now on start at `first` (each worker
+/// numbers its objects in a range of its own, so that ids are unique on
+/// the node). Call before other threads make objects.
+void set_object_id_space(std::uint64_t first) noexcept;
+
+/// Worker processes: what happens to a *proxy* cell (a cell standing for
+/// an object the driver holds, see set_proxy). Set once by the worker.
+struct proxy_hooks {
+  /// Someone waits for the proxy's value (get/wait): fetch it.
+  void (*wanted)(object_state& proxy) noexcept;
+  /// The proxy is being destroyed.
+  void (*dropped)(object_state& proxy) noexcept;
+};
+void set_proxy_hooks(const proxy_hooks* hooks) noexcept;
 
 class object_state {
 public:
@@ -52,12 +66,33 @@ public:
   object_state& operator=(const object_state&) = delete;
 
   void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  /// Adds a reference unless the count already reached 0 (the cell is
+  /// being destroyed): for tables that hold cells without a reference.
+  bool try_add_ref() noexcept {
+    auto n = refs_.load(std::memory_order_relaxed);
+    while (n != 0)
+      if (refs_.compare_exchange_weak(n, n + 1, std::memory_order_acq_rel, std::memory_order_relaxed))
+        return true;
+    return false;
+  }
   void release() noexcept {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1)
       delete this;
   }
 
   object_id id() const noexcept { return id_; }
+  /// Internal: gives the cell the id of the object it stands for (a copy
+  /// of an object another process made). Before the cell is shared.
+  void assign_id(object_id id) noexcept { id_ = id; }
+  /// Worker processes: this cell stands for an object the driver holds;
+  /// waiting for it asks the driver for the value (proxy_hooks).
+  void set_proxy() noexcept { proxy_ = true; }
+  bool is_proxy() const noexcept { return proxy_; }
+  /// Called by get/wait before they wait for a cell that is not done.
+  void want() noexcept {
+    if (proxy_)
+      notify_wanted();
+  }
   /// True once a value or an error is stored. Never goes back.
   bool done() const noexcept { return (status_.load(std::memory_order_acquire) & done_bit) != 0; }
   bool failed() const noexcept { return (status_.load(std::memory_order_acquire) & failed_bit) != 0; }
@@ -90,10 +125,12 @@ private:
   static constexpr std::uint32_t sleeper_unit = 4; // parked threads, counted above the flags
 
   void complete(std::uint32_t extra_bits) noexcept;
+  void notify_wanted() noexcept;
 
   std::atomic<std::uint32_t> refs_{0};
   std::atomic<std::uint32_t> status_{0};
   std::atomic<bool> producer_lock_{false};
+  bool proxy_ = false;
   object_id id_;
   std::atomic<completion_waiter*> waiters_{nullptr};
   task_base* producer_ = nullptr;
