@@ -38,7 +38,8 @@ public:
   /// Internal: the cell, or null.
   detail::object_state* cell() const noexcept { return cell_.get(); }
 
-  friend bool operator==(const object_ref& a, const object_ref& b) noexcept { return a.cell_.get() == b.cell_.get(); }
+  /// Refs to the same object (the same id; invalid refs are all equal).
+  friend bool operator==(const object_ref& a, const object_ref& b) noexcept { return a.id() == b.id(); }
 
 private:
   detail::object_ptr cell_;
