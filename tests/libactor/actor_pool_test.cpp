@@ -115,8 +115,8 @@ TEST_CASE("work beyond the idle actors waits in the pool and goes to whichever a
   pool.submit(gated, 0); // takes actor 1 and holds it at the gate
   for (int v = 1; v <= 4; ++v)
     pool.submit(who, v);
-  CHECK_FALSE(pool.has_free());
-  // Actor 1 is stuck, so every waiting item must run on actor 2, one after
+  // (No has_free() check here: actor 2 may already have worked through all
+  // four items on a loaded machine.) Actor 1 is stuck, so every waiting item must run on actor 2, one after
   // another; none may be queued behind the gate.
   std::vector<int> got;
   for (int i = 0; i < 4; ++i)
