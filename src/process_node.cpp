@@ -140,6 +140,9 @@ caf::behavior node_behavior(caf::event_based_actor*, process_node* node) {
       node->on_blocked(worker, job, blocked);
     },
     [node](wire::fetch_atom, std::int32_t worker, std::uint64_t id) { node->on_fetch(worker, id); },
+    [node](wire::actor_submit_atom, std::int32_t worker, std::uint64_t seq, std::uint64_t holder,
+           const std::string& record,
+           const std::string& bundle) { node->on_actor_submit(worker, seq, holder, record, bundle); },
     [node](wire::release_atom, std::int32_t worker, const std::string& pairs) { node->on_release(worker, pairs); },
   };
 }
@@ -150,13 +153,7 @@ const int node_key = 0;
 
 namespace {
 
-/// What a forwarded task's result is in the driver: the bytes as its
-/// worker sent them (the driver never reads them) and the refs they carry.
-struct forwarded_result {
-  std::string bytes;
-  std::vector<carried_ref> refs;
-  std::string handed; ///< store references the bytes hand over
-};
+std::atomic<actor_call_forwarder> g_forwarder{nullptr};
 
 /// A task that a task in a worker submitted: code refs and argument bytes
 /// as the worker sent them (and the refs they carry); its one result stays
@@ -256,6 +253,16 @@ void release_dropped(const wire::done_record& d) {
 }
 
 } // namespace
+
+void set_actor_call_forwarder(actor_call_forwarder f) noexcept { g_forwarder.store(f, std::memory_order_release); }
+
+void store_forwarded_result(object_state& cell, std::string_view bytes) {
+  forwarded_result r{std::string(bytes), {}, {}};
+  if (auto* table = dynamic_cast<ref_table*>(current_ref_codec()))
+    for (const auto& [id, ref] : table->refs)
+      r.refs.push_back(ref);
+  static_cast<value_object<forwarded_result>&>(cell).emplace(std::move(r));
+}
 
 process_node& process_node::of(runtime& rt) {
   return static_cast<process_node&>(
@@ -905,6 +912,59 @@ void process_node::on_submit(std::int32_t worker_id, std::uint64_t seq, const st
     else
       delete reply;
   }
+}
+
+void process_node::on_actor_submit(std::int32_t worker_id, std::uint64_t seq, std::uint64_t holder,
+                                   const std::string& record, const std::string& bundle) {
+  forwarded_call call;
+  call.result = object_ptr(new value_object<forwarded_result>());
+  object_ptr holder_cell;
+  std::exception_ptr refused;
+  {
+    std::lock_guard<std::mutex> lock(mtx_);
+    auto it = workers_.find(worker_id);
+    if (it == workers_.end() || !it->second.ctl)
+      return; // its worker is gone: no one waits for it
+    wire::actor_call_record rec;
+    ref_table refs;
+    const void* inv = nullptr;
+    const void* method = nullptr;
+    if (!rec.read(record) || !(inv = address_locked(rec.invoker)) ||
+        (!rec.is_virtual && !(method = address_locked(rec.method))) || !pin_locked(worker_id, bundle, refs)) {
+      refused = std::make_exception_ptr(serialization_error("weft: a worker sent a corrupted actor call"));
+    } else if (auto h = refs.refs.find(holder); h == refs.refs.end()) {
+      refused = std::make_exception_ptr(serialization_error("weft: a worker called an actor it holds no handle of"));
+    } else {
+      holder_cell = h->second.cell;
+      refs.refs.erase(h);
+      call.invoker = reinterpret_cast<actor_method_invoker>(const_cast<void*>(inv));
+      call.method[0] =
+        rec.is_virtual ? static_cast<std::uintptr_t>(rec.vword) : reinterpret_cast<std::uintptr_t>(method);
+      call.method[1] = static_cast<std::uintptr_t>(rec.adjust);
+      call.method_id = method;
+      call.args = rec.args;
+      for (auto& [id, r] : refs.refs)
+        call.arg_refs.push_back(std::move(r));
+    }
+  }
+  auto* reply = new forward_reply(this, worker_id, seq, call.result);
+  object_ptr result = call.result;
+  if (!result->add_waiter(reply)) {
+    delete reply;
+    return;
+  }
+  if (!refused) {
+    try {
+      auto forward = g_forwarder.load(std::memory_order_acquire);
+      if (!forward)
+        throw error("weft: no actor runtime in the driver");
+      forward(*holder_cell.get(), std::move(call));
+    } catch (...) {
+      refused = std::current_exception();
+    }
+  }
+  if (refused)
+    result->complete_error(refused);
 }
 
 void process_node::send_result(int worker_id, std::uint64_t seq, std::uint8_t kind, std::string payload,

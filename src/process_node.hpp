@@ -56,6 +56,33 @@ struct actor_reply {
   mutable ref_table refs;
 };
 
+/// What a task or actor call submitted by a worker ends with in the
+/// driver: the result bytes as the worker that ran it sent them (the
+/// driver never reads them), the refs they carry, and the store references
+/// they hand over.
+struct forwarded_result {
+  std::string bytes;
+  std::vector<carried_ref> refs;
+  std::string handed;
+};
+/// Stores `bytes` (and the refs of the codec installed to read them) as the
+/// value of `cell`, a value_object<forwarded_result>.
+void store_forwarded_result(object_state& cell, std::string_view bytes);
+
+/// A method call a worker made through a handle the driver lent it.
+struct forwarded_call {
+  actor_method_invoker invoker = nullptr;
+  std::uintptr_t method[2] = {0, 0}; ///< the member-function pointer's words, in this process
+  const void* method_id = nullptr;   ///< for names in errors (null for a virtual method)
+  std::string args;
+  std::vector<carried_ref> arg_refs;
+  object_ptr result; ///< a value_object<forwarded_result>
+};
+/// The actor runtime makes `call` on the actor whose handle `holder` (a
+/// cell of the driver) holds. Throws when it cannot.
+using actor_call_forwarder = void (*)(object_state& holder, forwarded_call call);
+void set_actor_call_forwarder(actor_call_forwarder f) noexcept;
+
 /// What start_actor() needs to build an actor's object in its worker.
 struct actor_start {
   actor_constructor constructor = nullptr;
@@ -114,6 +141,10 @@ public:
   void on_blocked(std::int32_t worker, std::uint64_t job, bool blocked);
   /// A proxy in `worker` wants the value of object `id`, which the node lent it.
   void on_fetch(std::int32_t worker, std::uint64_t id);
+  /// A task in `worker` calls a method of the actor whose handle the cell
+  /// `holder` holds (lent to that worker).
+  void on_actor_submit(std::int32_t worker, std::uint64_t seq, std::uint64_t holder, const std::string& record,
+                       const std::string& bundle);
   /// `worker` let go of objects: packed (u64 id, i64 count) pairs.
   void on_release(std::int32_t worker, const std::string& pairs);
   /// Sends object `r`'s value (done) to `worker` (fetch_reply calls it).

@@ -15,13 +15,16 @@ thread_local ref_codec* tls_codec = nullptr;
 ref_codec_scope::ref_codec_scope(ref_codec* codec) noexcept : before_(tls_codec) { tls_codec = codec; }
 ref_codec_scope::~ref_codec_scope() { tls_codec = before_; }
 
+ref_codec* current_ref_codec() noexcept { return tls_codec; }
+
 std::uint64_t encode_ref(object_state* cell, ref_ops_fn ops) {
   if (!cell)
     return 0; // an invalid ref stays invalid
   if (!tls_codec)
     throw serialization_error(
-      "weft: an object_ref can be sent only inside weft's own messages (the arguments and results of tasks and "
-      "actor methods in worker processes); to_bytes cannot write one: it names an object of this running node");
+      "weft: an object_ref (or actor_handle) can be sent only inside weft's own messages (the arguments and results "
+      "of tasks and actor methods in worker processes); to_bytes cannot write one: it names an object of this "
+      "running node");
   return tls_codec->encode(cell, ops);
 }
 
@@ -29,7 +32,8 @@ object_ptr decode_ref(std::uint64_t id, ref_ops_fn ops) {
   if (id == 0)
     return object_ptr();
   if (!tls_codec)
-    throw serialization_error("weft: an object_ref can be read only from weft's own messages, not with from_bytes");
+    throw serialization_error(
+      "weft: an object_ref (or actor_handle) can be read only from weft's own messages, not with from_bytes");
   return tls_codec->decode(id, ops);
 }
 

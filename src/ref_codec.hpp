@@ -60,6 +60,9 @@ private:
   ref_codec* before_;
 };
 
+/// The codec installed on this thread, or null.
+ref_codec* current_ref_codec() noexcept;
+
 /// Driver: gathers the refs a message being written carries.
 class ref_collector final : public ref_codec {
 public:

@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -70,6 +71,7 @@ struct client_state {
   const std::vector<const module_table::module*>* map = nullptr; // driver's module index -> ours
   std::mutex mtx;
   std::unordered_map<std::uint64_t, task_base*> pending;
+  std::unordered_map<std::uint64_t, std::unique_ptr<worker_actor_call>> calls; ///< actor calls, same numbering
   std::uint64_t next = 0;
   caf::actor ctl; ///< this worker's control actor
 };
@@ -308,13 +310,33 @@ void client_result(std::uint64_t seq, std::uint8_t kind, const std::string& payl
     ~uncredit() { uncredit_refs(ids); }
   } after{ids};
   task_base* t = nullptr;
+  std::unique_ptr<worker_actor_call> call;
   {
     std::lock_guard<std::mutex> lock(g_client->mtx);
-    auto it = g_client->pending.find(seq);
-    if (it == g_client->pending.end())
+    if (auto it = g_client->pending.find(seq); it != g_client->pending.end()) {
+      t = it->second;
+      g_client->pending.erase(it);
+    } else if (auto c = g_client->calls.find(seq); c != g_client->calls.end()) {
+      call = std::move(c->second);
+      g_client->calls.erase(c);
+    } else {
       return;
-    t = it->second;
-    g_client->pending.erase(it);
+    }
+  }
+  if (call) {
+    try {
+      worker_codec codec;
+      ref_codec_scope scope(&codec);
+      if (kind == static_cast<std::uint8_t>(wire::result_kind::ok)) {
+        call->decode_result(payload);
+        call->result().complete_value();
+      } else {
+        call->result().complete_error(rebuild_error(static_cast<error_kind>(kind), payload));
+      }
+    } catch (...) {
+      call->result().complete_error(std::current_exception());
+    }
+    return;
   }
   std::exception_ptr err;
   try {
@@ -647,6 +669,60 @@ void worker_client_submit(task_base* t) {
   }
   g.t = nullptr; // pending holds it now
   caf::anon_send(g_client->node, wire::submit_atom::value, g_client->worker_id, seq, std::move(record));
+}
+
+void worker_client_call_actor(object_state* via, std::unique_ptr<worker_actor_call> call) {
+  if (!via || !via->is_proxy())
+    throw invalid_argument_error("weft: actor method call through an invalid actor_handle");
+  if (!call->invoker())
+    throw error("weft: actors of this class (weft::queue, supervisors) stay in the driver and cannot be called "
+                "from a worker process yet");
+  for (object_state* d : call->deps())
+    if (!d)
+      throw invalid_argument_error("weft: an argument of an actor method call made in a worker is an invalid "
+                                   "object_ref (default-constructed or moved-from)");
+  try {
+    if (!call->deps().empty())
+      await_all(call->deps(), 0, "remote");
+  } catch (...) {
+    call->result().complete_error(std::current_exception());
+    return;
+  }
+  std::uintptr_t words[2];
+  std::memcpy(words, call->method_bytes(), sizeof words);
+  wire::actor_call_record rec;
+  const auto inv = driver_code_ref(reinterpret_cast<const void*>(call->invoker()));
+  rec.is_virtual = (words[0] & 1) != 0;
+  std::optional<code_ref> method;
+  if (rec.is_virtual)
+    rec.vword = words[0];
+  else
+    method = driver_code_ref(reinterpret_cast<const void*>(words[0]));
+  if (!inv || (!rec.is_virtual && !method))
+    throw error("weft: an actor method called in a worker process is in no module the driver knows");
+  rec.invoker = *inv;
+  if (method)
+    rec.method = *method;
+  rec.adjust = static_cast<std::int64_t>(words[1]);
+  std::string args, record;
+  worker_codec codec; // holds the handle's proxy and the refs the arguments name until sent
+  std::uint64_t holder = 0;
+  {
+    ref_codec_scope scope(&codec);
+    call->encode_arguments(args);
+    holder = codec.encode(via, nullptr);
+  }
+  rec.args = args;
+  std::uint64_t seq = 0;
+  {
+    std::lock_guard<std::mutex> lock(g_client->mtx);
+    seq = ++g_client->next;
+    rec.seq = seq;
+    g_client->calls.emplace(seq, std::move(call));
+  }
+  rec.write(record);
+  caf::anon_send(g_client->node, wire::actor_submit_atom::value, g_client->worker_id, seq, holder, std::move(record),
+                 codec.bundle);
 }
 
 void worker_client_blocked(bool blocked) noexcept {

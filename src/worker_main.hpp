@@ -5,7 +5,12 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <span>
 #include <string>
+#include <string_view>
+
+#include "weft/detail/task.hpp"
 
 namespace weft::detail {
 
@@ -33,6 +38,25 @@ void worker_client_submit(task_base* t);
 /// Around a wait in get/wait inside a worker's task: the driver lends the
 /// task's CPUs to other tasks meanwhile (and starts workers for them).
 void worker_client_blocked(bool blocked) noexcept;
+
+/// A method call made in this worker through a handle the driver lent it
+/// (libactor implements it over its typed call).
+class worker_actor_call {
+public:
+  virtual ~worker_actor_call() = default;
+  /// Null for an actor class that stays in the driver.
+  virtual actor_method_invoker invoker() const noexcept = 0;
+  virtual const void* method_bytes() const noexcept = 0;
+  virtual std::span<object_state* const> deps() const noexcept = 0;
+  virtual void encode_arguments(std::string& out) const = 0;
+  /// Stores (does not publish) the result.
+  virtual void decode_result(std::string_view in) = 0;
+  virtual object_state& result() noexcept = 0;
+};
+/// Sends `call` to the driver, which makes it on the actor whose handle
+/// the driver holds in the cell `via` (a proxy here) stands for. Its end
+/// comes back to this worker's result cell.
+void worker_client_call_actor(object_state* via, std::unique_ptr<worker_actor_call> call);
 
 /// True in a process started as a worker (the environment says so).
 bool started_as_worker() noexcept;

@@ -23,6 +23,9 @@
 //   node   -> control (w_value,  object id, kind, payload, ids, handed)
 //   worker -> node   (w_release, worker id, (id, count) pairs)  proxies let go
 //   control -> itself (w_rflush)  send the releases collected meanwhile
+//   worker -> node   (w_acall, worker id, seq, holder id, actor call record, bundle)
+//                    a call through a handle the node lent (the holder is a
+//                    cell holding the handle); the end comes back as w_result
 //
 // A worker started for an actor hosts that actor only (one incarnation):
 //   node   -> worker (a_create, create record)  build the object (seq 0)
@@ -68,6 +71,7 @@ using fetch_atom = caf::atom_constant<caf::atom("w_fetch")>;
 using value_atom = caf::atom_constant<caf::atom("w_value")>;
 using release_atom = caf::atom_constant<caf::atom("w_release")>;
 using release_flush_atom = caf::atom_constant<caf::atom("w_rflush")>;
+using actor_submit_atom = caf::atom_constant<caf::atom("w_acall")>;
 
 /// Environment of a worker process: where its driver listens, and the
 /// secret that proves it was started by that driver.

@@ -1259,8 +1259,94 @@ actor_ref create_actor(std::unique_ptr<actor_factory> factory, const actor_optio
   return actor_system::get("remote<T>().remote").create(std::move(factory), options);
 }
 
+namespace {
+
+/// A call made in a worker through a lent handle, as the worker's side of
+/// it sees it (over the typed call; owns one reference).
+class worker_call_adapter final : public worker_actor_call {
+public:
+  explicit worker_call_adapter(actor_call* c) noexcept : c_(c) {}
+  ~worker_call_adapter() override { c_->release(); }
+  actor_method_invoker invoker() const noexcept override { return c_->remote_invoker(); }
+  const void* method_bytes() const noexcept override { return c_->method_bytes(); }
+  std::span<object_state* const> deps() const noexcept override { return c_->deps(); }
+  void encode_arguments(std::string& out) const override { c_->encode_arguments(out); }
+  void decode_result(std::string_view in) override { c_->decode_result(in); }
+  object_state& result() noexcept override { return *c_->returns()[0].get(); }
+
+private:
+  actor_call* c_;
+};
+
+/// A call a worker made through a handle the driver lent it: the method's
+/// code, argument bytes and refs as the worker sent them; its result stays
+/// bytes and goes back to that worker.
+class forwarded_actor_call final : public actor_call {
+public:
+  explicit forwarded_actor_call(forwarded_call f) :
+    actor_call(std::span<object_ptr>(&ret_, 1), {}, f.method_id),
+    f_(std::move(f)),
+    ret_(f_.result) {}
+  call_status invoke(void*) override {
+    throw error("weft: a call made in a worker process runs only on an actor that lives in a worker process");
+  }
+  actor_method_invoker remote_invoker() const noexcept override { return f_.invoker; }
+  const void* method_bytes() const noexcept override { return f_.method; }
+  void encode_arguments(std::string& out) const override {
+    out += f_.args;
+    for (const auto& r : f_.arg_refs)
+      encode_ref(r.cell.get(), r.ops); // the call's codec collects them
+  }
+  void decode_result(std::string_view in) override { store_forwarded_result(*ret_.get(), in); }
+
+private:
+  forwarded_call f_;
+  object_ptr ret_;
+};
+
+void forward_call(object_state& holder, forwarded_call f) {
+  auto* c = new forwarded_actor_call(std::move(f));
+  c->target = static_cast<value_object<actor_ref>&>(holder).value();
+  submit_call(c);
+}
+
+const bool forwarder_registered = (set_actor_call_forwarder(&forward_call), true);
+
+} // namespace
+
+object_state* handle_holder_ops(ref_op op) {
+  if (op == ref_op::make_pending)
+    return new value_object<actor_ref>();
+  throw serialization_error("weft: an actor_handle has no value to send");
+}
+
+std::uint64_t encode_handle(const actor_ref& ref, object_state* via, ref_ops_fn ops) {
+  if (via)
+    return encode_ref(via, ops); // a worker's handle: the driver's holder it borrowed
+  auto* holder = new value_object<actor_ref>();
+  object_ptr keep(holder); // the message's codec adds its own reference
+  holder->emplace(ref);
+  holder->complete_value();
+  return encode_ref(holder, ops);
+}
+
+void decode_handle(std::uint64_t holder, ref_ops_fn ops, actor_ref& ref, object_ptr& via) {
+  object_ptr cell = decode_ref(holder, ops);
+  if (!cell)
+    return;
+  if (cell->is_proxy())
+    via = std::move(cell); // in a worker
+  else
+    ref = static_cast<value_object<actor_ref>*>(cell.get())->value();
+}
+
 void submit_call(actor_call* call) {
   runtime* rt = runtime::current();
+  if (!rt && call->via && worker_client_active()) {
+    object_state* via = call->via.get();
+    worker_client_call_actor(via, std::make_unique<worker_call_adapter>(call)); // owns the call now
+    return;
+  }
   if (!rt) {
     call->release();
     if (started_as_worker())
@@ -1283,6 +1369,8 @@ actor_ref find_actor(const std::string& name, const std::string& ns, const std::
 }
 
 void kill_actor(const actor_ref& ref, bool no_restart) {
+  if (!ref && started_as_worker())
+    throw not_initialized_error("weft::kill: not available inside a worker process yet; see docs/processes.md");
   if (!ref)
     throw invalid_argument_error("weft::kill: the actor_handle is invalid (default-constructed or moved-from)");
   require_initialized("kill");
@@ -1298,6 +1386,8 @@ void kill_actor(const actor_ref& ref, bool no_restart) {
 actor_id id_of(const actor_core* core) noexcept { return core->id; }
 
 void monitor_actor(const actor_ref& ref, std::function<void(const actor_exit&)> fn) {
+  if (!ref && started_as_worker())
+    throw not_initialized_error("weft::monitor: not available inside a worker process yet; see docs/processes.md");
   if (!ref)
     throw invalid_argument_error("weft::monitor: the actor_handle is invalid (default-constructed or moved-from)");
   if (!fn)

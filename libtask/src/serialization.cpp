@@ -82,12 +82,6 @@ void throw_bad_variant_index(std::uint32_t index, std::size_t alternatives) {
                             " but the variant has " + std::to_string(alternatives));
 }
 
-void throw_handle_not_sendable(const char* what) {
-  throw serialization_error(std::string("weft: ") + what +
-                            " cannot be sent to a worker process yet (only values can); pass the value "
-                            "itself, or run this work in local mode (see docs/processes.md)");
-}
-
 // ---- iarchive: Boost's class and object numbering, checked ----
 //
 // Boost's basic_iarchive (compiled into libboost_serialization) reads, for a

@@ -144,6 +144,20 @@ actor_ref find_actor(const std::string& name, const std::string& ns, const std::
 void kill_actor(const actor_ref& ref, bool no_restart);
 actor_id id_of(const actor_core* core) noexcept;
 
+/// Worker processes: the wire form of a handle. In the driver, a new cell
+/// holding `ref` travels as a ref (so the receiver keeps the actor alive);
+/// in a worker, `via` (the proxy of such a cell) goes back as itself.
+std::uint64_t encode_handle(const actor_ref& ref, object_state* via, ref_ops_fn ops);
+/// The other way: in the driver, the handle a holder cell holds (`ref`);
+/// in a worker, the holder's proxy (`via`).
+void decode_handle(std::uint64_t holder, ref_ops_fn ops, actor_ref& ref, object_ptr& via);
+/// ref_ops of a holder cell (one instance per T, to tell handle types apart).
+object_state* handle_holder_ops(ref_op op);
+template <class T>
+object_state* handle_ops(ref_op op, object_state*, std::string_view, std::string*) {
+  return handle_holder_ops(op);
+}
+
 /// The worker side of an actor method call: decode, call, encode.
 template <class T, class M, class R, class... Params>
 void run_remote_method(void* instance, const void* method, std::string_view in, std::string& out) {
@@ -290,7 +304,10 @@ class actor_method {
 public:
   using result_type = object_ref<typename detail::call_value<R>::type>;
 
-  actor_method(detail::actor_ref target, M method) : target_(std::move(target)), method_(method) {}
+  actor_method(detail::actor_ref target, M method, detail::object_ptr via = {}) :
+    target_(std::move(target)),
+    method_(method),
+    via_(std::move(via)) {}
 
   /// Submits one call. Returns at once. Thread-safe. Calls made through
   /// one handle run in the order they were made. Throws
@@ -316,6 +333,7 @@ private:
         result_type ref(cell);
         auto* call = new call_type(method_, std::move(cell), std::forward<Args>(args)...);
         call->target = target_;
+        call->via = via_;
         detail::submit_call(call);
         return ref;
       }
@@ -330,6 +348,7 @@ private:
 
   detail::actor_ref target_;
   M method_;
+  detail::object_ptr via_;
 };
 
 /// A reference to an actor (Ray's ActorHandle). A value: copy it, pass it to
@@ -363,17 +382,23 @@ public:
         (void)detail::require_serializable<std::remove_cvref_t<typename detail::call_value<R>::type>>::value;
       check_params(static_cast<typename traits::params*>(nullptr));
     }
-    return actor_method<T, M>(ref_, m);
+    return actor_method<T, M>(ref_, m, via_);
   }
 
-  bool valid() const noexcept { return static_cast<bool>(ref_); }
+  bool valid() const noexcept { return ref_ || via_; }
   /// The actor's id (the same across restarts); actor_id{} if invalid.
-  actor_id id() const noexcept { return ref_ ? detail::id_of(ref_.get()) : actor_id{}; }
+  actor_id id() const noexcept { return ref_ ? detail::id_of(ref_.get()) : via_ ? via_id_ : actor_id{}; }
 
-  /// Internal: the counted reference.
+  /// Internal: the counted reference (null in a worker process).
   const detail::actor_ref& ref() const noexcept { return ref_; }
+  /// Internal, in a worker process: the proxy of the cell that holds the
+  /// handle in the driver.
+  detail::object_state* via() const noexcept { return via_.get(); }
+  /// Internal: a worker's handle.
+  actor_handle(detail::object_ptr via, actor_id id) noexcept : via_(std::move(via)), via_id_(id) {}
 
-  friend bool operator==(const actor_handle& a, const actor_handle& b) noexcept { return a.ref_.get() == b.ref_.get(); }
+  /// Handles of the same actor.
+  friend bool operator==(const actor_handle& a, const actor_handle& b) noexcept { return a.id() == b.id(); }
 
 private:
   template <class... P>
@@ -384,6 +409,8 @@ private:
   }
 
   detail::actor_ref ref_;
+  detail::object_ptr via_;
+  actor_id via_id_{};
 };
 
 namespace detail {
@@ -392,11 +419,27 @@ template <class T>
 struct serializable_impl<actor_handle<T>> : std::true_type {};
 } // namespace detail
 
-/// An actor_handle sent to a worker process. Not supported yet (see
-/// docs/processes.md): encoding one throws serialization_error.
+/// An actor_handle passed between the driver and a worker process: it
+/// stays a handle to the same actor, which it keeps alive; a worker calls
+/// the actor through the driver.
 template <class Archive, class T>
-void serialize(Archive&, actor_handle<T>&, const unsigned int) {
-  detail::throw_handle_not_sendable("an actor_handle");
+void serialize(Archive& ar, actor_handle<T>& h, const unsigned int) {
+  if constexpr (Archive::is_saving::value) {
+    std::uint64_t holder = h.valid() ? detail::encode_handle(h.ref(), h.via(), &detail::handle_ops<T>) : 0;
+    std::uint64_t id = h.id().value;
+    ar << holder << id;
+  } else {
+    std::uint64_t holder = 0, id = 0;
+    ar >> holder >> id;
+    if (holder == 0) {
+      h = actor_handle<T>();
+      return;
+    }
+    detail::actor_ref ref;
+    detail::object_ptr via;
+    detail::decode_handle(holder, &detail::handle_ops<T>, ref, via);
+    h = ref ? actor_handle<T>(std::move(ref)) : actor_handle<T>(std::move(via), actor_id{id});
+  }
 }
 
 static_assert(std::is_nothrow_move_constructible_v<actor_handle<int>>);

@@ -140,12 +140,6 @@ template <class T>
 struct is_serializable;
 
 namespace detail {
-/// Throws serialization_error: `what` (an object_ref, an actor_handle)
-/// cannot travel to another process in this version.
-[[noreturn]] void throw_handle_not_sendable(const char* what);
-} // namespace detail
-
-namespace detail {
 
 /// What weft does with the cell of an object_ref<T> whose T it no longer
 /// knows (type-erased; one instance per T, whose address also names T):

@@ -186,6 +186,7 @@ public:
   void* home = nullptr;                           ///< where wake-ups go (runtime-owned)
   void (*home_release)(void*) noexcept = nullptr; ///< frees `home`
   object_ptr remote_reply;                        ///< worker processes: the reply being waited for
+  object_ptr via; ///< in a worker process: the proxy of the cell that holds the handle in the driver
 
 private:
   std::atomic<std::uint32_t> refs_{1};

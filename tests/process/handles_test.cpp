@@ -1,0 +1,189 @@
+// actor_handles as themselves between the driver and worker processes: a
+// task or actor in a worker calls an actor through a handle it was given,
+// a handle a worker returns is the same handle in the driver, and a handle
+// a worker holds keeps its actor alive.
+#include <unistd.h>
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "process/process_test.hpp"
+#include "weft_test.hpp"
+#include <weft/weft.hpp>
+
+using Catch::Matchers::Contains;
+using process_test::processes;
+using weft_test::bound;
+using weft_test::eventually;
+
+namespace {
+
+struct journal {
+  std::vector<int> entries;
+  int add(int x) {
+    entries.push_back(x);
+    return static_cast<int>(entries.size());
+  }
+  std::vector<int> all() const { return entries; }
+  int fail(int) { throw std::domain_error("journal refused"); }
+  int read(weft::object_ref<int> r) { return weft::get(r) + 1000; }
+  int pid() const { return static_cast<int>(::getpid()); }
+};
+
+/// Adds 1..n to the journal through its handle, from a worker; returns the
+/// journal's size after each call, in order.
+std::vector<int> fill(weft::actor_handle<journal> j, int n) {
+  std::vector<weft::object_ref<int>> sizes;
+  for (int i = 1; i <= n; ++i)
+    sizes.push_back(j.task(&journal::add).remote(i));
+  return weft::get(sizes);
+}
+
+weft::actor_handle<journal> hand_back(weft::actor_handle<journal> j) { return j; }
+
+std::string call_failing(weft::actor_handle<journal> j) {
+  try {
+    weft::get(j.task(&journal::fail).remote(1));
+    return "no error";
+  } catch (const weft::task_error& e) {
+    return e.type_name() + ": " + e.message();
+  }
+}
+
+std::string kill_from_worker(weft::actor_handle<journal> j) {
+  try {
+    weft::kill(j);
+    return "killed";
+  } catch (const weft::not_initialized_error& e) {
+    return e.what();
+  }
+}
+
+std::string call_dead(weft::actor_handle<journal> j) {
+  try {
+    weft::get(j.task(&journal::add).remote(1));
+    return "no error";
+  } catch (const weft::actor_died_error& e) {
+    return std::string("actor_died_error: ") + e.what();
+  }
+}
+
+int pass_ref(weft::actor_handle<journal> j, weft::object_ref<int> r) {
+  return weft::get(j.task(&journal::read).remote(r));
+}
+
+/// An actor (in a worker of its own) that keeps a handle to another actor.
+struct relay {
+  weft::actor_handle<journal> target;
+  void hold(weft::actor_handle<journal> j) { target = std::move(j); }
+  int forward(int x) { return weft::get(target.task(&journal::add).remote(x)); }
+  void drop() { target = {}; }
+};
+
+} // namespace
+
+TEST_CASE("a task in a worker calls an actor through a handle it was given") {
+  weft_test::runtime_guard rt(processes);
+  auto j = weft::remote<journal>().remote();
+  const auto sizes = weft::get(weft::remote(fill).remote(j, 50), bound);
+  REQUIRE(sizes.size() == 50);
+  for (int i = 0; i < 50; ++i)
+    CHECK(sizes[i] == i + 1); // the calls ran in the order the worker made them
+  std::vector<int> expected(50);
+  for (int i = 0; i < 50; ++i)
+    expected[i] = i + 1;
+  CHECK(weft::get(j.task(&journal::all).remote(), bound) == expected);
+}
+
+TEST_CASE("a handle a worker returns is the same handle in the driver") {
+  weft_test::runtime_guard rt(processes);
+  auto j = weft::remote<journal>().remote();
+  auto back = weft::get(weft::remote(hand_back).remote(j), bound);
+  CHECK(back.valid());
+  CHECK(back == j);
+  CHECK(back.id() == j.id());
+  CHECK(weft::get(back.task(&journal::add).remote(7), bound) == 1);
+  CHECK(weft::get(j.task(&journal::all).remote(), bound) == std::vector<int>{7});
+}
+
+TEST_CASE("an actor method's exception reaches the worker that called it") {
+  weft_test::runtime_guard rt(processes);
+  auto j = weft::remote<journal>().remote();
+  CHECK(weft::get(weft::remote(call_failing).remote(j), bound) == "std::domain_error: journal refused");
+}
+
+TEST_CASE("a call from a worker on a dead actor fails with actor_died_error there") {
+  weft_test::runtime_guard rt(processes);
+  auto j = weft::remote<journal>().remote();
+  weft::get(j.task(&journal::add).remote(0), bound);
+  weft::kill(j);
+  CHECK_THAT(weft::get(weft::remote(call_dead).remote(j), bound), Contains("actor_died_error"));
+}
+
+TEST_CASE("kill from a worker is refused with a clear error") {
+  weft_test::runtime_guard rt(processes);
+  auto j = weft::remote<journal>().remote();
+  CHECK_THAT(weft::get(weft::remote(kill_from_worker).remote(j), bound),
+             Contains("not available inside a worker process"));
+  CHECK(weft::get(j.task(&journal::add).remote(1), bound) == 1); // still alive
+}
+
+TEST_CASE("a worker passes a ref on to an actor it calls") {
+  weft_test::runtime_guard rt(processes);
+  auto j = weft::remote<journal>().remote();
+  CHECK(weft::get(weft::remote(pass_ref).remote(j, weft::put(5)), bound) == 1005);
+}
+
+TEST_CASE("an actor in a worker calls another actor through a handle it keeps") {
+  weft_test::runtime_guard rt(processes);
+  auto j = weft::remote<journal>().remote();
+  auto r = weft::remote<relay>().remote();
+  weft::get(r.task(&relay::hold).remote(j), bound);
+  for (int i = 1; i <= 10; ++i)
+    CHECK(weft::get(r.task(&relay::forward).remote(i * 10), bound) == i);
+  CHECK(weft::get(j.task(&journal::all).remote(), bound).back() == 100);
+}
+
+TEST_CASE("a handle a worker holds keeps the actor alive until it lets go") {
+  weft_test::runtime_guard rt(processes);
+  std::atomic<bool> ended{false};
+  auto r = weft::remote<relay>().remote();
+  {
+    auto j = weft::remote<journal>().remote();
+    weft::monitor(j, [&](const weft::actor_exit& e) {
+      if (e.normal)
+        ended = true;
+    });
+    weft::get(r.task(&relay::hold).remote(j), bound);
+  } // the driver's handle is gone; the relay's worker holds one
+  CHECK(weft::get(r.task(&relay::forward).remote(3), bound) == 1);
+  CHECK_FALSE(ended.load());
+  weft::get(r.task(&relay::drop).remote(), bound);
+  CHECK(eventually([&] { return ended.load(); })); // the last handle was the worker's
+}
+
+TEST_CASE("a handle held by a killed worker lets its actor end") {
+  weft_test::runtime_guard rt(processes);
+  std::atomic<bool> ended{false};
+  auto r = weft::remote<relay>().remote();
+  {
+    auto j = weft::remote<journal>().remote();
+    weft::monitor(j, [&](const weft::actor_exit& e) {
+      if (e.normal)
+        ended = true;
+    });
+    weft::get(r.task(&relay::hold).remote(j), bound);
+  }
+  CHECK_FALSE(ended.load());
+  weft::kill(r); // SIGKILL of the relay's worker: what it held is given back
+  CHECK(eventually([&] { return ended.load(); }));
+}
+
+TEST_CASE("an actor_handle cannot be written with to_bytes") {
+  weft_test::runtime_guard rt;
+  auto j = weft::remote<journal>().remote();
+  CHECK_THROWS_WITH(weft::to_bytes(j), Contains("only inside weft's own messages"));
+}
