@@ -333,6 +333,44 @@ row actor_calls_async_row(const settings& c, const char* mode) {
   return row{"actor_calls_async", mode, s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
 }
 
+/// Ray's multi-client tasks async: 4 actors each submit 1000 tasks and
+/// get them (in process mode, from their workers through the driver).
+row multi_client_row(const settings& c, const char* mode) {
+  std::vector<weft::actor_handle<task_client>> clients;
+  for (int k = 0; k < 4; ++k)
+    clients.push_back(weft::remote<task_client>().remote());
+  auto s = rate(c, 4000, [&] {
+    std::vector<weft::object_ref<int>> done;
+    for (auto& a : clients)
+      done.push_back(a.task(&task_client::submit_batch).remote(1000));
+    weft::get(done);
+  });
+  return row{"multi_client_tasks_async", mode, s.median, "tasks/s", "caf_send_ceiling", {}, s.spread, ""};
+}
+
+row one_to_n_row(const settings& c, const char* mode) {
+  const int n = 2 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<weft::actor_handle<bench_actor>> actors;
+  for (int k = 0; k < n; ++k)
+    actors.push_back(weft::remote<bench_actor>().remote());
+  auto s = async_calls(c, actors);
+  return row{"actor_calls_1_n", mode, s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
+}
+
+/// n:n: each client actor calls its own server actor through a handle it
+/// was given (in process mode, from its worker through the driver).
+row n_to_n_row(const settings& c, const char* mode, bool put_arg) {
+  auto s = n_to_n_calls(c, put_arg ? &bench_client::small_value_batch_arg : &bench_client::small_value_batch);
+  return row{put_arg ? "actor_calls_n_n_put_arg" : "actor_calls_n_n",
+             mode,
+             s.median,
+             "calls/s",
+             "caf_send_ceiling",
+             {},
+             s.spread,
+             ""};
+}
+
 struct workload {
   const char* name;
   const char* what;
@@ -360,18 +398,7 @@ std::vector<workload> workloads() {
      [](const settings& c) { return tasks_async_row(c, "local"); }},
     {"tasks_sync", "get(f.remote()) one at a time", [](const settings& c) { return tasks_sync_row(c, "local"); }},
     {"multi_client_tasks_async", "4 submitting actors, each 1000 tasks then one get",
-     [](const settings& c) {
-       std::vector<weft::actor_handle<task_client>> clients;
-       for (int k = 0; k < 4; ++k)
-         clients.push_back(weft::remote<task_client>().remote());
-       auto s = rate(c, 4000, [&] {
-         std::vector<weft::object_ref<int>> done;
-         for (auto& a : clients)
-           done.push_back(a.task(&task_client::submit_batch).remote(1000));
-         weft::get(done);
-       });
-       return row{"multi_client_tasks_async", "local", s.median, "tasks/s", "caf_send_ceiling", {}, s.spread, ""};
-     }},
+     [](const settings& c) { return multi_client_row(c, "local"); }},
     {"actor_calls_sync", "1:1 actor calls, get(h.task(m).remote()) one at a time",
      [](const settings& c) { return actor_calls_sync_row(c, "local"); }},
     {"actor_calls_async", "1:1 actor calls, 1000 submitted then one get",
@@ -382,24 +409,11 @@ std::vector<workload> workloads() {
        return row{"actor_calls_concurrent", "local", s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
      }},
     {"actor_calls_1_n", "1:n async calls: one client, n = 2 x CPUs actors, 1000 per batch",
-     [](const settings& c) {
-       const int n = 2 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-       std::vector<weft::actor_handle<bench_actor>> actors;
-       for (int k = 0; k < n; ++k)
-         actors.push_back(weft::remote<bench_actor>().remote());
-       auto s = async_calls(c, actors);
-       return row{"actor_calls_1_n", "local", s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
-     }},
+     [](const settings& c) { return one_to_n_row(c, "local"); }},
     {"actor_calls_n_n", "n:n async calls: n client actors each calling its own actor, 1000 each",
-     [](const settings& c) {
-       auto s = n_to_n_calls(c, &bench_client::small_value_batch);
-       return row{"actor_calls_n_n", "local", s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
-     }},
+     [](const settings& c) { return n_to_n_row(c, "local", false); }},
     {"actor_calls_n_n_put_arg", "n:n async calls with a put() ref as argument",
-     [](const settings& c) {
-       auto s = n_to_n_calls(c, &bench_client::small_value_batch_arg);
-       return row{"actor_calls_n_n_put_arg", "local", s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
-     }},
+     [](const settings& c) { return n_to_n_row(c, "local", true); }},
     {"create_10k_actors", "10,000 actors created, each answering one call; then all dropped",
      [](const settings& c) {
        const int n = c.quick ? 1000 : 10'000;
@@ -590,6 +604,14 @@ std::vector<workload> process_workloads() {
      [](const settings& c) { return actor_calls_sync_row(c, "processes"); }},
     {"actor_calls_async", "1:1 calls to an actor in a worker process, 1000 submitted then one get",
      [](const settings& c) { return actor_calls_async_row(c, "processes"); }},
+    {"multi_client_tasks_async", "4 submitting actors in workers, each 1000 tasks then one get",
+     [](const settings& c) { return multi_client_row(c, "processes"); }},
+    {"actor_calls_1_n", "1:n async calls: one client, n = 2 x CPUs actors in workers",
+     [](const settings& c) { return one_to_n_row(c, "processes"); }},
+    {"actor_calls_n_n", "n:n async calls: n client actors in workers, each calling its own actor through a handle",
+     [](const settings& c) { return n_to_n_row(c, "processes", false); }},
+    {"actor_calls_n_n_put_arg", "n:n async calls with a put() ref as argument, actors in workers",
+     [](const settings& c) { return n_to_n_row(c, "processes", true); }},
     {"array_get_in_worker", "round trip of a task taking a 1 GiB weft::array (64 MiB with --quick)",
      [](const settings& c) { return array_in_worker_row(c); }},
   };
