@@ -619,6 +619,26 @@ bool worker_cancel_requested() noexcept { return g_cancel.load(std::memory_order
 
 bool worker_client_active() noexcept { return g_client && g_client->active.load(std::memory_order_acquire); }
 
+namespace {
+/// Arguments that are refs resolved to values (this worker's own objects,
+/// or proxies of the driver's) are sent as values: waits for them here.
+/// Returns the error of one that failed (it fails the call, as in the
+/// driver); throws for an invalid ref.
+std::exception_ptr await_arguments(std::span<object_state* const> deps, const char* what) {
+  for (object_state* d : deps)
+    if (!d)
+      throw invalid_argument_error(std::string("weft: an argument of ") + what +
+                                   " is an invalid object_ref (default-constructed or moved-from)");
+  try {
+    if (!deps.empty())
+      await_all(deps, 0, "remote");
+  } catch (...) {
+    return std::current_exception();
+  }
+  return nullptr;
+}
+} // namespace
+
 void worker_client_submit(task_base* t) {
   struct guard {
     task_base* t;
@@ -627,17 +647,7 @@ void worker_client_submit(task_base* t) {
         t->release();
     }
   } g{t};
-  // Arguments that are refs to objects of this worker are sent as values:
-  // wait for them here (a failed one fails the task, as in the driver).
-  for (object_state* d : t->deps())
-    if (!d)
-      throw invalid_argument_error("weft: an argument of a task submitted in a worker is an invalid object_ref "
-                                   "(default-constructed or moved-from)");
-  try {
-    if (!t->deps().empty())
-      await_all(t->deps(), 0, "remote");
-  } catch (...) {
-    const auto e = std::current_exception();
+  if (auto e = await_arguments(t->deps(), "a task submitted in a worker")) {
     for (auto& r : t->returns())
       r->complete_error(e);
     return;
@@ -677,15 +687,8 @@ void worker_client_call_actor(object_state* via, std::unique_ptr<worker_actor_ca
   if (!call->invoker())
     throw error("weft: actors of this class (weft::queue, supervisors) stay in the driver and cannot be called "
                 "from a worker process yet");
-  for (object_state* d : call->deps())
-    if (!d)
-      throw invalid_argument_error("weft: an argument of an actor method call made in a worker is an invalid "
-                                   "object_ref (default-constructed or moved-from)");
-  try {
-    if (!call->deps().empty())
-      await_all(call->deps(), 0, "remote");
-  } catch (...) {
-    call->result().complete_error(std::current_exception());
+  if (auto e = await_arguments(call->deps(), "an actor method call made in a worker")) {
+    call->result().complete_error(e);
     return;
   }
   std::uintptr_t words[2];
