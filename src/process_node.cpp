@@ -133,9 +133,16 @@ caf::behavior node_behavior(caf::event_based_actor*, process_node* node) {
       node->on_actor_done(worker, batch);
     },
     [node](wire::actor_flush_atom, std::int32_t worker) { node->flush_actor(worker); },
-    [node](wire::submit_atom, std::int32_t worker, std::uint64_t seq, const std::string& record) {
-      node->on_submit(worker, seq, record);
+    [node](wire::submit_atom, std::int32_t worker, const std::string& batch) {
+      for (wire::reader r(batch);;) {
+        const auto seq = r.get<std::uint64_t>();
+        const std::string record(r.get_bytes());
+        if (!r.ok())
+          break;
+        node->on_submit(worker, seq, record);
+      }
     },
+    [node](wire::result_flush_atom, std::int32_t worker) { node->flush_results(worker); },
     [node](wire::blocked_atom, std::int32_t worker, std::uint64_t job, bool blocked) {
       node->on_blocked(worker, job, blocked);
     },
@@ -976,7 +983,29 @@ void process_node::send_result(int worker_id, std::uint64_t seq, std::uint8_t ki
     return;
   }
   const std::string ids = lend_locked(worker_id, refs);
-  caf::anon_send(*it->second.ctl, wire::result_atom::value, seq, kind, std::move(payload), ids);
+  worker& w = it->second;
+  wire::writer out(w.results_out);
+  out.put(seq);
+  out.put(kind);
+  out.put_bytes(payload);
+  out.put_bytes(ids);
+  // Results that end while others wait to leave go in the same message:
+  // the node actor sends them when it next runs.
+  if (!w.results_flush) {
+    w.results_flush = true;
+    caf::anon_send(*node_, wire::result_flush_atom::value, static_cast<std::int32_t>(worker_id));
+  }
+}
+
+void process_node::flush_results(std::int32_t worker_id) {
+  std::lock_guard<std::mutex> lock(mtx_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end())
+    return;
+  worker& w = it->second;
+  w.results_flush = false;
+  if (!w.results_out.empty() && w.ctl && w.state != wstate::dead)
+    caf::anon_send(*w.ctl, wire::result_atom::value, std::exchange(w.results_out, std::string()));
 }
 
 void process_node::on_fetch(std::int32_t worker_id, std::uint64_t id) {

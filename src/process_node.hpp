@@ -135,6 +135,8 @@ public:
   void on_done(const std::string& batch);
   void on_actor_done(std::int32_t worker, const std::string& batch);
   void flush_actor(std::int32_t worker);
+  /// Sends the nested-task results collected for `worker`.
+  void flush_results(std::int32_t worker);
   /// A task in worker `worker` submitted a task (nested tasks).
   void on_submit(std::int32_t worker, std::uint64_t seq, const std::string& record);
   /// The task running in `worker` (job `job`) waits in get/wait, or goes on.
@@ -186,6 +188,8 @@ private:
     std::function<void(std::string)> died;       ///< told when it dies first
     std::map<std::uint64_t, object_ptr> replies; ///< awaited, by seq (0: the constructor)
     std::string outbox;                          ///< calls not sent yet (one message for many)
+    std::string results_out;                     ///< ends of its nested tasks and calls, not sent yet
+    bool results_flush = false;                  ///< a flush of results_out is on its way
     bool blocked = false;                        ///< its running task waits in get: lent its CPUs, gets no more work
     bool flush_scheduled = false;
   };

@@ -74,8 +74,26 @@ struct client_state {
   std::unordered_map<std::uint64_t, std::unique_ptr<worker_actor_call>> calls; ///< actor calls, same numbering
   std::uint64_t next = 0;
   caf::actor ctl; ///< this worker's control actor
+  /// Submissions not sent yet ((seq, record) pairs), and the cells their
+  /// refs name, held until they are sent.
+  std::string outbox;
+  std::vector<object_ptr> outbox_holds;
 };
+
 client_state* g_client = nullptr; // lives until the process ends (with _Exit)
+
+/// Sends the submissions collected so far in one message.
+void flush_submissions() {
+  std::string batch;
+  std::vector<object_ptr> holds;
+  {
+    std::lock_guard<std::mutex> lock(g_client->mtx);
+    batch.swap(g_client->outbox);
+    holds.swap(g_client->outbox_holds);
+  }
+  if (!batch.empty())
+    caf::anon_send(g_client->node, wire::submit_atom::value, g_client->worker_id, std::move(batch));
+}
 
 /// Where `addr` (code here) lies in the driver's module numbering.
 std::optional<code_ref> driver_code_ref(const void* addr) {
@@ -671,14 +689,24 @@ void worker_client_submit(task_base* t) {
       if (auto c = driver_code_ref(reinterpret_cast<const void*>(m)))
         wire::put_code_ref(matchers, *c);
   wire::submit_record{*inv, *fn, args, options, matchers, codec.bundle}.write(record);
-  std::uint64_t seq = 0;
+  // Submissions made one after the other leave in one message: the first
+  // asks the control actor to send the outbox, which the later ones join
+  // meanwhile (a wait in get/wait sends it at once).
+  bool first = false;
   {
     std::lock_guard<std::mutex> lock(g_client->mtx);
-    seq = ++g_client->next;
+    const auto seq = ++g_client->next;
     g_client->pending.emplace(seq, t);
+    first = g_client->outbox.empty();
+    wire::writer w(g_client->outbox);
+    w.put(seq);
+    w.put_bytes(record);
+    for (auto& h : codec.holds)
+      g_client->outbox_holds.push_back(std::move(h));
   }
   g.t = nullptr; // pending holds it now
-  caf::anon_send(g_client->node, wire::submit_atom::value, g_client->worker_id, seq, std::move(record));
+  if (first)
+    caf::anon_send(g_client->ctl, wire::submit_flush_atom::value);
 }
 
 void worker_client_call_actor(object_state* via, std::unique_ptr<worker_actor_call> call) {
@@ -731,6 +759,8 @@ void worker_client_call_actor(object_state* via, std::unique_ptr<worker_actor_ca
 void worker_client_blocked(bool blocked) noexcept {
   if (blocked && tls_flush_results)
     (*tls_flush_results)();
+  if (blocked && worker_client_active())
+    flush_submissions(); // what it waits for may be among them
   const auto job = g_running_seq.load(std::memory_order_acquire);
   if (!worker_client_active() || job == 0)
     return; // (an actor's worker holds no CPUs of a task)
@@ -810,8 +840,18 @@ void run_worker() {
   auto ctl = sys.spawn(
     [](caf::event_based_actor*, int) -> caf::behavior {
       return {
-        [](wire::result_atom, std::uint64_t seq, std::uint8_t kind, const std::string& payload,
-           const std::string& ids) { client_result(seq, kind, payload, ids); },
+        [](wire::result_atom, const std::string& batch) {
+          for (wire::reader r(batch);;) {
+            const auto seq = r.get<std::uint64_t>();
+            const auto kind = r.get<std::uint8_t>();
+            const std::string payload(r.get_bytes());
+            const std::string ids(r.get_bytes());
+            if (!r.ok())
+              break;
+            client_result(seq, kind, payload, ids);
+          }
+        },
+        [](wire::submit_flush_atom) { flush_submissions(); },
         [](wire::value_atom, std::uint64_t id, std::uint8_t kind, const std::string& payload, const std::string& ids,
            const std::string& handed) { proxy_value(id, kind, payload, ids, handed); },
         [](wire::release_flush_atom) { flush_releases(); },

@@ -10,8 +10,11 @@
 //   node   -> worker (retire)                  exit (max_calls reached)
 //
 // Nested tasks: a task in a worker submits tasks and waits for them there.
-//   worker -> node   (w_submit, worker id, seq, submit record)
-//   node   -> control (w_result, seq, result kind, payload)  when it is done
+//   worker -> node   (w_submit, worker id, (seq, submit record) pairs)
+//                    submissions made one after another leave together
+//   node   -> control (w_result, (seq, result kind, payload, ref ids) tuples)
+//                    when they are done; results that end together
+//                    leave together
 //   worker -> node   (w_blocked, worker id, job seq, blocked?)  around a
 //                    wait in get/wait: the job's CPUs are lent meanwhile
 //
@@ -72,6 +75,8 @@ using value_atom = caf::atom_constant<caf::atom("w_value")>;
 using release_atom = caf::atom_constant<caf::atom("w_release")>;
 using release_flush_atom = caf::atom_constant<caf::atom("w_rflush")>;
 using actor_submit_atom = caf::atom_constant<caf::atom("w_acall")>;
+using submit_flush_atom = caf::atom_constant<caf::atom("w_sflush")>;   ///< control actor to itself
+using result_flush_atom = caf::atom_constant<caf::atom("w_resflush")>; ///< node to itself
 
 /// Environment of a worker process: where its driver listens, and the
 /// secret that proves it was started by that driver.
