@@ -28,6 +28,7 @@
 #include "node_store.hpp"
 #include "runtime.hpp"
 #include "shm_arena.hpp"
+#include "store_ledger.hpp"
 #include "weft/array.hpp"
 #include "weft/detail/task.hpp"
 #include "weft/errors.hpp"
@@ -457,6 +458,8 @@ void run_worker() {
     try {
       // Kept for the life of the process, like the driver's.
       static std::unique_ptr<shm_arena> store = shm_arena::attach(wire::store_fd);
+      // Never unmapped: an array destroyed at exit still forgets its slot.
+      set_store_ledger(store_ledger::attach(wire::ledger_fd).release());
       set_node_store(store.get(), static_cast<std::size_t>(std::strtoull(t, nullptr, 10)));
     } catch (const std::exception& e) {
       die(std::string("cannot map the node's object store: ") + e.what(), 2);

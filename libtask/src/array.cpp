@@ -3,11 +3,13 @@
 
 #include <atomic>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <utility>
 
 #include "../../src/node_store.hpp"
 #include "../../src/shm_arena.hpp"
+#include "../../src/store_ledger.hpp"
 
 namespace weft::detail {
 
@@ -19,6 +21,8 @@ namespace {
 std::atomic<shm_arena*> g_active{nullptr};
 std::atomic<shm_arena*> g_arena{nullptr};
 std::atomic<std::size_t> g_threshold{std::size_t{100} << 10};
+/// A worker's ledger of the references it holds (null in the driver).
+std::atomic<store_ledger*> g_ledger{nullptr};
 thread_local bool tls_hand_over = false;
 thread_local std::string* tls_handed = nullptr;
 
@@ -37,16 +41,42 @@ void set_node_store(shm_arena* arena, std::size_t threshold) noexcept {
 
 shm_arena* node_store() noexcept { return g_active.load(std::memory_order_acquire); }
 
-struct array_block::heap_header {
-  std::atomic<std::uint32_t> refs{1};
+void set_store_ledger(store_ledger* ledger) noexcept { g_ledger.store(ledger, std::memory_order_release); }
+
+store_ledger* node_store_ledger() noexcept { return g_ledger.load(std::memory_order_acquire); }
+
+// Copies of an array made in one process share one holder, and through it
+// one reference to a store block: copying an array touches no shared
+// memory, and a worker's ledger records one slot per holder.
+struct array_block::holder {
+  std::atomic<std::uint64_t> copies{1};
+  std::uint64_t ref = 0;              ///< the store reference held (0: a heap array, its bytes follow)
+  store_ledger::slot* slot = nullptr; ///< where a worker's ledger records ref (null: not recorded)
 };
-static_assert(sizeof(std::atomic<std::uint32_t>) <= heap_align);
+static_assert(sizeof(array_block::holder) <= heap_align);
+
+namespace {
+
+/// This process now holds store reference `ref` (raised already): a holder
+/// for it, recorded in this worker's ledger. `h` is a fresh holder.
+array_block::holder* hold(array_block::holder* h, std::uint64_t ref) noexcept {
+  h->ref = ref;
+  if (store_ledger* ledger = g_ledger.load(std::memory_order_acquire))
+    h->slot = ledger->record(ref);
+  return h;
+}
+
+/// Releases one store reference (an arena offset).
+void release_reference(std::uint64_t ref) noexcept { g_arena.load(std::memory_order_acquire)->release(ref); }
+
+} // namespace
 
 array_block array_block::allocate(std::size_t bytes) {
   array_block b;
   b.size_ = bytes;
   shm_arena* store = g_active.load(std::memory_order_acquire);
   if (store && bytes >= g_threshold.load(std::memory_order_relaxed)) {
+    auto h = std::make_unique<holder>();
     const std::uint64_t offset = store->allocate(bytes);
     if (offset == 0)
       throw object_store_full_error("weft: the shared-memory object store is full: an array of " +
@@ -54,12 +84,13 @@ array_block array_block::allocate(std::size_t bytes) {
                                     " of " + mib(store->capacity()) +
                                     " in use; raise config.object_store_memory, or drop references to arrays no "
                                     "longer needed; spilling to disk is not implemented)");
+    b.holder_ = hold(h.release(), offset);
     b.offset_ = offset;
     b.data_ = store->data(offset);
     return b;
   }
   void* p = ::operator new (heap_align + bytes, std::align_val_t{heap_align});
-  b.heap_ = ::new (p) heap_header;
+  b.holder_ = ::new (p) holder;
   b.data_ = static_cast<std::byte*>(p) + heap_align;
   return b;
 }
@@ -73,12 +104,14 @@ array_block array_block::from_store(std::uint64_t offset, std::size_t bytes, boo
     throw serialization_error("weft::array: offset " + std::to_string(offset) +
                               " does not name a live object of at least " + std::to_string(bytes) +
                               " bytes in the node's shared-memory store (corrupt input)");
+  auto h = std::make_unique<holder>();
   if (!adopt)
     arena->add_ref(offset); // the sender keeps its own until we are done with it
   array_block b;
   b.size_ = bytes;
   b.offset_ = offset;
   b.data_ = arena->data(offset);
+  b.holder_ = hold(h.release(), offset);
   return b;
 }
 
@@ -86,22 +119,25 @@ array_block::array_block(const array_block& o) noexcept :
   data_(o.data_),
   size_(o.size_),
   offset_(o.offset_),
-  heap_(o.heap_) {
-  if (heap_)
-    heap_->refs.fetch_add(1, std::memory_order_relaxed);
-  else if (offset_)
-    g_arena.load(std::memory_order_acquire)->add_ref(offset_);
+  holder_(o.holder_) {
+  if (holder_)
+    holder_->copies.fetch_add(1, std::memory_order_relaxed);
 }
 
 array_block::~array_block() {
-  if (heap_) {
-    if (heap_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      heap_->~heap_header();
-      ::operator delete (static_cast<void*>(heap_), std::align_val_t{heap_align});
-    }
-  } else if (offset_) {
-    g_arena.load(std::memory_order_acquire)->release(offset_);
+  if (!holder_ || holder_->copies.fetch_sub(1, std::memory_order_acq_rel) != 1)
+    return;
+  if (holder_->ref == 0) {
+    holder_->~holder();
+    ::operator delete (static_cast<void*>(holder_), std::align_val_t{heap_align});
+    return;
   }
+  // Forgotten before it is released: a death in between leaks the
+  // reference rather than have the driver release it twice.
+  if (holder_->slot)
+    g_ledger.load(std::memory_order_acquire)->forget(holder_->slot);
+  release_reference(holder_->ref);
+  delete holder_;
 }
 
 void array_block::add_reference_for_receiver() const noexcept {

@@ -3,11 +3,13 @@
 // last reference anywhere is gone, and a full store says so.
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 
 #include <cstdint>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -156,4 +158,141 @@ TEST_CASE("a worker killed while it holds an array does not take the array from 
   CHECK_THROWS_AS(weft::get(die, bound), weft::worker_crashed_error);
   CHECK(a[0] == 5.0);
   CHECK(weft::get(weft::remote(look).remote(a), bound).sum == Approx(5.0 * static_cast<double>(a.size())));
+}
+
+namespace {
+
+/// Blocks (a task) until `path` exists; gives up after 30 s.
+void wait_for_file(const std::string& path) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (::access(path.c_str(), F_OK) != 0 && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+}
+
+/// The first line of `path` once there is one (within 20 s), else "".
+std::string first_line(const std::string& path) {
+  std::string line;
+  eventually([&] {
+    auto lines = process_test::lines_of(path);
+    if (lines.empty())
+      return false;
+    line = lines.front();
+    return true;
+  });
+  return line;
+}
+
+/// A task that holds its argument and two arrays of its own, says its pid
+/// in `dir`/pid, then waits to be killed.
+double hold_and_wait(weft::array<double> a, std::string dir) {
+  const auto b = make(a.size(), 2.0);
+  const auto c = twice(b);
+  process_test::append_line(dir + "/pid", std::to_string(::getpid()));
+  wait_for_file(dir + "/never");
+  return a[0] + b[0] + c[0];
+}
+
+/// An actor whose state holds the arrays it was given and one of its own.
+struct hoarder {
+  std::vector<weft::array<double>> kept;
+  int keep(weft::array<double> a) {
+    kept.push_back(a);
+    kept.push_back(twice(a));
+    return static_cast<int>(kept.size());
+  }
+};
+
+/// Sums `x` into `out` (a child task, submitted by a task in a worker).
+double sum_into(weft::array<double> x, std::string out) {
+  const double s = std::accumulate(x.begin(), x.end(), 0.0);
+  process_test::append_line(out, std::to_string(s));
+  return s;
+}
+
+double nothing() { return 0; }
+
+/// Holds a gate resource until `dir`/open exists.
+int gatekeeper(std::string dir) {
+  wait_for_file(dir + "/open");
+  return 0;
+}
+
+/// Submits sum_into(x) for an array x of its own (queued behind the
+/// gatekeeper), makes sure the driver has the submission, says its pid,
+/// then waits to be killed.
+double submit_and_wait(std::string dir) {
+  const auto x = make(mib / sizeof(double), 4.0);
+  auto child = weft::remote(sum_into).options({.num_cpus = 0, .resources = {{"gate", 1}}}).remote(x, dir + "/sum");
+  weft::get(weft::remote(nothing).options({.num_cpus = 0}).remote(), bound); // sent after the submission
+  process_test::append_line(dir + "/pid", std::to_string(::getpid()));
+  wait_for_file(dir + "/never");
+  return weft::get(child, bound);
+}
+
+} // namespace
+
+TEST_CASE("a task killed while it holds arrays leaves none of its references behind") {
+  process_test::let_signals_through();
+  weft_test::runtime_guard rt(processes);
+  process_test::temp_dir dir;
+  auto* store = weft::detail::node_store();
+  const auto bytes_before = store->bytes_in_use();
+  const auto blocks_before = store->blocks_in_use();
+  auto a = make(2 * mib / sizeof(double), 1.0);
+  const auto a_bytes = store->bytes_in_use() - bytes_before;
+  auto r = weft::remote(hold_and_wait).options({.max_retries = 0}).remote(a, dir.file(""));
+  const int pid = std::stoi(first_line(dir.file("pid")));
+  CHECK(store->blocks_in_use() == blocks_before + 3); // a, and b and c in the worker
+  ::kill(pid, SIGKILL);
+  CHECK(process_test::error_of<weft::worker_crashed_error>(r));
+  // The worker's references are gone; the driver's to a is not.
+  CHECK(eventually([&] { return store->blocks_in_use() == blocks_before + 1; }));
+  CHECK(store->bytes_in_use() == bytes_before + a_bytes);
+  CHECK(a[0] == 1.0);
+  CHECK(weft::get(weft::remote(look).remote(a), bound).sum == Approx(static_cast<double>(a.size())));
+  a = weft::array<double>{};
+  CHECK(eventually([&] { return store->blocks_in_use() == blocks_before; }));
+  CHECK(store->bytes_in_use() == bytes_before);
+  CHECK(store->audit().empty());
+}
+
+TEST_CASE("an actor killed while its state holds arrays leaves none of their references behind") {
+  weft_test::runtime_guard rt(processes);
+  auto* store = weft::detail::node_store();
+  const auto bytes_before = store->bytes_in_use();
+  const auto blocks_before = store->blocks_in_use();
+  {
+    auto h = weft::remote<hoarder>().remote();
+    {
+      const auto a = make(mib / sizeof(double), 1.0);
+      CHECK(weft::get(h.task(&hoarder::keep).remote(a), bound) == 2);
+      CHECK(weft::get(h.task(&hoarder::keep).remote(make(mib / sizeof(double), 2.0)), bound) == 4);
+    }
+    CHECK(store->blocks_in_use() == blocks_before + 4); // all held by the actor's state
+    weft::kill(h);
+  }
+  CHECK(eventually([&] { return store->blocks_in_use() == blocks_before; }));
+  CHECK(store->bytes_in_use() == bytes_before);
+  CHECK(store->audit().empty());
+}
+
+TEST_CASE("a child task still reads the array its killed parent passed it") {
+  process_test::let_signals_through();
+  weft::config cfg = processes;
+  cfg.resources = {{"gate", 1}};
+  weft_test::runtime_guard rt(cfg);
+  process_test::temp_dir dir;
+  auto* store = weft::detail::node_store();
+  const auto blocks_before = store->blocks_in_use();
+  auto gate = weft::remote(gatekeeper).options({.num_cpus = 0, .resources = {{"gate", 1}}}).remote(dir.file(""));
+  auto parent = weft::remote(submit_and_wait).options({.max_retries = 0}).remote(dir.file(""));
+  const int pid = std::stoi(first_line(dir.file("pid")));
+  ::kill(pid, SIGKILL);
+  CHECK(process_test::error_of<weft::worker_crashed_error>(parent));
+  process_test::append_line(dir.file("open"), "");
+  CHECK(weft::get(gate, bound) == 0);
+  // The child ran after its parent died, on the parent's array.
+  CHECK(first_line(dir.file("sum")) == std::to_string(4.0 * static_cast<double>(mib / sizeof(double))));
+  CHECK(eventually([&] { return store->blocks_in_use() == blocks_before; }));
+  CHECK(store->audit().empty());
 }

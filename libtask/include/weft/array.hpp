@@ -71,12 +71,12 @@ public:
     data_(std::exchange(o.data_, nullptr)),
     size_(std::exchange(o.size_, 0)),
     offset_(std::exchange(o.offset_, 0)),
-    heap_(std::exchange(o.heap_, nullptr)) {}
+    holder_(std::exchange(o.holder_, nullptr)) {}
   array_block& operator=(array_block o) noexcept {
     std::swap(data_, o.data_);
     std::swap(size_, o.size_);
     std::swap(offset_, o.offset_);
-    std::swap(heap_, o.heap_);
+    std::swap(holder_, o.holder_);
     return *this;
   }
   ~array_block();
@@ -89,12 +89,15 @@ public:
   /// bytes in flight.
   void add_reference_for_receiver() const noexcept;
 
+  /// This process's hold on the bytes, shared by the copies made here
+  /// (defined in array.cpp).
+  struct holder;
+
 private:
-  struct heap_header;
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
   std::uint64_t offset_ = 0;
-  heap_header* heap_ = nullptr;
+  holder* holder_ = nullptr;
 };
 
 /// True while this thread encodes values whose receiver adopts their
