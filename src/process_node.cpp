@@ -23,6 +23,7 @@
 #include "log.hpp"
 #include "node_store.hpp"
 #include "shm_arena.hpp"
+#include "spill_store.hpp"
 #include "store_ledger.hpp"
 #include "weft/array.hpp"
 #include "weft/errors.hpp"
@@ -987,6 +988,8 @@ void process_node::spawn_one(int actor_worker) {
   if (store)
     env_store.push_back(std::string(wire::env_store_threshold) + "=" +
                         std::to_string(rt_.cfg().object_store_threshold));
+  if (const spill_store* spill = store ? node_spill_store() : nullptr)
+    env_store.push_back(std::string(wire::env_spill_directory) + "=" + spill->directory());
   std::vector<char*> argv, envp;
   for (auto& a : args)
     argv.push_back(a.data());

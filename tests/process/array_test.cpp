@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstring>
+#include <filesystem>
 
 #include <cstdint>
 #include <numeric>
@@ -17,6 +19,7 @@
 #include "process/process_test.hpp"
 #include "src/node_store.hpp"
 #include "src/shm_arena.hpp"
+#include "src/spill_store.hpp"
 #include "weft_test.hpp"
 #include <weft/weft.hpp>
 
@@ -121,9 +124,10 @@ TEST_CASE("an actor in a worker takes and returns shared arrays") {
   CHECK(back.data() == a.data()); // the very same block, mapped at the same place in the driver
 }
 
-TEST_CASE("a full store throws object_store_full_error and has room again once arrays are dropped") {
+TEST_CASE("a full store without spilling throws object_store_full_error and has room again once arrays are dropped") {
   weft::config cfg = processes;
   cfg.object_store_memory = 16 * mib;
+  cfg.object_spilling = false;
   weft_test::runtime_guard rt(cfg);
   auto a = make(6 * mib / sizeof(double), 1.0);
   auto b = make(6 * mib / sizeof(double), 1.0);
@@ -295,4 +299,113 @@ TEST_CASE("a child task still reads the array its killed parent passed it") {
   CHECK(first_line(dir.file("sum")) == std::to_string(4.0 * static_cast<double>(mib / sizeof(double))));
   CHECK(eventually([&] { return store->blocks_in_use() == blocks_before; }));
   CHECK(store->audit().empty());
+}
+
+namespace {
+
+weft::config small_store(const process_test::temp_dir& dir, bool spilling = true) {
+  weft::config cfg = processes;
+  cfg.object_store_memory = 4 * mib;
+  cfg.object_spilling = spilling;
+  cfg.object_spill_directory = dir.file("spill");
+  return cfg;
+}
+
+std::size_t spill_files() { return weft::detail::node_spill_store()->files(); }
+
+/// Whether a worker got a spilled array (and reads it in place).
+bool spilled_here(weft::array<double> a) { return a.spilled() && a.in_shared_memory(); }
+
+} // namespace
+
+TEST_CASE("arrays that do not fit in a full store spill to files and cross processes") {
+  process_test::temp_dir dir;
+  {
+    weft_test::runtime_guard rt(small_store(dir));
+    const std::size_t n = 3 * mib / sizeof(double);
+    auto a = make(n, 1.0); // fits
+    auto b = make(n, 2.0); // does not: a file
+    CHECK_FALSE(a.spilled());
+    CHECK(b.spilled());
+    CHECK(b.in_shared_memory());
+    CHECK(spill_files() == 1);
+    CHECK(weft::detail::node_spill_store()->directory().find(dir.file("spill")) == 0);
+    CHECK(weft::get(weft::remote(spilled_here).remote(b), bound));
+    CHECK(weft::get(weft::remote(look).remote(b), bound).sum == Approx(2.0 * static_cast<double>(n)));
+    // Made in a worker (the store has no room for it there either), read
+    // back in the driver and passed on to another task.
+    auto c = weft::get(weft::remote(twice).remote(b), bound);
+    CHECK(c.spilled());
+    CHECK(c.size() == n);
+    CHECK(c[0] == 4.0);
+    CHECK(c[n - 1] == 4.0);
+    CHECK(weft::get(weft::remote(look).remote(c), bound).sum == Approx(4.0 * static_cast<double>(n)));
+    CHECK(weft::get(weft::remote(look).remote(weft::put(c)), bound).shared);
+    CHECK(spill_files() == 2);
+    b = weft::array<double>{};
+    c = weft::array<double>{};
+    CHECK(eventually([] { return spill_files() == 0; }));
+    a = weft::array<double>{};
+    CHECK(eventually([] { return store_bytes() == 0; }));
+  }
+  // Shut down with nothing spilled: the spill directory is gone too.
+  CHECK(std::filesystem::is_empty(dir.file("spill")));
+}
+
+TEST_CASE("a worker killed while it holds spilled arrays leaves no spill file behind") {
+  process_test::let_signals_through();
+  process_test::temp_dir dir;
+  weft_test::runtime_guard rt(small_store(dir));
+  process_test::temp_dir flags;
+  const std::size_t n = 3 * mib / sizeof(double);
+  const auto filler = make(n, 0.5); // the store is nearly full from here on
+  auto a = make(n, 1.0);
+  REQUIRE(a.spilled());
+  auto r = weft::remote(hold_and_wait).options({.max_retries = 0}).remote(a, flags.file(""));
+  const int pid = std::stoi(first_line(flags.file("pid")));
+  CHECK(spill_files() == 3); // a, and b and c in the worker
+  ::kill(pid, SIGKILL);
+  CHECK(process_test::error_of<weft::worker_crashed_error>(r));
+  CHECK(eventually([] { return spill_files() == 1; }));
+  CHECK(a[n - 1] == 1.0);
+  a = weft::array<double>{};
+  CHECK(eventually([] { return spill_files() == 0; }));
+}
+
+TEST_CASE("with spilling off a full store throws object_store_full_error as before") {
+  process_test::temp_dir dir;
+  weft_test::runtime_guard rt(small_store(dir, false));
+  const std::size_t n = 3 * mib / sizeof(double);
+  const auto a = make(n, 1.0);
+  CHECK_THAT(weft_test::what_of<weft::object_store_full_error>([&] { make(n, 1.0); }),
+             Contains("object store is full") && Contains("spilling is off"));
+  CHECK(weft::detail::node_spill_store() == nullptr);
+  CHECK_FALSE(std::filesystem::exists(dir.file("spill")));
+}
+
+TEST_CASE("encoded input naming a spill file opens nothing outside the spill directory") {
+  process_test::temp_dir dir;
+  weft_test::runtime_guard rt(small_store(dir));
+  const std::size_t n = 3 * mib / sizeof(double);
+  const auto a = make(n, 1.0);
+  const auto b = make(n, 2.0);
+  REQUIRE(b.spilled());
+  const auto good = weft::to_bytes(b);
+  CHECK(weft::from_bytes<weft::array<double>>(good).data() != nullptr); // (read in place: maps the file again)
+  auto with_ref = [&](std::uint64_t ref) {
+    auto bytes = good;
+    std::memcpy(bytes.data() + bytes.size() - sizeof ref, &ref, sizeof ref);
+    return weft_test::what_of<weft::serialization_error>([&] { weft::from_bytes<weft::array<double>>(bytes); });
+  };
+  constexpr std::uint64_t spill_bit = std::uint64_t{1} << 63;
+  CHECK_THAT(with_ref(spill_bit | 0x1234'5640), Contains("names no live spill file")); // no such file
+  CHECK_THAT(with_ref(spill_bit | 0x1234'5641), Contains("not a spill reference"));    // not a name weft makes
+  // A file of the right name that weft did not make, and a link of that name.
+  const std::string spill_dir = weft::detail::node_spill_store()->directory();
+  process_test::append_line(spill_dir + "/80000000deadbe00", "not an array");
+  CHECK_THAT(with_ref(spill_bit | 0xdead'be00), Contains("not a spill file"));
+  std::filesystem::create_symlink("/etc/passwd", spill_dir + "/80000000cafeb000");
+  CHECK_THAT(with_ref(spill_bit | 0xcafe'b000), Contains("cannot open"));
+  std::filesystem::remove(spill_dir + "/80000000deadbe00");
+  std::filesystem::remove(spill_dir + "/80000000cafeb000");
 }
