@@ -88,10 +88,11 @@ shm_arena& driver_store(const config& cfg) {
 }
 
 /// The driver's spill directory, for an init in worker-process mode with
-/// spilling on; made at the first such init. Like the arena it outlives a
-/// runtime while arrays spilled to it live: a runtime's shutdown removes it
-/// only when it is empty, else the process's exit does. Never deleted while
-/// in use (spilled arrays may be released during exit).
+/// spilling on; named at the first such init, made at the first spill. Like
+/// the arena it outlives a runtime while arrays spilled to it live: a
+/// runtime's shutdown removes it only when it is empty, else the process's
+/// exit does. Never deleted while in use (spilled arrays may be released
+/// during exit).
 std::mutex g_spill_mtx;
 spill_store* g_driver_spill = nullptr;
 

@@ -66,56 +66,71 @@ u64 new_ref() {
   return (r | spill_bit) & ~low_bits;
 }
 
-[[noreturn]] void throw_sys(const std::string& what) {
-  throw error("weft: object spill directory: " + what + ": " + std::strerror(errno));
-}
-
 } // namespace
 
-spill_store::spill_store(std::string dir, int dir_fd, bool owner) noexcept :
-  dir_(std::move(dir)),
-  dir_fd_(dir_fd),
-  owner_(owner) {}
+spill_store::spill_store(std::string dir, bool owner) noexcept : dir_(std::move(dir)), owner_(owner) {}
 
 std::unique_ptr<spill_store> spill_store::create(const std::string& parent) {
   std::error_code ec;
   std::filesystem::create_directories(parent, ec);
-  if (ec)
-    throw error("weft: object spill directory: cannot create " + parent + ": " + ec.message());
-  std::string tmpl = parent + "/weft-spill-" + std::to_string(::getpid()) + "-XXXXXX";
-  if (!::mkdtemp(tmpl.data())) // mode 0700: only this user's processes spill or read there
-    throw_sys("mkdtemp in " + parent);
-  const int fd = ::open(tmpl.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    const int saved = errno;
-    ::rmdir(tmpl.c_str());
-    errno = saved;
-    throw_sys("open " + tmpl);
-  }
-  return std::unique_ptr<spill_store>(new spill_store(tmpl, fd, true));
+  if (ec || !std::filesystem::is_directory(parent, ec))
+    throw error("weft: object spill directory: cannot create " + parent + ": " +
+                (ec ? ec.message() : std::string("not a directory")));
+  // Named now, made at the first spill: a node that never spills leaves
+  // nothing behind, even when it is killed.
+  u64 suffix = new_ref();
+  char buf[13];
+  std::snprintf(buf, sizeof buf, "%012llx", static_cast<unsigned long long>((suffix >> 6) & 0xffff'ffff'ffffULL));
+  return std::unique_ptr<spill_store>(
+    new spill_store(parent + "/weft-spill-" + std::to_string(::getpid()) + "-" + buf, true));
 }
 
 std::unique_ptr<spill_store> spill_store::open(const std::string& directory) {
-  const int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    throw_sys("open " + directory);
-  return std::unique_ptr<spill_store>(new spill_store(directory, fd, false));
+  return std::unique_ptr<spill_store>(new spill_store(directory, false));
 }
 
 spill_store::~spill_store() {
   remove_directory();
-  ::close(dir_fd_);
+  if (const int fd = dir_fd_.load(std::memory_order_acquire); fd >= 0)
+    ::close(fd);
+}
+
+int spill_store::dir_fd(bool make) const noexcept {
+  int fd = dir_fd_.load(std::memory_order_acquire);
+  if (fd >= 0)
+    return fd;
+  std::lock_guard<std::mutex> lock(mtx_);
+  fd = dir_fd_.load(std::memory_order_relaxed);
+  if (fd >= 0)
+    return fd;
+  if (make && ::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST)
+    return -1;
+  fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  // Ours alone (whoever made it: the driver or one of its workers).
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
+    ::close(fd);
+    errno = EPERM;
+    return -1;
+  }
+  dir_fd_.store(fd, std::memory_order_release);
+  return fd;
 }
 
 void spill_store::remove_directory() noexcept {
   if (!owner_)
     return;
+  const int fd = dir_fd(false);
+  if (fd < 0)
+    return; // never made (or not ours)
   try {
     // Files left: arrays still alive, or leaked by a death.
     std::error_code ec;
     for (const auto& e : std::filesystem::directory_iterator(dir_, ec))
       if (is_spill_name(e.path().filename().string()))
-        ::unlinkat(dir_fd_, e.path().filename().c_str(), 0);
+        ::unlinkat(fd, e.path().filename().c_str(), 0);
   } catch (...) { // (bad_alloc)
   }
   ::rmdir(dir_.c_str());
@@ -126,10 +141,11 @@ spill_store::mapping spill_store::create_file(std::size_t bytes) {
   u64 ref = 0;
   std::string name;
   int fd = -1;
-  for (int attempt = 0; attempt < 16 && fd < 0; ++attempt) {
+  const int dir = dir_fd(true);
+  for (int attempt = 0; dir >= 0 && attempt < 16 && fd < 0; ++attempt) {
     ref = new_ref();
     name = name_of(ref);
-    fd = ::openat(dir_fd_, name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    fd = ::openat(dir, name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0 && errno != EEXIST)
       break;
   }
@@ -137,13 +153,15 @@ spill_store::mapping spill_store::create_file(std::size_t bytes) {
     const std::string why = what + ": " + std::strerror(errno);
     if (fd >= 0) {
       ::close(fd);
-      ::unlinkat(dir_fd_, name.c_str(), 0);
+      ::unlinkat(dir, name.c_str(), 0);
     }
     throw object_store_full_error("weft: the shared-memory object store is full, and an array of " +
                                   std::to_string(bytes) + " bytes cannot be spilled to " + dir_ + " (" + why +
                                   "); free disk space there, set config.object_spill_directory, or raise "
                                   "config.object_store_memory");
   };
+  if (dir < 0)
+    fail("cannot make the directory");
   if (fd < 0)
     fail("cannot create a file");
   // Reserved now, so that a full disk fails here and not as SIGBUS when
@@ -175,7 +193,10 @@ spill_store::mapping spill_store::map(std::uint64_t ref, std::size_t bytes, bool
   const std::string name = name_of(ref);
   // Only a name made of the reference's hex digits, only in the directory,
   // never through a link; O_NONBLOCK: a FIFO put there must not block us.
-  const int fd = ::openat(dir_fd_, name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  const int dir = dir_fd(false);
+  if (dir < 0)
+    refuse(std::string("no spill directory ") + dir_ + ": " + std::strerror(errno));
+  const int fd = ::openat(dir, name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0)
     refuse(std::string("cannot open ") + dir_ + "/" + name + ": " + std::strerror(errno));
   struct stat st {};
@@ -215,7 +236,7 @@ void spill_store::release(const mapping& m) noexcept {
   while (r > 0 && !refs.compare_exchange_weak(r, r - 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
   }
   if (r == 1) // the last: no one else can reach the file any more
-    ::unlinkat(dir_fd_, name_of(m.ref).c_str(), 0);
+    ::unlinkat(dir_fd(false), name_of(m.ref).c_str(), 0);
   unmap(m);
 }
 

@@ -15,14 +15,18 @@
 // untrusted bytes never opens anything but such a name there, with
 // O_NOFOLLOW, and checks the file's type, size and header before using it.
 //
-// The driver makes the directory (mkdtemp, mode 0700) inside the configured
-// parent and removes it, with any file left, when the spill store is
-// destroyed; workers are told its path at start.
+// The driver names the directory (weft-spill-<pid>-<48 random bits>) inside
+// the configured parent and tells workers its path at start; whichever
+// process spills first makes it (mode 0700; one that exists is used only
+// if this user owns it and no one else may enter). The driver removes it,
+// with any file left, when the spill store is destroyed.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 
 namespace weft::detail {
@@ -32,10 +36,11 @@ public:
   /// Bytes before an array's data in its file.
   static constexpr std::size_t header_bytes = 4096;
 
-  /// Driver: a new directory `weft-spill-<pid>-XXXXXX` inside `parent`
-  /// (made if missing). Throws weft::error naming the path and errno.
+  /// Driver: names a new directory `weft-spill-<pid>-<random>` inside
+  /// `parent` (made now if missing; the directory at the first spill).
+  /// Throws weft::error when `parent` cannot be made.
   static std::unique_ptr<spill_store> create(const std::string& parent);
-  /// Worker: the directory its driver made. Throws weft::error.
+  /// Worker: the directory its driver named.
   static std::unique_ptr<spill_store> open(const std::string& directory);
   /// Closes the directory; the driver's also removes it (remove_directory).
   ~spill_store();
@@ -79,13 +84,17 @@ public:
   void remove_directory() noexcept;
 
 private:
-  spill_store(std::string dir, int dir_fd, bool owner) noexcept;
+  spill_store(std::string dir, bool owner) noexcept;
+  /// The directory, opened at first use (`make`: made if missing); -1
+  /// with errno when it cannot be, or is not this user's alone.
+  int dir_fd(bool make) const noexcept;
   /// Maps `ref`'s file: the whole of it, or its header only.
   mapping map(std::uint64_t ref, std::size_t bytes, bool header_only) const;
 
   std::string dir_;
-  int dir_fd_;
   bool owner_;
+  mutable std::mutex mtx_;
+  mutable std::atomic<int> dir_fd_{-1};
 };
 
 } // namespace weft::detail

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,9 +43,10 @@ TEST_CASE("a spilled array is a file counted by every process that maps it") {
   parent_dir parent;
   auto store = spill_store::create((parent.path / "made" / "here").string()); // made if missing
   CHECK(store->directory().find((parent.path / "made" / "here").string()) == 0);
+  CHECK_FALSE(std::filesystem::exists(store->directory())); // made at the first spill
+  auto m = store->create_file(100'000);
   CHECK((std::filesystem::status(store->directory()).permissions() & std::filesystem::perms::all) ==
         std::filesystem::perms::owner_all);
-  auto m = store->create_file(100'000);
   CHECK(spill_store::is_spill_reference(m.ref));
   CHECK(m.ref % 64 == 0);
   CHECK(reinterpret_cast<std::uintptr_t>(m.data()) % 64 == 0);
@@ -106,4 +108,14 @@ TEST_CASE("a spill reference from untrusted bytes opens only a spill file of the
 TEST_CASE("a spill directory that cannot be made says why") {
   CHECK_THAT(weft_test::what_of<weft::error>([] { spill_store::create("/proc/weft-cannot-be-here"); }),
              Contains("/proc/weft-cannot-be-here"));
+}
+
+TEST_CASE("a spill directory someone else may enter is not used") {
+  parent_dir parent;
+  auto store = spill_store::create(parent.path.string());
+  REQUIRE(::mkdir(store->directory().c_str(), 0755) == 0); // made first, open to others
+  CHECK_THAT(weft_test::what_of<weft::object_store_full_error>([&] { store->create_file(10); }),
+             Contains("cannot make the directory"));
+  CHECK_THAT(weft_test::what_of<weft::serialization_error>([&] { store->open_file(spill_bit | 0x40, 0, false); }),
+             Contains("no spill directory"));
 }

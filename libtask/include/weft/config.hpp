@@ -69,9 +69,10 @@ struct config {
   /// file is removed with its last reference. Off: object_store_full_error.
   /// Default on.
   bool object_spilling = true;
-  /// Worker processes: where spill files go. The driver makes a directory
-  /// weft-spill-<pid>-XXXXXX (mode 0700) inside this one (made if missing)
-  /// and removes it at shutdown. Unset: $TMPDIR, else /tmp.
+  /// Worker processes: where spill files go: a directory
+  /// weft-spill-<pid>-<random> (mode 0700) inside this one, made at the
+  /// first spill and removed at shutdown (this one is made at init if
+  /// missing). Unset: $TMPDIR, else /tmp.
   std::optional<std::string> object_spill_directory{};
 };
 
