@@ -23,6 +23,8 @@
 #include "log.hpp"
 #include "node_store.hpp"
 #include "shm_arena.hpp"
+#include "spill_store.hpp"
+#include "store_ledger.hpp"
 #include "weft/array.hpp"
 #include "weft/errors.hpp"
 #include "worker_protocol.hpp"
@@ -168,11 +170,12 @@ std::atomic<actor_call_forwarder> g_forwarder{nullptr};
 class forwarded_task final : public task_base {
 public:
   forwarded_task(const void* fn, remote_invoker inv, std::shared_ptr<const task_options> options, std::string args,
-                 std::vector<carried_ref> arg_refs) :
+                 std::vector<carried_ref> arg_refs, std::shared_ptr<worker_ledger> submitter) :
     task_base(fn, std::move(options), std::span<object_ptr>(&ret_, 1), {}),
     inv_(inv),
     args_(std::move(args)),
     arg_refs_(std::move(arg_refs)),
+    submitter_(std::move(submitter)),
     ret_(new value_object<forwarded_result>()) {}
   void invoke() override { throw error("weft: a task submitted in a worker process runs only in worker processes"); }
   remote_invoker invoker() const noexcept override { return inv_; }
@@ -198,6 +201,9 @@ private:
   remote_invoker inv_;
   std::string args_;
   std::vector<carried_ref> arg_refs_;
+  /// The submitting worker's store references, which args_ may name
+  /// without holding one: if it dies, they are released after this task.
+  std::shared_ptr<worker_ledger> submitter_;
   object_ptr ret_;
 };
 
@@ -865,11 +871,13 @@ void process_node::on_submit(std::int32_t worker_id, std::uint64_t seq, const st
   wire::submit_record rec;
   ref_table refs;
   std::exception_ptr refused;
+  std::shared_ptr<worker_ledger> submitter;
   {
     std::lock_guard<std::mutex> lock(mtx_);
     auto it = workers_.find(worker_id);
     if (it == workers_.end() || !it->second.ctl)
       return; // its worker is gone: no one waits for it
+    submitter = it->second.ledger;
     if (!rec.read(record) || !(inv = address_locked(rec.invoker)) || !(fn = address_locked(rec.fn)) ||
         !pin_locked(worker_id, rec.refs, refs))
       refused = std::make_exception_ptr(serialization_error("weft: a worker sent a corrupted task submission"));
@@ -898,7 +906,7 @@ void process_node::on_submit(std::int32_t worker_id, std::uint64_t seq, const st
       for (auto& [id, r] : refs.refs)
         arg_refs.push_back(std::move(r));
       auto* t = new forwarded_task(fn, reinterpret_cast<remote_invoker>(const_cast<void*>(inv)), std::move(options),
-                                   std::string(rec.args), std::move(arg_refs));
+                                   std::string(rec.args), std::move(arg_refs), std::move(submitter));
       cell = t->result();
       auto* reply = new forward_reply(this, worker_id, seq, cell);
       if (!cell->add_waiter(reply))
@@ -932,6 +940,7 @@ void process_node::on_actor_submit(std::int32_t worker_id, std::uint64_t seq, st
     auto it = workers_.find(worker_id);
     if (it == workers_.end() || !it->second.ctl)
       return; // its worker is gone: no one waits for it
+    call.submitter = it->second.ledger;
     wire::actor_call_record rec;
     ref_table refs;
     const void* inv = nullptr;
@@ -1254,6 +1263,8 @@ void process_node::on_actor_done(std::int32_t worker_id, const std::string& batc
 }
 
 void process_node::spawn_one(int actor_worker) {
+  // Where the worker records the store references it holds (fd 5).
+  const auto ledger = store_fd_ >= 0 ? worker_ledger::create() : nullptr;
   int out[2], err[2];
   if (::pipe2(out, O_CLOEXEC) != 0)
     throw error(std::string("weft: pipe: ") + std::strerror(errno));
@@ -1299,6 +1310,8 @@ void process_node::spawn_one(int actor_worker) {
   if (store)
     env_store.push_back(std::string(wire::env_store_threshold) + "=" +
                         std::to_string(rt_.cfg().object_store_threshold));
+  if (const spill_store* spill = store ? node_spill_store() : nullptr)
+    env_store.push_back(std::string(wire::env_spill_directory) + "=" + spill->directory());
   std::vector<char*> argv, envp;
   for (auto& a : args)
     argv.push_back(a.data());
@@ -1316,7 +1329,9 @@ void process_node::spawn_one(int actor_worker) {
     posix_spawn_file_actions_adddup2(&fa, progress, wire::progress_fd);
   if (store)
     posix_spawn_file_actions_adddup2(&fa, store_fd_, wire::store_fd);
-  posix_spawn_file_actions_addclosefrom_np(&fa, wire::store_fd + 1); // none of the driver's sockets leak
+  if (ledger)
+    posix_spawn_file_actions_adddup2(&fa, ledger->fd(), wire::ledger_fd);
+  posix_spawn_file_actions_addclosefrom_np(&fa, wire::ledger_fd + 1); // none of the driver's sockets leak
   pid_t pid = -1;
   {
     // Recorded before it starts: its hello may arrive before posix_spawn
@@ -1326,11 +1341,14 @@ void process_node::spawn_one(int actor_worker) {
       worker w;
       w.id = id;
       w.start_deadline = std::chrono::steady_clock::now() + start_timeout_;
+      w.ledger = ledger;
       --to_spawn_;
       ++starting_;
       workers_.emplace(id, std::move(w));
     } else {
-      workers_.at(id).start_deadline = std::chrono::steady_clock::now() + start_timeout_;
+      auto& w = workers_.at(id);
+      w.start_deadline = std::chrono::steady_clock::now() + start_timeout_;
+      w.ledger = ledger;
     }
   }
   const int rc = ::posix_spawn(&pid, program.c_str(), &fa, nullptr, argv.data(), envp.data());
@@ -1468,6 +1486,7 @@ void process_node::io_loop() {
       [[maybe_unused]] auto n = ::read(wake_fd_, &v, sizeof v);
     }
     std::vector<std::pair<task_base*, std::exception_ptr>> done;
+    std::vector<std::shared_ptr<worker_ledger>> dead_ledgers;
     std::unique_lock<std::mutex> lock(mtx_);
     std::vector<int> exited;
     for (std::size_t i = 1; i < fds.size(); ++i) {
@@ -1506,6 +1525,7 @@ void process_node::io_loop() {
       done.insert(done.end(), finished.begin(), finished.end());
       if (w.progress_page)
         ::munmap(w.progress_page, wire::progress_size);
+      dead_ledgers.push_back(std::move(w.ledger)); // released below, without mtx_
       workers_.erase(it);
     }
     // A worker that started but has not said hello in time is killed; its
@@ -1522,6 +1542,9 @@ void process_node::io_loop() {
     failed.swap(failed_followers_);
     orphans.swap(orphans_);
     lock.unlock();
+    // The store references the dead held go back (unless a task one of them
+    // submitted still runs on its arguments: then when that task ends).
+    dead_ledgers.clear();
     for (auto& [t, e] : done)
       finish(t, e);
     settle(failed, orphans);

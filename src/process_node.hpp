@@ -47,6 +47,8 @@ class actor;
 
 namespace weft::detail {
 
+class worker_ledger;
+
 /// Worker processes, actors: what a method call (or the constructor) of an
 /// actor living in a worker gets back.
 struct actor_reply {
@@ -77,6 +79,9 @@ struct forwarded_call {
   std::string args;
   std::vector<carried_ref> arg_refs;
   object_ptr result; ///< a value_object<forwarded_result>
+  /// The calling worker's store references, which args may name without
+  /// holding one: if it dies, they are released after this call.
+  std::shared_ptr<worker_ledger> submitter;
 };
 /// The actor runtime makes `call` on the actor whose handle `holder` (a
 /// cell of the driver) holds. Throws when it cannot.
@@ -167,6 +172,9 @@ private:
     /// (so that after a crash the node knows which call crashed it).
     const std::atomic<std::uint64_t>* started = nullptr;
     void* progress_page = nullptr;
+    /// The store references it holds (fd 5 of it); they go back once it is
+    /// dead and no task it submitted still runs (forwarded tasks share it).
+    std::shared_ptr<worker_ledger> ledger;
     wstate state = wstate::starting;
     /// While starting: when it is killed if it has not said hello.
     std::chrono::steady_clock::time_point start_deadline{};

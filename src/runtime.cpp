@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cxxabi.h>
 #include <dlfcn.h>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -18,6 +20,7 @@
 #include "node_store.hpp"
 #include "process_node.hpp"
 #include "shm_arena.hpp"
+#include "spill_store.hpp"
 #include "weft/errors.hpp"
 
 namespace weft::detail {
@@ -82,6 +85,56 @@ shm_arena& driver_store(const config& cfg) {
   }
   arena = shm_arena::create(capacity); // sparse: costs nothing until arrays fill it
   return *arena;
+}
+
+/// The driver's spill directory, for an init in worker-process mode with
+/// spilling on; named at the first such init, made at the first spill. Like
+/// the arena it outlives a runtime while arrays spilled to it live: a
+/// runtime's shutdown removes it only when it is empty, else the process's
+/// exit does. Never deleted while in use (spilled arrays may be released
+/// during exit).
+std::mutex g_spill_mtx;
+spill_store* g_driver_spill = nullptr;
+
+spill_store* driver_spill(const config& cfg) {
+  if (!cfg.object_spilling)
+    return nullptr;
+  std::lock_guard<std::mutex> lock(g_spill_mtx);
+  if (g_driver_spill)
+    return g_driver_spill; // (arrays of an earlier runtime still live in it)
+  std::string parent = cfg.object_spill_directory.value_or("");
+  if (parent.empty()) {
+    std::error_code ec;
+    parent = std::filesystem::temp_directory_path(ec).string();
+    if (ec)
+      parent = "/tmp";
+  }
+  g_driver_spill = spill_store::create(parent).release();
+  static const bool at_exit = [] {
+    std::atexit([] {
+      std::lock_guard<std::mutex> lock(g_spill_mtx);
+      if (g_driver_spill)
+        g_driver_spill->remove_directory();
+    });
+    return true;
+  }();
+  (void)at_exit;
+  return g_driver_spill;
+}
+
+/// At shutdown (no worker left): removes the spill directory if no array
+/// lives in it; a later init makes a new one.
+void retire_driver_spill() noexcept {
+  std::lock_guard<std::mutex> lock(g_spill_mtx);
+  try {
+    if (!g_driver_spill || g_driver_spill->files() != 0)
+      return;
+  } catch (...) {
+    return;
+  }
+  forget_spill_store();
+  delete g_driver_spill;
+  g_driver_spill = nullptr;
 }
 
 std::atomic<runtime*> g_runtime{nullptr};
@@ -201,6 +254,9 @@ runtime::runtime(const config& cfg) :
   if (cfg.object_store_memory && *cfg.object_store_memory < (std::size_t{1} << 20))
     throw invalid_argument_error("weft: config.object_store_memory = " + std::to_string(*cfg.object_store_memory) +
                                  " bytes is too small; expected at least 1048576 (1 MiB)");
+  if (cfg.object_spill_directory && cfg.object_spill_directory->empty())
+    throw invalid_argument_error("weft: config.object_spill_directory is empty; expected a directory path, or unset "
+                                 "for the system's temporary directory");
   if (cfg.fiber_stack_size < 16 * 1024)
     throw invalid_argument_error("weft: config.fiber_stack_size = " + std::to_string(cfg.fiber_stack_size) +
                                  " is too small; expected at least 16384 bytes");
@@ -217,7 +273,7 @@ runtime::runtime(const config& cfg) :
   caf_cfg_->set("scheduler.max-threads", n_exec + 1);
   processes_ = cfg.workers == worker_mode::processes;
   if (processes_)
-    set_node_store(&driver_store(cfg), cfg.object_store_threshold);
+    set_node_store(&driver_store(cfg), cfg.object_store_threshold, driver_spill(cfg));
   if (processes_)
     caf_cfg_->load<caf::io::middleman>(); // worker processes connect over 127.0.0.1
   if (processes_)
@@ -292,8 +348,10 @@ runtime::~runtime() {
       f->quit();
       delete f;
     }
-  if (processes_)
+  if (processes_) {
     set_node_store(nullptr, cfg_.object_store_threshold); // new arrays go to the heap; old ones stay readable
+    retire_driver_spill();
+  }
   log().info("runtime stopped");
 }
 

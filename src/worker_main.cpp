@@ -31,6 +31,8 @@
 #include "ref_codec.hpp"
 #include "runtime.hpp"
 #include "shm_arena.hpp"
+#include "spill_store.hpp"
+#include "store_ledger.hpp"
 #include "weft/array.hpp"
 #include "weft/detail/task.hpp"
 #include "weft/errors.hpp"
@@ -800,7 +802,13 @@ void run_worker() {
     try {
       // Kept for the life of the process, like the driver's.
       static std::unique_ptr<shm_arena> store = shm_arena::attach(wire::store_fd);
-      set_node_store(store.get(), static_cast<std::size_t>(std::strtoull(t, nullptr, 10)));
+      // Never unmapped: an array destroyed at exit still forgets its slot.
+      set_store_ledger(store_ledger::attach(wire::ledger_fd).release());
+      // Kept too: spilled arrays may be released at exit.
+      spill_store* spill = nullptr;
+      if (const char* dir = std::getenv(wire::env_spill_directory); dir && *dir)
+        spill = spill_store::open(dir).release();
+      set_node_store(store.get(), static_cast<std::size_t>(std::strtoull(t, nullptr, 10)), spill);
     } catch (const std::exception& e) {
       die(std::string("cannot map the node's object store: ") + e.what(), 2);
     }

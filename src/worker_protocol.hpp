@@ -91,6 +91,11 @@ inline constexpr int progress_fd = 3;
 /// and the threshold from which arrays go there, in its environment.
 inline constexpr int store_fd = 4;
 inline constexpr const char* env_store_threshold = "WEFT_WORKER_STORE";
+/// fd 5 of a worker with a store: its ledger of the store references it
+/// holds, which the driver releases when it dies (store_ledger.hpp).
+inline constexpr int ledger_fd = 5;
+/// A worker's spill directory (config::object_spilling), if it has one.
+inline constexpr const char* env_spill_directory = "WEFT_WORKER_SPILL";
 inline constexpr std::size_t progress_size = 4096;
 
 /// ok_exit: ok, and the actor method called exit_actor().

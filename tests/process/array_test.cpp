@@ -3,11 +3,15 @@
 // last reference anywhere is gone, and a full store says so.
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
+#include <cstring>
+#include <filesystem>
 
 #include <cstdint>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -15,6 +19,7 @@
 #include "process/process_test.hpp"
 #include "src/node_store.hpp"
 #include "src/shm_arena.hpp"
+#include "src/spill_store.hpp"
 #include "weft_test.hpp"
 #include <weft/weft.hpp>
 
@@ -119,9 +124,10 @@ TEST_CASE("an actor in a worker takes and returns shared arrays") {
   CHECK(back.data() == a.data()); // the very same block, mapped at the same place in the driver
 }
 
-TEST_CASE("a full store throws object_store_full_error and has room again once arrays are dropped") {
+TEST_CASE("a full store without spilling throws object_store_full_error and has room again once arrays are dropped") {
   weft::config cfg = processes;
   cfg.object_store_memory = 16 * mib;
+  cfg.object_spilling = false;
   weft_test::runtime_guard rt(cfg);
   auto a = make(6 * mib / sizeof(double), 1.0);
   auto b = make(6 * mib / sizeof(double), 1.0);
@@ -156,4 +162,251 @@ TEST_CASE("a worker killed while it holds an array does not take the array from 
   CHECK_THROWS_AS(weft::get(die, bound), weft::worker_crashed_error);
   CHECK(a[0] == 5.0);
   CHECK(weft::get(weft::remote(look).remote(a), bound).sum == Approx(5.0 * static_cast<double>(a.size())));
+}
+
+namespace {
+
+/// Blocks (a task) until `path` exists; gives up after 30 s.
+void wait_for_file(const std::string& path) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (::access(path.c_str(), F_OK) != 0 && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+}
+
+/// The first line of `path` once there is one (within 20 s), else "".
+std::string first_line(const std::string& path) {
+  std::string line;
+  eventually([&] {
+    auto lines = process_test::lines_of(path);
+    if (lines.empty())
+      return false;
+    line = lines.front();
+    return true;
+  });
+  return line;
+}
+
+/// A task that holds its argument and two arrays of its own, says its pid
+/// in `dir`/pid, then waits to be killed.
+double hold_and_wait(weft::array<double> a, std::string dir) {
+  const auto b = make(a.size(), 2.0);
+  const auto c = twice(b);
+  process_test::append_line(dir + "/pid", std::to_string(::getpid()));
+  wait_for_file(dir + "/never");
+  return a[0] + b[0] + c[0];
+}
+
+/// An actor whose state holds the arrays it was given and one of its own.
+struct hoarder {
+  std::vector<weft::array<double>> kept;
+  int keep(weft::array<double> a) {
+    kept.push_back(a);
+    kept.push_back(twice(a));
+    return static_cast<int>(kept.size());
+  }
+};
+
+/// Sums `x` into `out` (a child task, submitted by a task in a worker).
+double sum_into(weft::array<double> x, std::string out) {
+  const double s = std::accumulate(x.begin(), x.end(), 0.0);
+  process_test::append_line(out, std::to_string(s));
+  return s;
+}
+
+double nothing() { return 0; }
+
+/// Holds a gate resource until `dir`/open exists.
+int gatekeeper(std::string dir) {
+  wait_for_file(dir + "/open");
+  return 0;
+}
+
+/// Submits sum_into(x) for an array x of its own (queued behind the
+/// gatekeeper), makes sure the driver has the submission, says its pid,
+/// then waits to be killed.
+double submit_and_wait(std::string dir) {
+  const auto x = make(mib / sizeof(double), 4.0);
+  auto child = weft::remote(sum_into).options({.num_cpus = 0, .resources = {{"gate", 1}}}).remote(x, dir + "/sum");
+  weft::get(weft::remote(nothing).options({.num_cpus = 0}).remote(), bound); // sent after the submission
+  process_test::append_line(dir + "/pid", std::to_string(::getpid()));
+  wait_for_file(dir + "/never");
+  return weft::get(child, bound);
+}
+
+} // namespace
+
+TEST_CASE("a task killed while it holds arrays leaves none of its references behind") {
+  process_test::let_signals_through();
+  weft_test::runtime_guard rt(processes);
+  process_test::temp_dir dir;
+  auto* store = weft::detail::node_store();
+  const auto bytes_before = store->bytes_in_use();
+  const auto blocks_before = store->blocks_in_use();
+  auto a = make(2 * mib / sizeof(double), 1.0);
+  const auto a_bytes = store->bytes_in_use() - bytes_before;
+  auto r = weft::remote(hold_and_wait).options({.max_retries = 0}).remote(a, dir.file(""));
+  const int pid = std::stoi(first_line(dir.file("pid")));
+  CHECK(store->blocks_in_use() == blocks_before + 3); // a, and b and c in the worker
+  ::kill(pid, SIGKILL);
+  CHECK(process_test::error_of<weft::worker_crashed_error>(r));
+  // The worker's references are gone; the driver's to a is not.
+  CHECK(eventually([&] { return store->blocks_in_use() == blocks_before + 1; }));
+  CHECK(store->bytes_in_use() == bytes_before + a_bytes);
+  CHECK(a[0] == 1.0);
+  CHECK(weft::get(weft::remote(look).remote(a), bound).sum == Approx(static_cast<double>(a.size())));
+  a = weft::array<double>{};
+  CHECK(eventually([&] { return store->blocks_in_use() == blocks_before; }));
+  CHECK(store->bytes_in_use() == bytes_before);
+  CHECK(store->audit().empty());
+}
+
+TEST_CASE("an actor killed while its state holds arrays leaves none of their references behind") {
+  weft_test::runtime_guard rt(processes);
+  auto* store = weft::detail::node_store();
+  const auto bytes_before = store->bytes_in_use();
+  const auto blocks_before = store->blocks_in_use();
+  {
+    auto h = weft::remote<hoarder>().remote();
+    {
+      const auto a = make(mib / sizeof(double), 1.0);
+      CHECK(weft::get(h.task(&hoarder::keep).remote(a), bound) == 2);
+      CHECK(weft::get(h.task(&hoarder::keep).remote(make(mib / sizeof(double), 2.0)), bound) == 4);
+    }
+    // All held by the actor's state once the calls' arguments are gone.
+    CHECK(eventually([&] { return store->blocks_in_use() == blocks_before + 4; }));
+    weft::kill(h);
+  }
+  CHECK(eventually([&] { return store->blocks_in_use() == blocks_before; }));
+  CHECK(store->bytes_in_use() == bytes_before);
+  CHECK(store->audit().empty());
+}
+
+TEST_CASE("a child task still reads the array its killed parent passed it") {
+  process_test::let_signals_through();
+  weft::config cfg = processes;
+  cfg.resources = {{"gate", 1}};
+  weft_test::runtime_guard rt(cfg);
+  process_test::temp_dir dir;
+  auto* store = weft::detail::node_store();
+  const auto blocks_before = store->blocks_in_use();
+  auto gate = weft::remote(gatekeeper).options({.num_cpus = 0, .resources = {{"gate", 1}}}).remote(dir.file(""));
+  auto parent = weft::remote(submit_and_wait).options({.max_retries = 0}).remote(dir.file(""));
+  const int pid = std::stoi(first_line(dir.file("pid")));
+  ::kill(pid, SIGKILL);
+  CHECK(process_test::error_of<weft::worker_crashed_error>(parent));
+  process_test::append_line(dir.file("open"), "");
+  CHECK(weft::get(gate, bound) == 0);
+  // The child ran after its parent died, on the parent's array.
+  CHECK(first_line(dir.file("sum")) == std::to_string(4.0 * static_cast<double>(mib / sizeof(double))));
+  CHECK(eventually([&] { return store->blocks_in_use() == blocks_before; }));
+  CHECK(store->audit().empty());
+}
+
+namespace {
+
+weft::config small_store(const process_test::temp_dir& dir, bool spilling = true) {
+  weft::config cfg = processes;
+  cfg.object_store_memory = 4 * mib;
+  cfg.object_spilling = spilling;
+  cfg.object_spill_directory = dir.file("spill");
+  return cfg;
+}
+
+std::size_t spill_files() { return weft::detail::node_spill_store()->files(); }
+
+/// Whether a worker got a spilled array (and reads it in place).
+bool spilled_here(weft::array<double> a) { return a.spilled() && a.in_shared_memory(); }
+
+} // namespace
+
+TEST_CASE("arrays that do not fit in a full store spill to files and cross processes") {
+  process_test::temp_dir dir;
+  {
+    weft_test::runtime_guard rt(small_store(dir));
+    const std::size_t n = 3 * mib / sizeof(double);
+    auto a = make(n, 1.0); // fits
+    auto b = make(n, 2.0); // does not: a file
+    CHECK_FALSE(a.spilled());
+    CHECK(b.spilled());
+    CHECK(b.in_shared_memory());
+    CHECK(spill_files() == 1);
+    CHECK(weft::detail::node_spill_store()->directory().find(dir.file("spill")) == 0);
+    CHECK(weft::get(weft::remote(spilled_here).remote(b), bound));
+    CHECK(weft::get(weft::remote(look).remote(b), bound).sum == Approx(2.0 * static_cast<double>(n)));
+    // Made in a worker (the store has no room for it there either), read
+    // back in the driver and passed on to another task.
+    auto c = weft::get(weft::remote(twice).remote(b), bound);
+    CHECK(c.spilled());
+    CHECK(c.size() == n);
+    CHECK(c[0] == 4.0);
+    CHECK(c[n - 1] == 4.0);
+    CHECK(weft::get(weft::remote(look).remote(c), bound).sum == Approx(4.0 * static_cast<double>(n)));
+    CHECK(weft::get(weft::remote(look).remote(weft::put(c)), bound).shared);
+    CHECK(spill_files() == 2);
+    b = weft::array<double>{};
+    c = weft::array<double>{};
+    CHECK(eventually([] { return spill_files() == 0; }));
+    a = weft::array<double>{};
+    CHECK(eventually([] { return store_bytes() == 0; }));
+  }
+  // Shut down with nothing spilled: the spill directory is gone too.
+  CHECK(std::filesystem::is_empty(dir.file("spill")));
+}
+
+TEST_CASE("a worker killed while it holds spilled arrays leaves no spill file behind") {
+  process_test::let_signals_through();
+  process_test::temp_dir dir;
+  weft_test::runtime_guard rt(small_store(dir));
+  process_test::temp_dir flags;
+  const std::size_t n = 3 * mib / sizeof(double);
+  const auto filler = make(n, 0.5); // the store is nearly full from here on
+  auto a = make(n, 1.0);
+  REQUIRE(a.spilled());
+  auto r = weft::remote(hold_and_wait).options({.max_retries = 0}).remote(a, flags.file(""));
+  const int pid = std::stoi(first_line(flags.file("pid")));
+  CHECK(spill_files() == 3); // a, and b and c in the worker
+  ::kill(pid, SIGKILL);
+  CHECK(process_test::error_of<weft::worker_crashed_error>(r));
+  CHECK(eventually([] { return spill_files() == 1; }));
+  CHECK(a[n - 1] == 1.0);
+  a = weft::array<double>{};
+  CHECK(eventually([] { return spill_files() == 0; }));
+}
+
+TEST_CASE("with spilling off a full store throws object_store_full_error as before") {
+  process_test::temp_dir dir;
+  weft_test::runtime_guard rt(small_store(dir, false));
+  const std::size_t n = 3 * mib / sizeof(double);
+  const auto a = make(n, 1.0);
+  CHECK_THAT(weft_test::what_of<weft::object_store_full_error>([&] { make(n, 1.0); }),
+             Contains("object store is full") && Contains("spilling is off"));
+  CHECK(weft::detail::node_spill_store() == nullptr);
+  CHECK_FALSE(std::filesystem::exists(dir.file("spill")));
+}
+
+TEST_CASE("encoded input naming a spill file opens nothing outside the spill directory") {
+  process_test::temp_dir dir;
+  weft_test::runtime_guard rt(small_store(dir));
+  const std::size_t n = 3 * mib / sizeof(double);
+  const auto a = make(n, 1.0);
+  const auto b = make(n, 2.0);
+  REQUIRE(b.spilled());
+  const auto good = weft::to_bytes(b);
+  CHECK(weft::from_bytes<weft::array<double>>(good).data() != nullptr); // (read in place: maps the file again)
+  auto with_ref = [&](std::uint64_t ref) {
+    auto bytes = good;
+    std::memcpy(bytes.data() + bytes.size() - sizeof ref, &ref, sizeof ref);
+    return weft_test::what_of<weft::serialization_error>([&] { weft::from_bytes<weft::array<double>>(bytes); });
+  };
+  constexpr std::uint64_t spill_bit = std::uint64_t{1} << 63;
+  CHECK_THAT(with_ref(spill_bit | 0x1234'5640), Contains("names no live spill file")); // no such file
+  CHECK_THAT(with_ref(spill_bit | 0x1234'5641), Contains("not a spill reference"));    // not a name weft makes
+  // A file of the right name that weft did not make, and a link of that name.
+  const std::string spill_dir = weft::detail::node_spill_store()->directory();
+  process_test::append_line(spill_dir + "/80000000deadbe00", "not an array");
+  CHECK_THAT(with_ref(spill_bit | 0xdead'be00), Contains("not a spill file"));
+  std::filesystem::create_symlink("/etc/passwd", spill_dir + "/80000000cafeb000");
+  CHECK_THAT(with_ref(spill_bit | 0xcafe'b000), Contains("cannot open"));
+  std::filesystem::remove(spill_dir + "/80000000deadbe00");
+  std::filesystem::remove(spill_dir + "/80000000cafeb000");
 }

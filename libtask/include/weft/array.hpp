@@ -17,8 +17,10 @@
 /// 1 KiB one costs. Smaller arrays, and every array in local mode, live on
 /// the heap and are copied when they cross a process. The elements are
 /// freed when the last copy anywhere (driver, any worker, any pending task
-/// or object) is gone. When the store is full, creating another array
-/// there throws object_store_full_error.
+/// or object) is gone. When the store is full, a new array is spilled to a
+/// file in config::object_spill_directory, mapped by every process that
+/// reads it; with config::object_spilling off, creating it throws
+/// object_store_full_error.
 #pragma once
 
 #include <algorithm>
@@ -42,8 +44,9 @@
 namespace weft {
 
 /// The node's shared-memory object store has no room for a new object
-/// (config::object_store_memory), and spilling to disk is not available.
-/// The message says how much was asked for and how much is in use.
+/// (config::object_store_memory), and it cannot be spilled to disk
+/// (config::object_spilling is off, or the spill directory has no room).
+/// The message says how much was asked for and why.
 class object_store_full_error : public error {
 public:
   using error::error;
@@ -71,30 +74,34 @@ public:
     data_(std::exchange(o.data_, nullptr)),
     size_(std::exchange(o.size_, 0)),
     offset_(std::exchange(o.offset_, 0)),
-    heap_(std::exchange(o.heap_, nullptr)) {}
+    holder_(std::exchange(o.holder_, nullptr)) {}
   array_block& operator=(array_block o) noexcept {
     std::swap(data_, o.data_);
     std::swap(size_, o.size_);
     std::swap(offset_, o.offset_);
-    std::swap(heap_, o.heap_);
+    std::swap(holder_, o.holder_);
     return *this;
   }
   ~array_block();
 
   std::byte* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }
-  /// In the shared-memory store: its offset there (0: on the heap).
+  /// In the node's store: its reference there, an offset in the
+  /// shared-memory arena or (bit 63 set) a spill file's (0: on the heap).
   std::uint64_t store_offset() const noexcept { return offset_; }
   /// Encoding for a receiver that adopts: one more reference, owned by the
   /// bytes in flight.
   void add_reference_for_receiver() const noexcept;
 
+  /// This process's hold on the bytes, shared by the copies made here
+  /// (defined in array.cpp).
+  struct holder;
+
 private:
-  struct heap_header;
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
   std::uint64_t offset_ = 0;
-  heap_header* heap_ = nullptr;
+  holder* holder_ = nullptr;
 };
 
 /// True while this thread encodes values whose receiver adopts their
@@ -178,8 +185,13 @@ public:
   std::span<const T> span() const noexcept { return {data(), size_}; }
   /// The shape given at creation; {size()} if none was.
   std::vector<std::size_t> shape() const { return shape_.empty() ? std::vector<std::size_t>{size_} : shape_; }
-  /// True when the elements live in the node's shared-memory object store.
+  /// True when the elements live in the node's object store: in shared
+  /// memory, or spilled to a file every process maps (and crosses
+  /// processes without a copy either way).
   bool in_shared_memory() const noexcept { return block_.store_offset() != 0; }
+  /// True when the store was full and the elements live in a file of the
+  /// spill directory (config::object_spilling).
+  bool spilled() const noexcept { return (block_.store_offset() >> 63) != 0; }
   std::vector<T> to_vector() const { return std::vector<T>(begin(), end()); }
 
   /// Same shape and the same bytes.

@@ -6,7 +6,8 @@
 ///
 /// Field order: num_cpus, num_gpus, memory, resources, log_level,
 /// fiber_stack_size, workers, worker_program, worker_start_timeout,
-/// object_store_memory, object_store_threshold.
+/// object_store_memory, object_store_threshold, object_spilling,
+/// object_spill_directory.
 #pragma once
 
 #include <chrono>
@@ -62,6 +63,17 @@ struct config {
   /// the shared store and crosses processes without a copy; smaller ones
   /// are copied. Default 100 KiB (Ray inlines objects below that size).
   std::size_t object_store_threshold = std::size_t{100} << 10;
+  /// Worker processes: when the shared store is full, a new weft::array
+  /// goes to a file of the spill directory instead (mapped by every process
+  /// that reads it; the page cache decides what stays in memory), and the
+  /// file is removed with its last reference. Off: object_store_full_error.
+  /// Default on.
+  bool object_spilling = true;
+  /// Worker processes: where spill files go: a directory
+  /// weft-spill-<pid>-<random> (mode 0700) inside this one, made at the
+  /// first spill and removed at shutdown (this one is made at init if
+  /// missing). Unset: $TMPDIR, else /tmp.
+  std::optional<std::string> object_spill_directory{};
 };
 
 } // namespace weft
