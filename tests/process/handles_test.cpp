@@ -245,5 +245,6 @@ TEST_CASE("the cells that carry handles to workers are freed once the tasks are 
       sizes.push_back(weft::remote(call_journal).remote(j, i));
     weft::get(sizes, bound);
   }
-  CHECK(eventually([&] { return weft::live_objects() == before; }));
+  // (<=: a cell of the first call may still have been on its way out.)
+  CHECK(eventually([&] { return weft::live_objects() <= before; }));
 }
