@@ -951,8 +951,8 @@ void process_node::on_actor_submit(std::int32_t worker_id, std::uint64_t seq, st
     } else if (auto h = refs.refs.find(holder); h == refs.refs.end()) {
       refused = std::make_exception_ptr(serialization_error("weft: a worker called an actor it holds no handle of"));
     } else {
+      // (It stays among the call's refs: the arguments may name it too.)
       holder_cell = h->second.cell;
-      refs.refs.erase(h);
       call.invoker = reinterpret_cast<actor_method_invoker>(const_cast<void*>(inv));
       call.method[0] =
         rec.is_virtual ? static_cast<std::uintptr_t>(rec.vword) : reinterpret_cast<std::uintptr_t>(method);

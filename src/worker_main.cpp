@@ -63,6 +63,11 @@ hosted_actor g_actor;
 thread_local bool tls_in_actor_call = false;
 /// While a batch of calls runs on this thread: sends the results it holds.
 thread_local std::function<void()>* tls_flush_results = nullptr;
+/// Sends the results the batch running on this thread holds, if any.
+void flush_batch_results() noexcept {
+  if (tls_flush_results)
+    (*tls_flush_results)();
+}
 bool g_exit_requested = false;
 
 /// Nested tasks: what this worker submitted to its driver and waits for.
@@ -170,6 +175,9 @@ void uncredit_refs(std::string_view ids) {
 }
 
 void proxy_wanted(object_state& proxy) noexcept {
+  // The object may be the result of a call before this one in its batch
+  // (also when it is only polled: is_ready).
+  flush_batch_results();
   std::uint64_t id = 0;
   {
     std::lock_guard<std::mutex> lock(g_refs.mtx);
@@ -758,11 +766,15 @@ void worker_client_call_actor(object_state* via, std::unique_ptr<worker_actor_ca
                  codec.bundle);
 }
 
-void worker_client_blocked(bool blocked) noexcept {
-  if (blocked && tls_flush_results)
-    (*tls_flush_results)();
-  if (blocked && worker_client_active())
+void worker_client_flush_results() noexcept {
+  flush_batch_results();
+  if (worker_client_active())
     flush_submissions(); // what it waits for may be among them
+}
+
+void worker_client_blocked(bool blocked) noexcept {
+  if (blocked)
+    worker_client_flush_results();
   const auto job = g_running_seq.load(std::memory_order_acquire);
   if (!worker_client_active() || job == 0)
     return; // (an actor's worker holds no CPUs of a task)

@@ -38,6 +38,9 @@ void worker_client_submit(task_base* t);
 /// Around a wait in get/wait inside a worker's task: the driver lends the
 /// task's CPUs to other tasks meanwhile (and starts workers for them).
 void worker_client_blocked(bool blocked) noexcept;
+/// A call in this worker is about to wait (also a poll that lends no CPUs):
+/// the results of the calls before it in its batch go out first.
+void worker_client_flush_results() noexcept;
 
 /// A method call made in this worker through a handle the driver lent it
 /// (libactor implements it over its typed call).

@@ -1305,8 +1305,13 @@ private:
 };
 
 void forward_call(object_state& holder, forwarded_call f) {
+  // (The worker names the holder: it may be any object lent to it.)
+  auto* h = dynamic_cast<value_object<actor_ref>*>(&holder);
+  if (!h || !h->done() || h->failed())
+    throw serialization_error("weft: a worker called an actor through " + to_string(holder.id()) +
+                              ", which holds no actor_handle (corrupted input)");
   auto* c = new forwarded_actor_call(std::move(f));
-  c->target = static_cast<value_object<actor_ref>&>(holder).value();
+  c->target = h->value();
   submit_call(c);
 }
 
@@ -1334,10 +1339,14 @@ void decode_handle(std::uint64_t holder, ref_ops_fn ops, actor_ref& ref, object_
   object_ptr cell = decode_ref(holder, ops);
   if (!cell)
     return;
-  if (cell->is_proxy())
+  if (cell->is_proxy()) {
     via = std::move(cell); // in a worker
-  else
-    ref = static_cast<value_object<actor_ref>*>(cell.get())->value();
+    return;
+  }
+  if (!cell->done() || cell->failed()) // (an "exported" holder from a corrupt worker)
+    throw serialization_error("weft: an actor_handle names " + to_string(cell->id()) +
+                              ", which holds no handle (corrupted input)");
+  ref = static_cast<value_object<actor_ref>*>(cell.get())->value();
 }
 
 void submit_call(actor_call* call) {

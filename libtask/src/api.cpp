@@ -163,6 +163,8 @@ struct lend_cpus_while_waiting {
     lent(!runtime::current() && worker_client_active() && (deadline_ns == 0 || deadline_ns - now_ns() > 1'000'000)) {
     if (lent)
       worker_client_blocked(true);
+    else if (!runtime::current())
+      worker_client_flush_results(); // a poll: what it polls for may be a result of its own batch
   }
   ~lend_cpus_while_waiting() {
     if (lent)

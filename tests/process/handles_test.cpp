@@ -187,3 +187,64 @@ TEST_CASE("an actor_handle cannot be written with to_bytes") {
   auto j = weft::remote<journal>().remote();
   CHECK_THROWS_WITH(weft::to_bytes(j), Contains("only inside weft's own messages"));
 }
+
+namespace {
+
+/// An actor whose method takes a handle of its own class.
+struct self_aware {
+  int calls = 0;
+  int take(weft::actor_handle<self_aware> me) { return me.valid() ? ++calls : -1; }
+};
+
+/// Calls `h` with `h` itself as the argument, from a worker.
+int pass_own_handle(weft::actor_handle<self_aware> h) { return weft::get(h.task(&self_aware::take).remote(h)); }
+
+/// Exits its worker process on the first call (the marker file says which
+/// call is the first); counts the calls after.
+struct crash_once {
+  int n = 0;
+  int step(std::string marker) {
+    if (::access(marker.c_str(), F_OK) != 0) {
+      process_test::append_line(marker, "crashed");
+      ::_exit(3);
+    }
+    return ++n;
+  }
+};
+
+int call_crash_once(weft::actor_handle<crash_once> h, std::string marker) {
+  return weft::get(h.task(&crash_once::step).remote(marker));
+}
+
+int call_journal(weft::actor_handle<journal> j, int x) { return weft::get(j.task(&journal::add).remote(x)); }
+
+} // namespace
+
+TEST_CASE("a worker passes a handle as the argument of a call through that same handle") {
+  weft_test::runtime_guard rt(processes);
+  auto h = weft::remote<self_aware>().remote();
+  CHECK(weft::get(weft::remote(pass_own_handle).remote(h), bound) == 1);
+}
+
+TEST_CASE("a call from a worker is retried on the restarted actor with max_task_retries") {
+  weft_test::runtime_guard rt(processes);
+  process_test::temp_dir dir;
+  auto h = weft::remote<crash_once>({.max_restarts = 1, .max_task_retries = 1}).remote();
+  CHECK(weft::get(weft::remote(call_crash_once).remote(h, dir.file("marker")), bound) == 1);
+  CHECK(process_test::lines_of(dir.file("marker")).size() == 1);
+}
+
+TEST_CASE("the cells that carry handles to workers are freed once the tasks are done") {
+  weft_test::runtime_guard rt(processes);
+  auto j = weft::remote<journal>().remote();
+  weft::get(j.task(&journal::add).remote(0), bound);
+  const auto before = weft::live_objects();
+  {
+    std::vector<weft::object_ref<int>> sizes;
+    for (int i = 1; i <= 20; ++i)
+      sizes.push_back(weft::remote(call_journal).remote(j, i));
+    weft::get(sizes, bound);
+  }
+  // (<=: a cell of the first call may still have been on its way out.)
+  CHECK(eventually([&] { return weft::live_objects() <= before; }));
+}

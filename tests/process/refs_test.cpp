@@ -238,3 +238,73 @@ TEST_CASE("an object_ref cannot be written with to_bytes") {
   CHECK_THROWS_WITH(weft::to_bytes(r), Contains("only inside weft's own messages"));
   CHECK_THROWS_AS(weft::to_bytes(std::vector{r}), weft::serialization_error);
 }
+
+namespace {
+
+/// Polls is_ready() on a ref the driver lent, for up to 3 s.
+bool ready_by_polling(weft::object_ref<int> r) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (!r.is_ready()) {
+    if (std::chrono::steady_clock::now() > until)
+      return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return weft::get(r) == 3;
+}
+
+/// Polls with wait() and a short timeout (a poll lends no CPUs), for up to
+/// 1 s.
+bool ready_by_short_waits(weft::object_ref<int> r) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (std::chrono::steady_clock::now() < until) {
+    auto [ready, not_ready] = weft::wait(std::vector{r}, 1, std::chrono::microseconds(300));
+    if (!ready.empty())
+      return true;
+  }
+  return false;
+}
+
+int quick(int x) { return x; }
+
+/// Exits its worker the first time (the marker file says which attempt),
+/// then reads the ref it was given.
+int crash_then_read(weft::object_ref<int> r, std::string marker) {
+  if (::access(marker.c_str(), F_OK) != 0) {
+    process_test::append_line(marker, "crashed");
+    ::_exit(3);
+  }
+  return weft::get(r);
+}
+
+} // namespace
+
+TEST_CASE("a worker that polls is_ready on a ref it was given sees it become ready") {
+  weft_test::runtime_guard rt(processes);
+  CHECK(weft::get(weft::remote(ready_by_polling).remote(weft::put(3)), bound));
+}
+
+TEST_CASE("a task polling with short waits for the result of the task ahead of it in its batch sees it") {
+  weft_test::runtime_guard rt(processes);
+  // Many short tasks of one shape: the node sends them ahead in batches,
+  // each poller right behind the task whose result it polls for.
+  std::vector<weft::object_ref<bool>> seen;
+  for (int i = 0; i < 60; ++i) {
+    auto a = weft::remote(quick).remote(i);
+    seen.push_back(weft::remote(ready_by_short_waits).remote(a));
+  }
+  int missed = 0;
+  for (bool s : weft::get(seen, std::chrono::seconds(100)))
+    missed += s ? 0 : 1;
+  CHECK(missed == 0);
+}
+
+TEST_CASE("a task retried after its worker died gets the refs it was given again") {
+  weft_test::runtime_guard rt(processes);
+  process_test::temp_dir dir;
+  const auto before = baseline_objects();
+  {
+    auto r = weft::put(17);
+    CHECK(weft::get(weft::remote(crash_then_read, {.max_retries = 1}).remote(r, dir.file("marker")), bound) == 17);
+  }
+  CHECK(eventually([&] { return weft::live_objects() == before; }));
+}

@@ -33,7 +33,14 @@ public:
   /// The object's id; object_id{} for an invalid ref.
   object_id id() const noexcept { return cell_ ? cell_->id() : object_id{}; }
   /// True when the object holds its value or error. Does not block.
-  bool is_ready() const noexcept { return cell_ && cell_->done(); }
+  bool is_ready() const noexcept {
+    if (!cell_)
+      return false;
+    if (cell_->done())
+      return true;
+    cell_->want(); // a ref a worker process was lent: ask for its value (once)
+    return false;
+  }
 
   /// Internal: the cell, or null.
   detail::object_state* cell() const noexcept { return cell_.get(); }
