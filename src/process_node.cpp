@@ -130,7 +130,7 @@ caf::behavior node_behavior(caf::event_based_actor*, process_node* node) {
   return {
     [node](wire::hello_atom, const std::string& token, std::int32_t id, std::int32_t pid, const std::string& build_id,
            const caf::actor& who, const caf::actor& ctl) { node->on_hello(token, id, pid, build_id, who, ctl); },
-    [node](wire::done_atom, const std::string& record) { node->on_done(record); },
+    [node](wire::done_atom, std::int32_t worker, const std::string& batch) { node->on_done(worker, batch); },
     [node](wire::actor_done_atom, std::int32_t worker, const std::string& batch) {
       node->on_actor_done(worker, batch);
     },
@@ -256,13 +256,19 @@ struct fetch_reply final : completion_waiter {
   }
 };
 
-/// A record dropped unread gives back the store references it hands over.
-void release_dropped(const wire::done_record& d) {
-  release_handed_references(d.handed);
-  wire::reader r(d.refs);
+/// A ref bundle dropped unread gives back the store references its
+/// exported values hand over.
+void release_bundle(std::string_view bundle) {
+  wire::reader r(bundle);
   wire::bundle_entry e;
   while (e.read(r))
     release_handed_references(e.handed);
+}
+
+/// A record dropped unread gives back the store references it hands over.
+void release_dropped(const wire::done_record& d) {
+  release_handed_references(d.handed);
+  release_bundle(d.refs);
 }
 
 } // namespace
@@ -558,7 +564,7 @@ void process_node::on_hello(const std::string& token, std::int32_t id, std::int3
   pump_locked();
 }
 
-void process_node::on_done(const std::string& batch) {
+void process_node::on_done(std::int32_t from, const std::string& batch) {
   // (task, error, whether its resources go back) for each finished task
   struct finished {
     task_base* t;
@@ -587,8 +593,11 @@ void process_node::on_done(const std::string& batch) {
       job& j = it->second;
       task_base* t = j.t;
       auto wit = workers_.find(j.worker);
-      if (wit == workers_.end() || wit->second.assigned.empty() || wit->second.assigned.front() != d.seq) {
-        release_dropped(d); // not this worker's current task any more
+      if (j.worker != from || wit == workers_.end() || wit->second.assigned.empty() ||
+          wit->second.assigned.front() != d.seq) {
+        // Not this worker's current task any more (also: a result its dead
+        // worker sent before dying, while the task runs again elsewhere).
+        release_dropped(d);
         return;
       }
       worker& w = wit->second;
@@ -875,8 +884,11 @@ void process_node::on_submit(std::int32_t worker_id, std::uint64_t seq, const st
   {
     std::lock_guard<std::mutex> lock(mtx_);
     auto it = workers_.find(worker_id);
-    if (it == workers_.end() || !it->second.ctl)
-      return; // its worker is gone: no one waits for it
+    if (it == workers_.end() || !it->second.ctl) { // its worker is gone: no one waits for it
+      if (rec.read(record))
+        release_bundle(rec.refs);
+      return;
+    }
     submitter = it->second.ledger;
     if (!rec.read(record) || !(inv = address_locked(rec.invoker)) || !(fn = address_locked(rec.fn)) ||
         !pin_locked(worker_id, rec.refs, refs))
@@ -938,8 +950,10 @@ void process_node::on_actor_submit(std::int32_t worker_id, std::uint64_t seq, st
   {
     std::lock_guard<std::mutex> lock(mtx_);
     auto it = workers_.find(worker_id);
-    if (it == workers_.end() || !it->second.ctl)
-      return; // its worker is gone: no one waits for it
+    if (it == workers_.end() || !it->second.ctl) { // its worker is gone: no one waits for it
+      release_bundle(bundle);
+      return;
+    }
     call.submitter = it->second.ledger;
     wire::actor_call_record rec;
     ref_table refs;

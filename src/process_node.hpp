@@ -137,7 +137,8 @@ public:
   // ---- called by the node actor ----
   void on_hello(const std::string& token, std::int32_t id, std::int32_t pid, const std::string& build_id,
                 const caf::actor& who, const caf::actor& ctl);
-  void on_done(const std::string& batch);
+  /// Results of tasks from worker `from`.
+  void on_done(std::int32_t from, const std::string& batch);
   void on_actor_done(std::int32_t worker, const std::string& batch);
   void flush_actor(std::int32_t worker);
   /// Sends the nested-task results collected for `worker`.

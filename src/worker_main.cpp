@@ -902,7 +902,7 @@ void run_worker() {
         [st, n](wire::call_atom, const std::string& batch) {
           run_batch(
             batch, [&](std::string_view rec, std::vector<object_ptr>& holds) { return run_call(rec, st->map, holds); },
-            [&](std::string out) { caf::anon_send(n, wire::done_atom::value, std::move(out)); });
+            [&](std::string out) { caf::anon_send(n, wire::done_atom::value, st->id, std::move(out)); });
         },
         [](wire::retire_atom) {
           std::fflush(nullptr);

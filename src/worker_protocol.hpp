@@ -4,7 +4,7 @@
 //   worker -> node   (hello,   token, worker id, pid, build id, worker actor, control actor)
 //   node   -> worker (welcome, module table)   or (refuse, reason)
 //   node   -> worker (call,    call records)   tasks to run, in order
-//   worker -> node   (done,    done records)   their results, in the same order
+//   worker -> node   (done,    worker id, done records)   their results, in the same order
 //   node   -> control (cancel, seq)            running: is_cancelled() turns
 //                                              true; queued: skipped
 //   node   -> worker (retire)                  exit (max_calls reached)
