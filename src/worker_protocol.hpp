@@ -37,8 +37,8 @@
 //   node   -> worker (a_quit)                    run the destructor, exit
 //
 // Batches are length-prefixed records one after the other. A worker runs
-// the calls of a batch one at a time and sends results back at least every
-// 200 µs, so a long call does not hold back the results of short ones.
+// the calls of a batch one at a time and sends the results it has after a
+// call once 200 µs passed since it last sent, and before a call waits.
 //
 // Records are little packed strings (below); argument and result bytes in
 // them come from the serializer facade.
