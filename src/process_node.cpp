@@ -136,12 +136,21 @@ caf::behavior node_behavior(caf::event_based_actor*, process_node* node) {
     },
     [node](wire::actor_flush_atom, std::int32_t worker) { node->flush_actor(worker); },
     [node](wire::submit_atom, std::int32_t worker, const std::string& batch) {
-      for (wire::reader r(batch);;) {
+      for (wire::reader r(batch); !r.at_end();) {
+        const auto kind = r.get<wire::outbox_kind>();
         const auto seq = r.get<std::uint64_t>();
         const std::string record(r.get_bytes());
-        if (!r.ok())
+        if (kind == wire::outbox_kind::task && r.ok()) {
+          node->on_submit(worker, seq, record);
+          continue;
+        }
+        const auto holder = r.get<std::uint64_t>();
+        const std::string bundle(r.get_bytes());
+        if (kind != wire::outbox_kind::actor_call || !r.ok()) {
+          log().error("weft: worker {} sent a corrupted submission batch", worker);
           break;
-        node->on_submit(worker, seq, record);
+        }
+        node->on_actor_submit(worker, seq, holder, record, bundle);
       }
     },
     [node](wire::result_flush_atom, std::int32_t worker) { node->flush_results(worker); },
@@ -149,9 +158,6 @@ caf::behavior node_behavior(caf::event_based_actor*, process_node* node) {
       node->on_blocked(worker, job, blocked);
     },
     [node](wire::fetch_atom, std::int32_t worker, std::uint64_t id) { node->on_fetch(worker, id); },
-    [node](wire::actor_submit_atom, std::int32_t worker, std::uint64_t seq, std::uint64_t holder,
-           const std::string& record,
-           const std::string& bundle) { node->on_actor_submit(worker, seq, holder, record, bundle); },
     [node](wire::release_atom, std::int32_t worker, const std::string& pairs) { node->on_release(worker, pairs); },
   };
 }

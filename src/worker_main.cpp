@@ -709,6 +709,7 @@ void worker_client_submit(task_base* t) {
     g_client->pending.emplace(seq, t);
     first = g_client->outbox.empty();
     wire::writer w(g_client->outbox);
+    w.put(wire::outbox_kind::task);
     w.put(seq);
     w.put_bytes(record);
     for (auto& h : codec.holds)
@@ -754,16 +755,26 @@ void worker_client_call_actor(object_state* via, std::unique_ptr<worker_actor_ca
     holder = codec.encode(via, nullptr);
   }
   rec.args = args;
-  std::uint64_t seq = 0;
+  // Like submissions: calls made one after another leave in one message.
+  bool first = false;
   {
     std::lock_guard<std::mutex> lock(g_client->mtx);
-    seq = ++g_client->next;
+    const auto seq = ++g_client->next;
     rec.seq = seq;
+    rec.write(record);
     g_client->calls.emplace(seq, std::move(call));
+    first = g_client->outbox.empty();
+    wire::writer w(g_client->outbox);
+    w.put(wire::outbox_kind::actor_call);
+    w.put(seq);
+    w.put_bytes(record);
+    w.put(holder);
+    w.put_bytes(codec.bundle);
+    for (auto& h : codec.holds)
+      g_client->outbox_holds.push_back(std::move(h));
   }
-  rec.write(record);
-  caf::anon_send(g_client->node, wire::actor_submit_atom::value, g_client->worker_id, seq, holder, std::move(record),
-                 codec.bundle);
+  if (first)
+    caf::anon_send(g_client->ctl, wire::submit_flush_atom::value);
 }
 
 void worker_client_flush_results() noexcept {

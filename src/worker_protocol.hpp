@@ -10,8 +10,11 @@
 //   node   -> worker (retire)                  exit (max_calls reached)
 //
 // Nested tasks: a task in a worker submits tasks and waits for them there.
-//   worker -> node   (w_submit, worker id, (seq, submit record) pairs)
-//                    submissions made one after another leave together
+//   worker -> node   (w_submit, worker id, entries)  submissions made one
+//                    after another leave together; an entry is (task, seq,
+//                    submit record) or (actor call, seq, actor call record,
+//                    holder id, ref bundle): a call through a handle the node
+//                    lent (the holder is a cell holding the handle)
 //   node   -> control (w_result, (seq, result kind, payload, ref ids) tuples)
 //                    when they are done; results that end together
 //                    leave together
@@ -26,9 +29,6 @@
 //   node   -> control (w_value,  object id, kind, payload, ids, handed)
 //   worker -> node   (w_release, worker id, (id, count) pairs)  proxies let go
 //   control -> itself (w_rflush)  send the releases collected meanwhile
-//   worker -> node   (w_acall, worker id, seq, holder id, actor call record, bundle)
-//                    a call through a handle the node lent (the holder is a
-//                    cell holding the handle); the end comes back as w_result
 //
 // A worker started for an actor hosts that actor only (one incarnation):
 //   node   -> worker (a_create, create record)  build the object (seq 0)
@@ -74,7 +74,6 @@ using fetch_atom = caf::atom_constant<caf::atom("w_fetch")>;
 using value_atom = caf::atom_constant<caf::atom("w_value")>;
 using release_atom = caf::atom_constant<caf::atom("w_release")>;
 using release_flush_atom = caf::atom_constant<caf::atom("w_rflush")>;
-using actor_submit_atom = caf::atom_constant<caf::atom("w_acall")>;
 using submit_flush_atom = caf::atom_constant<caf::atom("w_sflush")>;   ///< control actor to itself
 using result_flush_atom = caf::atom_constant<caf::atom("w_resflush")>; ///< node to itself
 
@@ -365,6 +364,9 @@ struct submit_record {
 /// ok: result bytes; task_error: (type, message, chain); crashed: (message,
 /// signal, exit code); other: (weft error class name, message).
 enum class result_kind : std::uint8_t { ok = 0, task_error = 1, crashed = 2, other = 3 };
+
+/// What an entry of a worker's w_submit batch is.
+enum class outbox_kind : std::uint8_t { task = 0, actor_call = 1 };
 
 /// One entry of a ref bundle (records from a worker): a ref to an object
 /// the worker borrowed from the node (`held`: only its id), or to one of
