@@ -281,11 +281,18 @@ void release_dropped(const wire::done_record& d) {
 
 void set_actor_call_forwarder(actor_call_forwarder f) noexcept { g_forwarder.store(f, std::memory_order_release); }
 
+actor_reply::~actor_reply() {
+  if (!taken)
+    release_handed_references(refs.handed);
+}
+
 void store_forwarded_result(object_state& cell, std::string_view bytes) {
   forwarded_result r{std::string(bytes), {}, {}};
-  if (auto* table = dynamic_cast<ref_table*>(current_ref_codec()))
+  if (auto* table = dynamic_cast<ref_table*>(current_ref_codec())) {
     for (const auto& [id, ref] : table->refs)
       r.refs.push_back(ref);
+    r.handed = table->handed; // passed on with the bytes
+  }
   static_cast<value_object<forwarded_result>&>(cell).emplace(std::move(r));
 }
 
@@ -1255,7 +1262,10 @@ void process_node::on_actor_done(std::int32_t worker_id, const std::string& batc
       switch (d.st) {
       case wire::status::ok:
       case wire::status::ok_exit: {
-        actor_reply reply{std::string(d.payload), d.st == wire::status::ok_exit, {}};
+        actor_reply reply;
+        reply.payload = d.payload;
+        reply.exit_requested = d.st == wire::status::ok_exit;
+        reply.refs.handed = d.handed;
         if (!pin_locked(w.id, d.refs, reply.refs))
           throw serialization_error("weft: an actor's worker sent a result naming objects it does not hold");
         static_cast<value_object<actor_reply>*>(cell.get())->emplace(std::move(reply));

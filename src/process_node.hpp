@@ -35,6 +35,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "modules.hpp"
@@ -54,8 +55,21 @@ class worker_ledger;
 struct actor_reply {
   std::string payload; ///< the encoded result
   bool exit_requested = false;
-  /// The refs the payload carries (decode it with this codec installed).
+  /// The refs the payload carries (decode it with this codec installed);
+  /// refs.handed: the store references it hands over.
   mutable ref_table refs;
+  /// Set by whoever reads the payload (or passes it on): its store
+  /// references are theirs from then on. A reply never read gives them back.
+  mutable bool taken = false;
+
+  actor_reply() = default;
+  actor_reply(actor_reply&& o) noexcept :
+    payload(std::move(o.payload)),
+    exit_requested(o.exit_requested),
+    refs(std::move(o.refs)),
+    taken(std::exchange(o.taken, true)) {}
+  actor_reply& operator=(actor_reply&&) = delete;
+  ~actor_reply();
 };
 
 /// What a task or actor call submitted by a worker ends with in the

@@ -75,6 +75,9 @@ public:
 class ref_table final : public ref_codec {
 public:
   std::unordered_map<std::uint64_t, carried_ref> refs;
+  /// The store references the message hands over (packed offsets), for a
+  /// reader that keeps its bytes undecoded and passes them on.
+  std::string handed;
   std::uint64_t encode(object_state* cell, ref_ops_fn ops) override;
   object_ptr decode(std::uint64_t id, ref_ops_fn ops) override;
 };

@@ -4,13 +4,19 @@
 // a worker holds keeps its actor alive.
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
 
 #include "process/process_test.hpp"
+#include "src/node_store.hpp"
+#include "src/shm_arena.hpp"
 #include "weft_test.hpp"
 #include <weft/weft.hpp>
 
@@ -247,4 +253,41 @@ TEST_CASE("the cells that carry handles to workers are freed once the tasks are 
   }
   // (<=: a cell of the first call may still have been on its way out.)
   CHECK(eventually([&] { return weft::live_objects() <= before; }));
+}
+
+namespace {
+
+/// Makes a big array (it lives in the shared store) after a while.
+struct slow_maker {
+  weft::array<double> make(std::string marker) {
+    process_test::append_line(marker, "started");
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    return weft::array<double>::build(std::size_t{1} << 19,
+                                      [](std::span<double> out) { std::fill(out.begin(), out.end(), 1.5); });
+  }
+};
+
+int call_slow_maker(weft::actor_handle<slow_maker> h, std::string marker) {
+  return static_cast<int>(weft::get(h.task(&slow_maker::make).remote(marker)).size());
+}
+
+} // namespace
+
+TEST_CASE("an actor's result for a worker that died meanwhile gives its store references back") {
+  weft_test::runtime_guard rt(processes);
+  process_test::temp_dir dir;
+  const auto marker = dir.file("started");
+  auto h = weft::remote<slow_maker>().remote();
+  auto r = weft::remote(call_slow_maker, {.max_retries = 0}).remote(h, marker);
+  REQUIRE(eventually([&] { return process_test::lines_of(marker).size() == 1; }));
+  weft::cancel(r, {.force = true}); // kills the calling worker while the actor computes
+  CHECK_THROWS_AS(weft::get(r, bound), weft::task_cancelled_error);
+  // The actor's reply (a 4 MiB array in the store) reaches the driver after
+  // its caller is gone. A second call runs after it on the actor: once its
+  // result is here, so is the first one's, and nothing may keep that array.
+  {
+    const auto second = weft::get(h.task(&slow_maker::make).remote(marker), bound);
+    CHECK(second.size() == std::size_t{1} << 19);
+  }
+  CHECK(eventually([] { return weft::detail::node_store()->bytes_in_use() == 0; }));
 }
