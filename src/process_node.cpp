@@ -190,17 +190,9 @@ public:
     for (const auto& r : arg_refs_)
       encode_ref(r.cell.get(), r.ops); // the codec of the record collects them
   }
-  void decode_results(std::string_view in) override {
-    static_cast<value_object<forwarded_result>*>(ret_.get())->emplace(forwarded_result{std::string(in), {}, {}});
-  }
-  /// What the result (just decoded) carries: refs (from the record's
-  /// codec) and store references.
-  void keep_result(const ref_table& refs, std::string_view handed) {
-    auto& r = const_cast<forwarded_result&>(static_cast<value_object<forwarded_result>*>(ret_.get())->value());
-    for (const auto& [id, ref] : refs.refs)
-      r.refs.push_back(ref);
-    r.handed = handed;
-  }
+  /// Keeps the bytes, with the refs and store references of the record's
+  /// codec, for the worker that submitted it.
+  void decode_results(std::string_view in) override { store_forwarded_result(*ret_.get(), in); }
   const object_ptr& result() const noexcept { return ret_; }
 
 private:
@@ -668,10 +660,9 @@ void process_node::on_done(std::int32_t from, const std::string& batch) {
         if (!f.refs_ok)
           throw serialization_error("weft: the result of task '" + runtime::task_name(*f.t) +
                                     "' names objects its worker does not hold (corrupted input)");
+        f.refs.handed = f.d.handed; // (a forwarded task passes them on)
         ref_codec_scope scope(&f.refs);
         f.t->decode_results(f.d.payload);
-        if (auto* ft = dynamic_cast<forwarded_task*>(f.t))
-          ft->keep_result(f.refs, f.d.handed);
         break;
       }
       case wire::status::exception: {

@@ -1320,10 +1320,10 @@ const bool forwarder_registered = (set_actor_call_forwarder(&forward_call), true
 
 } // namespace
 
-object_state* handle_holder_ops(ref_op op) {
+object_state* handle_holder_ops(ref_op op, const std::type_info& type) {
   if (op == ref_op::make_pending)
     return new value_object<actor_ref>();
-  throw serialization_error("weft: an actor_handle has no value to send");
+  throw serialization_error("weft: an actor_handle<" + demangled(type.name()) + "> has no value to send");
 }
 
 std::uint64_t encode_handle(const actor_ref& ref, object_state* via, ref_ops_fn ops) {

@@ -153,18 +153,25 @@ TEST_CASE("an actor in a worker calls another actor through a handle it keeps") 
   CHECK(weft::get(j.task(&journal::all).remote(), bound).back() == 100);
 }
 
+namespace {
+/// A relay whose worker holds the only handle of a journal; `ended` turns
+/// true when the journal ends normally.
+weft::actor_handle<relay> relay_holding_a_journal(std::atomic<bool>& ended) {
+  auto r = weft::remote<relay>().remote();
+  auto j = weft::remote<journal>().remote();
+  weft::monitor(j, [&ended](const weft::actor_exit& e) {
+    if (e.normal)
+      ended = true;
+  });
+  weft::get(r.task(&relay::hold).remote(j), bound);
+  return r; // the driver's handle of the journal goes here
+}
+} // namespace
+
 TEST_CASE("a handle a worker holds keeps the actor alive until it lets go") {
   weft_test::runtime_guard rt(processes);
   std::atomic<bool> ended{false};
-  auto r = weft::remote<relay>().remote();
-  {
-    auto j = weft::remote<journal>().remote();
-    weft::monitor(j, [&](const weft::actor_exit& e) {
-      if (e.normal)
-        ended = true;
-    });
-    weft::get(r.task(&relay::hold).remote(j), bound);
-  } // the driver's handle is gone; the relay's worker holds one
+  auto r = relay_holding_a_journal(ended);
   CHECK(weft::get(r.task(&relay::forward).remote(3), bound) == 1);
   CHECK_FALSE(ended.load());
   weft::get(r.task(&relay::drop).remote(), bound);
@@ -174,15 +181,7 @@ TEST_CASE("a handle a worker holds keeps the actor alive until it lets go") {
 TEST_CASE("a handle held by a killed worker lets its actor end") {
   weft_test::runtime_guard rt(processes);
   std::atomic<bool> ended{false};
-  auto r = weft::remote<relay>().remote();
-  {
-    auto j = weft::remote<journal>().remote();
-    weft::monitor(j, [&](const weft::actor_exit& e) {
-      if (e.normal)
-        ended = true;
-    });
-    weft::get(r.task(&relay::hold).remote(j), bound);
-  }
+  auto r = relay_holding_a_journal(ended);
   CHECK_FALSE(ended.load());
   weft::kill(r); // SIGKILL of the relay's worker: what it held is given back
   CHECK(eventually([&] { return ended.load(); }));

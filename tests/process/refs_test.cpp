@@ -308,3 +308,17 @@ TEST_CASE("a task retried after its worker died gets the refs it was given again
   }
   CHECK(eventually([&] { return weft::live_objects() == before; }));
 }
+
+namespace {
+/// A nested task's result that is itself a ref (made in another worker).
+std::string nested_ref_result(std::string s) {
+  weft::object_ref<std::string> inner = weft::get(weft::remote(put_in_worker).remote(std::move(s)));
+  return weft::get(inner);
+}
+} // namespace
+
+TEST_CASE("a nested task's result that is a ref reaches the worker that submitted it") {
+  weft_test::runtime_guard rt(processes);
+  CHECK(weft::get(weft::remote(nested_ref_result).remote(std::string("deep")), bound) == "deep from a worker");
+  CHECK(eventually([] { return weft::live_objects() == 0; }));
+}

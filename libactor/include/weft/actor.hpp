@@ -152,10 +152,12 @@ std::uint64_t encode_handle(const actor_ref& ref, object_state* via, ref_ops_fn 
 /// in a worker, the holder's proxy (`via`).
 void decode_handle(std::uint64_t holder, ref_ops_fn ops, actor_ref& ref, object_ptr& via);
 /// ref_ops of a holder cell (one instance per T, to tell handle types apart).
-object_state* handle_holder_ops(ref_op op);
+/// (`type` names T; it also keeps the instances for different T apart,
+/// even under a linker's identical-code folding.)
+object_state* handle_holder_ops(ref_op op, const std::type_info& type);
 template <class T>
 object_state* handle_ops(ref_op op, object_state*, std::string_view, std::string*) {
-  return handle_holder_ops(op);
+  return handle_holder_ops(op, typeid(T));
 }
 
 /// The worker side of an actor method call: decode, call, encode.
