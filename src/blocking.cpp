@@ -61,12 +61,10 @@ void blocker::park(std::uint32_t seen, std::int64_t deadline_ns) {
     f->host->block(*f, *this, seen, deadline_ns);
     return;
   }
-  const auto spin_until = now_ns() + spin_before_park_ns;
-  while (epoch_.load(std::memory_order_acquire) == seen) {
-    auto now = now_ns();
-    if (now > spin_until || (deadline_ns != 0 && now >= deadline_ns))
-      break;
-    cpu_relax();
+  {
+    waiting_spin spin;
+    while (epoch_.load(std::memory_order_acquire) == seen && spin.again(deadline_ns)) {
+    }
   }
   if (epoch_.load(std::memory_order_acquire) != seen)
     return;

@@ -13,6 +13,9 @@ namespace weft::detail {
 void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::int64_t deadline_ns) noexcept;
 /// Wakes every thread sleeping on `word`.
 void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept;
+/// The same for a word in memory shared between processes (MAP_SHARED).
+void futex_wait_shared(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::int64_t deadline_ns) noexcept;
+void futex_wake_shared(std::atomic<std::uint32_t>& word) noexcept;
 
 /// Current steady-clock time in nanoseconds.
 std::int64_t now_ns() noexcept;

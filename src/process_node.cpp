@@ -20,6 +20,7 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
+#include "futex.hpp"
 #include "log.hpp"
 #include "node_store.hpp"
 #include "shm_arena.hpp"
@@ -130,39 +131,43 @@ caf::behavior node_behavior(caf::event_based_actor*, process_node* node) {
   return {
     [node](wire::hello_atom, const std::string& token, std::int32_t id, std::int32_t pid, const std::string& build_id,
            const caf::actor& who, const caf::actor& ctl) { node->on_hello(token, id, pid, build_id, who, ctl); },
-    [node](wire::done_atom, std::int32_t worker, const std::string& batch) { node->on_done(worker, batch); },
-    [node](wire::actor_done_atom, std::int32_t worker, const std::string& batch) {
-      node->on_actor_done(worker, batch);
-    },
     [node](wire::actor_flush_atom, std::int32_t worker) { node->flush_actor(worker); },
-    [node](wire::submit_atom, std::int32_t worker, const std::string& batch) {
-      for (wire::reader r(batch); !r.at_end();) {
-        const auto kind = r.get<wire::outbox_kind>();
-        const auto seq = r.get<std::uint64_t>();
-        const std::string record(r.get_bytes());
-        if (kind == wire::outbox_kind::task && r.ok()) {
-          node->on_submit(worker, seq, record);
-          continue;
-        }
-        const auto holder = r.get<std::uint64_t>();
-        const std::string bundle(r.get_bytes());
-        if (kind != wire::outbox_kind::actor_call || !r.ok()) {
-          log().error("weft: worker {} sent a corrupted submission batch", worker);
-          break;
-        }
-        node->on_actor_submit(worker, seq, holder, record, bundle);
-      }
-    },
     [node](wire::result_flush_atom, std::int32_t worker) { node->flush_results(worker); },
-    [node](wire::blocked_atom, std::int32_t worker, std::uint64_t job, bool blocked) {
-      node->on_blocked(worker, job, blocked);
-    },
-    [node](wire::fetch_atom, std::int32_t worker, std::uint64_t id) { node->on_fetch(worker, id); },
-    [node](wire::release_atom, std::int32_t worker, const std::string& pairs) { node->on_release(worker, pairs); },
   };
 }
 
 const int node_key = 0;
+/// How long the lane reader spins for more before it sleeps.
+constexpr std::int64_t lane_reader_spin_ns = 0;
+/// One reader of the lanes at a time: the reader thread, or a thread that
+/// waits for a cell and reads meanwhile (help_read_lanes).
+std::atomic<bool> g_draining{false};
+/// The node whose lanes waiting threads read (null once it stops).
+std::atomic<process_node*> g_lane_node{nullptr};
+
+bool try_drain() noexcept {
+  return !g_draining.load(std::memory_order_relaxed) && !g_draining.exchange(true, std::memory_order_acquire);
+}
+
+void help_read_lanes() noexcept {
+  if (!try_drain())
+    return;
+  if (process_node* n = g_lane_node.load(std::memory_order_acquire))
+    n->drain_lanes();
+  g_draining.store(false, std::memory_order_release);
+}
+
+void begin_helping() noexcept {
+  if (process_node* n = g_lane_node.load(std::memory_order_acquire))
+    n->helping(true);
+}
+
+void end_helping() noexcept {
+  if (process_node* n = g_lane_node.load(std::memory_order_acquire))
+    n->helping(false);
+}
+
+const wait_helper g_lane_helper{&begin_helping, &help_read_lanes, &end_helping};
 
 } // namespace
 
@@ -316,6 +321,10 @@ process_node::process_node(runtime& rt) :
   // at init, before most other fds): spawn from a copy above them all.
   if (shm_arena* store = node_store())
     store_fd_ = ::fcntl(store->fd(), F_DUPFD_CLOEXEC, 64);
+  bell_ = doorbell_map::create();
+  reader_ = std::thread([this] { read_lanes(); });
+  g_lane_node.store(this, std::memory_order_release);
+  set_wait_helper(&g_lane_helper);
   io_ = std::thread([this] { io_loop(); });
   log().info("worker-process node listening on 127.0.0.1:{}", port_);
 }
@@ -523,7 +532,7 @@ void process_node::pump_locked() {
     it->second.worker = idle->id;
     append_call(batch, seq, it->second, idle->id);
     top_up_locked(*idle, batch);
-    caf::anon_send(*idle->actor, wire::call_atom::value, std::move(batch));
+    idle->link->post_to_worker(lane_kind::call, std::move(batch));
   }
   const int want = static_cast<int>(pending_.size()) - starting_ - to_spawn_;
   if (want > 0 && !stopping_) {
@@ -561,7 +570,7 @@ void process_node::on_hello(const std::string& token, std::int32_t id, std::int3
   if (w->for_actor) {
     // Its one job: build the actor's object (it takes no tasks).
     w->state = wstate::busy;
-    caf::anon_send(who, wire::actor_create_atom::value, std::exchange(w->create, std::string()));
+    w->link->post_to_worker(lane_kind::actor_create, std::exchange(w->create, std::string()));
     return;
   }
   w->state = wstate::idle;
@@ -646,7 +655,7 @@ void process_node::on_done(std::int32_t from, const std::string& batch) {
     for (auto& [id, b] : top_ups)
       if (!b.empty())
         if (auto wit = workers_.find(id); wit != workers_.end() && wit->second.actor)
-          caf::anon_send(*wit->second.actor, wire::call_atom::value, std::move(b));
+          wit->second.link->post_to_worker(lane_kind::call, std::move(b));
     failed.swap(failed_followers_);
     orphans.swap(orphans_);
     pump_locked();
@@ -763,6 +772,7 @@ std::vector<std::pair<task_base*, std::exception_ptr>> process_node::on_exit(wor
   w.state = wstate::dead;
   w.actor.reset();
   w.ctl.reset();
+  drop_lane(w.id);   // (what it wrote and was not read yet finds no worker: dropped)
   lent_.erase(w.id); // what it borrowed is given back with it
   std::erase_if(cancelled_in_flight_, [&w](auto& entry) {
     if (entry.second.first != w.id)
@@ -1195,7 +1205,7 @@ bool process_node::call_actor(int worker_id, actor_method_invoker invoker, const
     // Nothing in flight (a caller waiting for each result): send it now.
     std::string batch;
     wire::writer(batch).put_bytes(one);
-    caf::anon_send(*w.actor, wire::actor_call_atom::value, std::move(batch));
+    w.link->post_to_worker(lane_kind::actor_call, std::move(batch));
     return true;
   }
   // Calls in flight: collect this one with the calls made meanwhile, and
@@ -1216,7 +1226,7 @@ void process_node::flush_actor(std::int32_t worker_id) {
   worker& w = it->second;
   w.flush_scheduled = false;
   if (!w.outbox.empty() && w.actor && w.state != wstate::dead && !w.ended)
-    caf::anon_send(*w.actor, wire::actor_call_atom::value, std::exchange(w.outbox, std::string()));
+    w.link->post_to_worker(lane_kind::actor_call, std::exchange(w.outbox, std::string()));
 }
 
 void process_node::end_actor(int worker_id, bool graceful) {
@@ -1228,7 +1238,7 @@ void process_node::end_actor(int worker_id, bool graceful) {
   w.died = nullptr;
   w.ended = true;
   if (graceful && w.actor && w.state != wstate::dead) {
-    caf::anon_send(*w.actor, wire::actor_quit_atom::value);
+    w.link->post_to_worker(lane_kind::actor_quit, {});
   } else if (w.pid > 0 && w.state != wstate::dead) {
     ::kill(w.pid, SIGKILL); // (not started yet: spawn_one kills it once it is)
   }
@@ -1286,6 +1296,8 @@ void process_node::on_actor_done(std::int32_t worker_id, const std::string& batc
 void process_node::spawn_one(int actor_worker) {
   // Where the worker records the store references it holds (fd 5).
   const auto ledger = store_fd_ >= 0 ? worker_ledger::create() : nullptr;
+  // Its lane (fd 7), made before the pipes so that nothing leaks on a throw.
+  auto link = lane::create(bell_.get());
   int out[2], err[2];
   if (::pipe2(out, O_CLOEXEC) != 0)
     throw error(std::string("weft: pipe: ") + std::strerror(errno));
@@ -1352,7 +1364,9 @@ void process_node::spawn_one(int actor_worker) {
     posix_spawn_file_actions_adddup2(&fa, store_fd_, wire::store_fd);
   if (ledger)
     posix_spawn_file_actions_adddup2(&fa, ledger->fd(), wire::ledger_fd);
-  posix_spawn_file_actions_addclosefrom_np(&fa, wire::ledger_fd + 1); // none of the driver's sockets leak
+  posix_spawn_file_actions_adddup2(&fa, bell_.fd(), wire::doorbell_fd);
+  posix_spawn_file_actions_adddup2(&fa, link->fd(), wire::lane_fd);
+  posix_spawn_file_actions_addclosefrom_np(&fa, wire::lane_fd + 1); // none of the driver's sockets leak
   pid_t pid = -1;
   {
     // Recorded before it starts: its hello may arrive before posix_spawn
@@ -1363,6 +1377,7 @@ void process_node::spawn_one(int actor_worker) {
       w.id = id;
       w.start_deadline = std::chrono::steady_clock::now() + start_timeout_;
       w.ledger = ledger;
+      w.link = link;
       --to_spawn_;
       ++starting_;
       workers_.emplace(id, std::move(w));
@@ -1370,7 +1385,9 @@ void process_node::spawn_one(int actor_worker) {
       auto& w = workers_.at(id);
       w.start_deadline = std::chrono::steady_clock::now() + start_timeout_;
       w.ledger = ledger;
+      w.link = link;
     }
+    add_lane(id, link);
   }
   const int rc = ::posix_spawn(&pid, program.c_str(), &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
@@ -1572,6 +1589,163 @@ void process_node::io_loop() {
   }
 }
 
+void process_node::on_submit_batch(std::int32_t worker, const std::string& batch) {
+  for (wire::reader r(batch); !r.at_end();) {
+    const auto kind = r.get<wire::outbox_kind>();
+    const auto seq = r.get<std::uint64_t>();
+    const std::string record(r.get_bytes());
+    if (kind == wire::outbox_kind::task && r.ok()) {
+      on_submit(worker, seq, record);
+      continue;
+    }
+    const auto holder = r.get<std::uint64_t>();
+    const std::string bundle(r.get_bytes());
+    if (kind != wire::outbox_kind::actor_call || !r.ok()) {
+      log().error("weft: worker {} sent a corrupted submission batch", worker);
+      break;
+    }
+    on_actor_submit(worker, seq, holder, record, bundle);
+  }
+}
+
+void process_node::on_lane_message(int worker, lane_kind k, const std::string& body) {
+  switch (k) {
+  case lane_kind::done:
+    on_done(worker, body);
+    return;
+  case lane_kind::actor_done:
+    on_actor_done(worker, body);
+    return;
+  case lane_kind::submit:
+    on_submit_batch(worker, body);
+    return;
+  case lane_kind::blocked: {
+    wire::reader r(body);
+    const auto job = r.get<std::uint64_t>();
+    const auto blocked = r.get<std::uint8_t>();
+    if (r.ok() && r.at_end())
+      on_blocked(worker, job, blocked != 0);
+    else
+      log().error("weft: worker {} sent a corrupted blocked message", worker);
+    return;
+  }
+  case lane_kind::fetch: {
+    wire::reader r(body);
+    const auto id = r.get<std::uint64_t>();
+    if (r.ok() && r.at_end())
+      on_fetch(worker, id);
+    else
+      log().error("weft: worker {} sent a corrupted fetch message", worker);
+    return;
+  }
+  case lane_kind::release:
+    on_release(worker, body);
+    return;
+  default:
+    log().error("weft: worker {} sent a message of kind {} on its lane", worker, static_cast<int>(k));
+  }
+}
+
+void process_node::add_lane(int worker, std::shared_ptr<lane> l) {
+  std::lock_guard<std::mutex> lock(lanes_mtx_);
+  lanes_.emplace_back(worker, std::move(l));
+  ++lanes_version_;
+}
+
+void process_node::drop_lane(int worker) {
+  std::lock_guard<std::mutex> lock(lanes_mtx_);
+  std::erase_if(lanes_, [worker](const auto& e) { return e.first == worker; });
+  ++lanes_version_;
+}
+
+bool process_node::drain_lanes() noexcept {
+  {
+    std::lock_guard<std::mutex> lock(lanes_mtx_);
+    if (drain_version_ != lanes_version_) {
+      draining_ = lanes_;
+      drain_version_ = lanes_version_;
+    }
+  }
+  bool any = false;
+  for (auto& [id, l] : draining_) {
+    if (l->has_overflow())
+      l->pump();
+    // (a bounded number per lane per round: one busy worker does not hold
+    // back the others)
+    for (int n = 0; n < 64 && l->take_from_worker(drain_kind_, drain_body_); ++n) {
+      any = true;
+      try {
+        on_lane_message(id, drain_kind_, drain_body_);
+      } catch (const std::exception& e) {
+        log().error("weft: a message from worker {} failed: {}", id, e.what());
+      }
+    }
+    if (l->corrupt()) {
+      log().error("weft: worker {} wrote garbage on its lane; it is killed", id);
+      {
+        std::lock_guard<std::mutex> lock(mtx_);
+        if (auto it = workers_.find(id); it != workers_.end() && it->second.pid > 0)
+          ::kill(it->second.pid, SIGKILL);
+      }
+      drop_lane(id);
+    }
+  }
+  return any;
+}
+
+void process_node::helping(bool begin) noexcept {
+  doorbell* bell = bell_.get();
+  if (begin) {
+    bell->helpers.fetch_add(1, std::memory_order_seq_cst);
+    return;
+  }
+  bell->helpers.fetch_sub(1, std::memory_order_seq_cst);
+  // A worker may have written after this thread last read, and not woken
+  // the reader because it counted on this thread: wake it now.
+  std::lock_guard<std::mutex> lock(lanes_mtx_);
+  for (auto& [id, l] : lanes_)
+    if (l->readable_from_worker()) {
+      bell_.ring(true);
+      return;
+    }
+}
+
+void process_node::read_lanes() {
+  doorbell* bell = bell_.get();
+  std::int64_t busy_at = now_ns();
+  while (!bell->stop.load(std::memory_order_acquire)) {
+    bool any = true; // (another thread reading counts as busy)
+    if (try_drain()) {
+      any = drain_lanes();
+      g_draining.store(false, std::memory_order_release);
+    }
+    if (any) {
+      busy_at = now_ns();
+      continue;
+    }
+    if (now_ns() - busy_at < lane_reader_spin_ns) {
+      for (int i = 0; i < 64; ++i)
+        cpu_relax();
+      continue;
+    }
+    // Sleep until a worker rings (checked once more after saying so).
+    bell->sleeping.store(1, std::memory_order_seq_cst);
+    const auto seen = bell->seq.load(std::memory_order_seq_cst);
+    bool ready = false;
+    {
+      std::lock_guard<std::mutex> lock(lanes_mtx_);
+      for (auto& [id, l] : lanes_) {
+        if (l->has_overflow())
+          l->pump();
+        ready = ready || l->readable_from_worker();
+      }
+    }
+    if (!ready && !bell->stop.load(std::memory_order_acquire))
+      futex_wait_shared(bell->seq, seen, now_ns() + 200'000'000);
+    bell->sleeping.store(0, std::memory_order_relaxed);
+  }
+}
+
 void process_node::stop() {
   std::vector<task_base*> never_ran;
   {
@@ -1598,6 +1772,16 @@ void process_node::stop() {
   wake_io();
   if (io_.joinable())
     io_.join(); // reaps every worker; tasks they ran fail in on_exit
+  if (reader_.joinable()) {
+    bell_.get()->stop.store(1, std::memory_order_release);
+    bell_.ring();
+    reader_.join();
+    // No waiting thread reads the lanes from now on.
+    g_lane_node.store(nullptr, std::memory_order_release);
+    while (!try_drain())
+      cpu_relax();
+    g_draining.store(false, std::memory_order_release);
+  }
   if (node_) {
     caf::anon_send_exit(*node_, caf::exit_reason::user_shutdown);
     node_.reset();

@@ -38,6 +38,7 @@
 #include <utility>
 #include <vector>
 
+#include "lane.hpp"
 #include "modules.hpp"
 #include "ref_codec.hpp"
 #include "runtime.hpp"
@@ -128,6 +129,11 @@ public:
   void cancel(task_base* t, bool force);
   void stop() override;
   int stop_rank() const noexcept override { return 1; } // after the actors: they end their workers
+  /// Reads what the workers wrote, one round (the caller is the one reader
+  /// now). True if there was something.
+  bool drain_lanes() noexcept;
+  /// A thread that waits starts (true) or stops reading the lanes meanwhile.
+  void helping(bool begin) noexcept;
 
   // ---- actors: one worker per incarnation ----
   /// Starts a worker for an actor incarnation and builds the object there.
@@ -148,7 +154,7 @@ public:
   /// call after this.
   void end_actor(int worker, bool graceful);
 
-  // ---- called by the node actor ----
+  // ---- called by the node actor (hello) and the lane reader (the rest) ----
   void on_hello(const std::string& token, std::int32_t id, std::int32_t pid, const std::string& build_id,
                 const caf::actor& who, const caf::actor& ctl);
   /// Results of tasks from worker `from`.
@@ -159,6 +165,8 @@ public:
   void flush_results(std::int32_t worker);
   /// A task in worker `worker` submitted a task (nested tasks).
   void on_submit(std::int32_t worker, std::uint64_t seq, const std::string& record);
+  /// A batch of submissions and actor calls from `worker` (its outbox).
+  void on_submit_batch(std::int32_t worker, const std::string& batch);
   /// The task running in `worker` (job `job`) waits in get/wait, or goes on.
   void on_blocked(std::int32_t worker, std::uint64_t job, bool blocked);
   /// A proxy in `worker` wants the value of object `id`, which the node lent it.
@@ -195,6 +203,7 @@ private:
     std::chrono::steady_clock::time_point start_deadline{};
     std::unique_ptr<caf::actor> actor; ///< runs calls, in the order sent
     std::unique_ptr<caf::actor> ctl;   ///< hears cancel while a call runs
+    std::shared_ptr<lane> link;        ///< calls go out, results come in (lane.hpp)
     /// Jobs sent and not finished, in run order. The first holds the
     /// resources of the whole line: the others were taken from the
     /// scheduler's queue without resources (take_follower) and inherit them
@@ -252,6 +261,11 @@ private:
   code_ref locate(const void* code, const task_base& t);
   void finish(task_base* t, std::exception_ptr err);
   void wake_io();
+  /// The lane reader's thread: reads every worker's lane.
+  void read_lanes();
+  void on_lane_message(int worker, lane_kind k, const std::string& body);
+  void add_lane(int worker, std::shared_ptr<lane> l);
+  void drop_lane(int worker);
 
   runtime& rt_;
   std::unique_ptr<caf::actor> node_;
@@ -294,6 +308,18 @@ private:
 
   int wake_fd_ = -1;
   std::thread io_;
+  /// The lanes of live workers, for the reader (it copies the list when
+  /// the version changes).
+  doorbell_map bell_;
+  std::mutex lanes_mtx_;
+  std::vector<std::pair<int, std::shared_ptr<lane>>> lanes_;
+  std::uint64_t lanes_version_ = 0;
+  std::thread reader_;
+  // the reader's own (whoever reads now): its copy of lanes_, and buffers
+  std::vector<std::pair<int, std::shared_ptr<lane>>> draining_;
+  std::uint64_t drain_version_ = ~std::uint64_t{0};
+  lane_kind drain_kind_{};
+  std::string drain_body_;
 };
 
 } // namespace weft::detail

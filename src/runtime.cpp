@@ -411,7 +411,10 @@ void runtime::submit(task_base* t, bool nested) {
     r->set_producer(t);
   auto deps = t->deps();
   if (deps.empty()) {
-    enqueue(t);
+    if (processes_ && !t->nested)
+      enqueue_and_dispatch(t);
+    else
+      enqueue(t);
     return;
   }
   t->pending_deps.store(static_cast<std::uint32_t>(deps.size()) + 1, std::memory_order_relaxed);
@@ -462,6 +465,48 @@ void runtime::enqueue(task_base* t) {
     else
       t->release();
   }
+}
+
+void runtime::enqueue_and_dispatch(task_base* t) {
+  // Worker processes, a task from outside any task: if its resources are
+  // free it goes to a worker from this thread, without waking an executor
+  // (a thread wake-up is tens of µs here: a third of a synchronous call).
+  auto expected = task_phase::waiting_deps;
+  if (!t->phase.compare_exchange_strong(expected, task_phase::queued, std::memory_order_acq_rel)) {
+    t->release();
+    return;
+  }
+  bool pushed = false;
+  auto w = sched_.push_and_pop(t, pushed);
+  if (!pushed) {
+    expected = task_phase::queued;
+    if (t->phase.compare_exchange_strong(expected, task_phase::finished))
+      fail(t, std::make_exception_ptr(
+                runtime_shutdown_error("weft: task '" + task_name(*t) + "' did not run: the runtime shut down")));
+    else
+      t->release();
+    return;
+  }
+  if (!w)
+    return;
+  if (w.resume) { // (nothing blocks in the driver in process mode; hand it to an executor)
+    sched_.push_resume(w.task);
+    return;
+  }
+  dispatch_remote(w.task);
+}
+
+void runtime::dispatch_remote(task_base* t) {
+  process_node* node = nullptr;
+  try {
+    node = &process_node::of(*this);
+  } catch (...) {
+    // The node cannot start (shutdown began, no build id, no port): the
+    // task fails with that error instead of being lost.
+    finish_remote(t, std::current_exception());
+  }
+  if (node)
+    node->dispatch(t);
 }
 
 void runtime::fail(task_base* t, std::exception_ptr e) {
@@ -571,16 +616,7 @@ void runtime::run_executor(executor& ex) {
       } else if (processes_) {
         // Worker processes: the task runs there and keeps its resources
         // until its result comes back (process_node::finish).
-        process_node* node = nullptr;
-        try {
-          node = &process_node::of(*this);
-        } catch (...) {
-          // The node cannot start (shutdown began, no build id, no port):
-          // the task fails with that error instead of being lost.
-          finish_remote(t, std::current_exception());
-        }
-        if (node)
-          node->dispatch(t);
+        dispatch_remote(t);
         w = sched_.pop();
         continue;
       } else {

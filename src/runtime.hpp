@@ -116,6 +116,10 @@ public:
 private:
   void deps_ready(task_base* t);
   void enqueue(task_base* t);
+  /// Worker processes: enqueue(), and dispatch what can start now from here.
+  void enqueue_and_dispatch(task_base* t);
+  /// Sends `t` (resources held) to a worker; fails it if the node cannot start.
+  void dispatch_remote(task_base* t);
   void fail(task_base* t, std::exception_ptr e);
   void execute(task_base* t);
   void wake_executor(void* ex);

@@ -264,11 +264,20 @@ void scheduler::insert_sorted(std::deque<task_base*>& q, task_base* t) {
 }
 
 bool scheduler::push(task_base* t) {
+  bool pushed = false;
+  push_and_pop(t, pushed, false);
+  return pushed;
+}
+
+scheduler::work scheduler::push_and_pop(task_base* t, bool& pushed, bool pop) {
+  work w;
   void* to_wake = nullptr;
   {
     std::lock_guard<spin_then_block_mutex> lock(mtx_);
+    pushed = false;
     if (closed_)
-      return false;
+      return w;
+    pushed = true;
     ++seq_;
     t->order = t->nested ? -seq_ : seq_;
     shape_queue* sq = nullptr;
@@ -284,11 +293,13 @@ bool scheduler::push(task_base* t) {
     insert_sorted(sq->tasks, t);
     ++queued_;
     epoch_.fetch_add(1, std::memory_order_release);
+    if (pop)
+      w = pop_locked();
     to_wake = take_parked_if_useful_locked();
   }
   if (to_wake)
     wake_(to_wake);
-  return true;
+  return w;
 }
 
 void scheduler::push_resume(task_base* t) {

@@ -65,6 +65,9 @@ public:
   /// A task whose arguments are ready (phase already `queued`). False once
   /// drain() closed the queues (the caller then fails the task).
   bool push(task_base* t);
+  /// push(), then (if `pop`) pop() under the same lock: the caller runs
+  /// what it gets instead of waking an executor. `pushed` is push()'s answer.
+  work push_and_pop(task_base* t, bool& pushed, bool pop = true);
   /// A blocked task whose wait is over; it gets its CPUs back before it runs.
   void push_resume(task_base* t);
   /// The next task whose resources are free, with the resources taken.

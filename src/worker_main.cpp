@@ -15,6 +15,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <typeinfo>
 #include <unordered_map>
 #include <unordered_set>
@@ -26,6 +27,8 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
+#include "futex.hpp"
+#include "lane.hpp"
 #include "modules.hpp"
 #include "node_store.hpp"
 #include "ref_codec.hpp"
@@ -51,6 +54,12 @@ std::unordered_set<std::uint64_t> g_cancelled;
 
 /// The progress page shared with the driver (see worker_protocol.hpp).
 std::atomic<std::uint64_t>* g_started = nullptr;
+
+/// The lane to the driver (lane.hpp): calls come in, results and the rest
+/// go out. Set before any other thread starts; lives until _Exit.
+lane* g_lane = nullptr;
+/// How long the lane's thread spins for the next message before it sleeps.
+constexpr std::int64_t lane_spin_ns = 200'000;
 
 /// The actor this worker hosts (if it was started for one).
 struct hosted_actor {
@@ -99,7 +108,7 @@ void flush_submissions() {
     holds.swap(g_client->outbox_holds);
   }
   if (!batch.empty())
-    caf::anon_send(g_client->node, wire::submit_atom::value, g_client->worker_id, std::move(batch));
+    g_lane->post_to_driver(lane_kind::submit, batch);
 }
 
 /// Where `addr` (code here) lies in the driver's module numbering.
@@ -188,7 +197,7 @@ void proxy_wanted(object_state& proxy) noexcept {
     id = it->first;
   }
   if (g_client)
-    caf::anon_send(g_client->node, wire::fetch_atom::value, g_client->worker_id, id);
+    g_lane->post_to_driver(lane_kind::fetch, std::string_view(reinterpret_cast<const char*>(&id), sizeof id));
 }
 
 void proxy_dropped(object_state& proxy) noexcept {
@@ -210,7 +219,7 @@ void flush_releases() {
     out.swap(g_refs.releases);
   }
   if (!out.empty())
-    caf::anon_send(g_client->node, wire::release_atom::value, g_client->worker_id, std::move(out));
+    g_lane->post_to_driver(lane_kind::release, out);
 }
 
 std::optional<code_ref> driver_code_ref(const void* addr);
@@ -789,7 +798,11 @@ void worker_client_blocked(bool blocked) noexcept {
   const auto job = g_running_seq.load(std::memory_order_acquire);
   if (!worker_client_active() || job == 0)
     return; // (an actor's worker holds no CPUs of a task)
-  caf::anon_send(g_client->node, wire::blocked_atom::value, g_client->worker_id, job, blocked);
+  std::string body;
+  wire::writer w(body);
+  w.put(job);
+  w.put(static_cast<std::uint8_t>(blocked ? 1 : 0));
+  g_lane->post_to_driver(lane_kind::blocked, body);
 }
 
 const worker_actor_info* worker_current_actor() noexcept { return tls_in_actor_call ? &g_actor.info : nullptr; }
@@ -837,6 +850,13 @@ void run_worker() {
     }
   }
 
+  try {
+    static doorbell_map bell = doorbell_map::attach(wire::doorbell_fd); // (never unmapped: _Exit ends us)
+    g_lane = lane::attach(wire::lane_fd, bell.get()).release();
+  } catch (const std::exception& e) {
+    die(std::string("cannot map the lane to the driver: ") + e.what(), 2);
+  }
+
   const auto colon = address.rfind(':');
   const std::string host = address.substr(0, colon);
   const auto port = static_cast<std::uint16_t>(std::strtoul(address.c_str() + colon + 1, nullptr, 10));
@@ -846,7 +866,7 @@ void run_worker() {
   // Work sharing wakes a parked thread at once; the default work stealing
   // sleeps up to 10 ms between polls when idle.
   cfg.set("scheduler.policy", caf::atom("sharing"));
-  cfg.set("scheduler.max-threads", 2); // one runs tasks, one hears cancel messages
+  cfg.set("scheduler.max-threads", 1); // the control actor's (tasks run on the lane's thread)
   cfg.set("middleman.workers", 0);     // deserialize on the I/O thread: one thread hop less per message
   caf::actor_system sys(cfg);
   auto node = sys.middleman().remote_actor(host, port);
@@ -898,44 +918,59 @@ void run_worker() {
     },
     0);
   g_client->ctl = ctl;
+  // Work arrives on the lane and runs on its thread, one message at a
+  // time, in the order sent; the actor below only hears the handshake.
+  auto serve_lane = [st] {
+    lane_kind k{};
+    std::string body;
+    auto post = [](lane_kind kind) { return [kind](std::string out) { g_lane->post_to_driver(kind, out); }; };
+    while (g_lane->take_from_driver(k, body, lane_spin_ns)) {
+      switch (k) {
+      case lane_kind::call:
+        run_batch(
+          body, [&](std::string_view rec, std::vector<object_ptr>& holds) { return run_call(rec, st->map, holds); },
+          post(lane_kind::done));
+        break;
+      case lane_kind::actor_create: {
+        std::string out;
+        wire::writer(out).put_bytes(create_actor(body, st->map));
+        g_lane->post_to_driver(lane_kind::actor_done, out);
+        break;
+      }
+      case lane_kind::actor_call:
+        run_batch(
+          body,
+          [&](std::string_view rec, std::vector<object_ptr>& holds) { return run_actor_call(rec, st->map, holds); },
+          post(lane_kind::actor_done));
+        break;
+      case lane_kind::actor_quit:
+        if (g_actor.instance && g_actor.destroy) {
+          tls_in_actor_call = true;
+          g_actor.destroy(g_actor.instance);
+          tls_in_actor_call = false;
+        }
+        std::fflush(nullptr);
+        std::_Exit(0);
+      default:
+        die("a message of unknown kind " + std::to_string(static_cast<int>(k)) + " on the lane from the driver", 5);
+      }
+    }
+    die("corrupted lane from the driver", 5);
+  };
   auto self = sys.spawn(
-    [st](caf::event_based_actor* self, caf::actor n) -> caf::behavior {
+    [st, serve_lane](caf::event_based_actor* self, caf::actor n) -> caf::behavior {
       self->monitor(n);
       self->set_down_handler([](caf::down_msg&) { std::_Exit(0); }); // the driver is gone
       return {
-        [st](wire::welcome_atom, const std::string& modules) {
+        [st, serve_lane](wire::welcome_atom, const std::string& modules) {
           if (auto missing = st->mine.match(modules, st->map); !missing.empty())
             die(missing, 4);
           g_client->map = &st->map;
           g_client->active.store(true, std::memory_order_release); // tasks here may submit tasks now
+          std::thread(serve_lane).detach();
         },
         [](wire::refuse_atom, const std::string& why) { die("refused by the driver: " + why, 4); },
-        [st, n](wire::call_atom, const std::string& batch) {
-          run_batch(
-            batch, [&](std::string_view rec, std::vector<object_ptr>& holds) { return run_call(rec, st->map, holds); },
-            [&](std::string out) { caf::anon_send(n, wire::done_atom::value, st->id, std::move(out)); });
-        },
         [](wire::retire_atom) {
-          std::fflush(nullptr);
-          std::_Exit(0);
-        },
-        [st, n](wire::actor_create_atom, const std::string& rec) {
-          std::string out;
-          wire::writer(out).put_bytes(create_actor(rec, st->map));
-          caf::anon_send(n, wire::actor_done_atom::value, st->id, std::move(out));
-        },
-        [st, n](wire::actor_call_atom, const std::string& batch) {
-          run_batch(
-            batch,
-            [&](std::string_view rec, std::vector<object_ptr>& holds) { return run_actor_call(rec, st->map, holds); },
-            [&](std::string out) { caf::anon_send(n, wire::actor_done_atom::value, st->id, std::move(out)); });
-        },
-        [](wire::actor_quit_atom) {
-          if (g_actor.instance && g_actor.destroy) {
-            tls_in_actor_call = true;
-            g_actor.destroy(g_actor.instance);
-            tls_in_actor_call = false;
-          }
           std::fflush(nullptr);
           std::_Exit(0);
         },

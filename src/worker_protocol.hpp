@@ -95,6 +95,9 @@ inline constexpr const char* env_store_threshold = "WEFT_WORKER_STORE";
 inline constexpr int ledger_fd = 5;
 /// A worker's spill directory (config::object_spilling), if it has one.
 inline constexpr const char* env_spill_directory = "WEFT_WORKER_SPILL";
+/// fd 6 of a worker: the node's doorbell page; fd 7: its lane (lane.hpp).
+inline constexpr int doorbell_fd = 6;
+inline constexpr int lane_fd = 7;
 inline constexpr std::size_t progress_size = 4096;
 
 /// ok_exit: ok, and the actor method called exit_actor().

@@ -32,6 +32,36 @@ void set_object_id_space(std::uint64_t first) noexcept {
 
 void set_proxy_hooks(const proxy_hooks* hooks) noexcept { g_proxy_hooks.store(hooks, std::memory_order_release); }
 
+namespace {
+std::atomic<const wait_helper*> g_wait_helper{nullptr};
+/// A thread that reads the workers' results itself while it waits spins
+/// longer: a round trip to a worker takes ~100 µs on a 2-core VM.
+constexpr std::int64_t spin_with_helper_ns = 150'000;
+} // namespace
+
+void set_wait_helper(const wait_helper* h) noexcept { g_wait_helper.store(h, std::memory_order_release); }
+
+waiting_spin::waiting_spin() noexcept : helper_(g_wait_helper.load(std::memory_order_acquire)) {
+  until_ = now_ns() + (helper_ ? spin_with_helper_ns : spin_before_park_ns);
+  if (helper_)
+    helper_->begin();
+}
+
+waiting_spin::~waiting_spin() {
+  if (helper_)
+    helper_->end();
+}
+
+bool waiting_spin::again(std::int64_t deadline_ns) noexcept {
+  if (helper_)
+    helper_->poll();
+  const auto now = now_ns();
+  if (now > until_ || (deadline_ns != 0 && now >= deadline_ns))
+    return false;
+  cpu_relax();
+  return true;
+}
+
 void object_state::notify_wanted() noexcept {
   if (const auto* h = g_proxy_hooks.load(std::memory_order_acquire))
     h->wanted(*this);
@@ -112,12 +142,10 @@ bool object_state::add_waiter(completion_waiter* w) noexcept {
 }
 
 bool object_state::wait_thread(std::int64_t deadline_ns) noexcept {
-  const auto spin_until = now_ns() + spin_before_park_ns;
-  while (!done()) {
-    auto now = now_ns();
-    if (now > spin_until || (deadline_ns != 0 && now >= deadline_ns))
-      break;
-    cpu_relax();
+  {
+    waiting_spin spin;
+    while (!done() && spin.again(deadline_ns)) {
+    }
   }
   for (;;) {
     if (done())

@@ -60,6 +60,33 @@ struct proxy_hooks {
 };
 void set_proxy_hooks(const proxy_hooks* hooks) noexcept;
 
+/// Worker processes, driver side: what a thread does while it spins waiting
+/// for cells (get/wait on an OS thread): it reads what workers wrote
+/// itself, rather than wait to be woken by the thread that would (two
+/// thread wake-ups less per synchronous call). `begin` and `end` bracket
+/// the spin, `poll` runs in it.
+struct wait_helper {
+  void (*begin)() noexcept;
+  void (*poll)() noexcept;
+  void (*end)() noexcept;
+};
+void set_wait_helper(const wait_helper* h) noexcept;
+/// For the scope of a thread's spin before it parks: runs the wait helper
+/// (if one is set) and says how long to spin (longer with a helper).
+class waiting_spin {
+public:
+  waiting_spin() noexcept;
+  ~waiting_spin();
+  waiting_spin(const waiting_spin&) = delete;
+  waiting_spin& operator=(const waiting_spin&) = delete;
+  /// One round of the spin; false once the spin is over.
+  bool again(std::int64_t deadline_ns) noexcept;
+
+private:
+  const wait_helper* helper_;
+  std::int64_t until_;
+};
+
 class object_state {
 public:
   object_state(const object_state&) = delete;
