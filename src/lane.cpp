@@ -27,13 +27,14 @@ struct lane::ring {
   std::atomic<std::uint32_t> producer_waiting; ///< it waits (or has an overflow queue)
 };
 
+static_assert(2 * sizeof(lane::ring) <= lane::header_bytes);
+
 namespace {
 
 constexpr std::size_t page = 4096;
 constexpr std::size_t max_fragment = lane::ring_bytes / 4;
 /// A message from a worker larger than this is refused (corrupt).
 constexpr std::size_t max_message_from_worker = std::size_t{2} << 30;
-constexpr std::size_t file_bytes = page + 2 * lane::ring_bytes;
 
 struct fragment_header {
   std::uint32_t len;
@@ -162,8 +163,8 @@ lane::~lane() {
 namespace {
 lane::ring& to_worker(std::byte* base) { return *reinterpret_cast<lane::ring*>(base); }
 lane::ring& to_driver(std::byte* base) { return *reinterpret_cast<lane::ring*>(base + sizeof(lane::ring)); }
-std::byte* to_worker_data(std::byte* base) { return base + page; }
-std::byte* to_driver_data(std::byte* base) { return base + page + lane::ring_bytes; }
+std::byte* to_worker_data(std::byte* base) { return base + lane::to_worker_offset; }
+std::byte* to_driver_data(std::byte* base) { return base + lane::to_driver_offset; }
 } // namespace
 
 std::shared_ptr<lane> lane::create(doorbell* bell) {

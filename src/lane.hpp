@@ -92,6 +92,12 @@ class lane {
 public:
   /// Bytes each ring holds; a message fragment carries at most a quarter.
   static constexpr std::size_t ring_bytes = std::size_t{1} << 20;
+  /// The file: a page with both rings' counters, then the bytes of the
+  /// ring to the worker, then those of the ring to the driver.
+  static constexpr std::size_t header_bytes = 4096;
+  static constexpr std::size_t to_worker_offset = header_bytes;
+  static constexpr std::size_t to_driver_offset = header_bytes + ring_bytes;
+  static constexpr std::size_t file_bytes = header_bytes + 2 * ring_bytes;
 
   /// Driver: a new lane (memfd); `bell` is the node's doorbell.
   static std::shared_ptr<lane> create(doorbell* bell);

@@ -137,34 +137,66 @@ caf::behavior node_behavior(caf::event_based_actor*, process_node* node) {
 }
 
 const int node_key = 0;
-/// How long the lane reader spins for more before it sleeps.
-constexpr std::int64_t lane_reader_spin_ns = 0;
 /// One reader of the lanes at a time: the reader thread, or a thread that
-/// waits for a cell and reads meanwhile (help_read_lanes).
+/// waits for a cell and reads meanwhile (help_read_lanes). The flag also
+/// guards g_lane_node and g_lane_generation: a node stops only after it
+/// took the flag, so whoever holds it may use the node.
 std::atomic<bool> g_draining{false};
-/// The node whose lanes waiting threads read (null once it stops).
+thread_local bool tls_draining = false; ///< this thread holds the flag
+/// The node whose lanes waiting threads read (null once it stops), and its
+/// generation (a node that starts later is another one, at any address).
 std::atomic<process_node*> g_lane_node{nullptr};
+std::uint64_t g_lane_generation = 0;
+/// The generation of the node this thread counts itself a helper of.
+thread_local std::uint64_t tls_helping = 0;
 
 bool try_drain() noexcept {
-  return !g_draining.load(std::memory_order_relaxed) && !g_draining.exchange(true, std::memory_order_acquire);
+  if (g_draining.load(std::memory_order_relaxed) || g_draining.exchange(true, std::memory_order_acquire))
+    return false;
+  tls_draining = true;
+  return true;
 }
 
-void help_read_lanes() noexcept {
-  if (!try_drain())
-    return;
-  if (process_node* n = g_lane_node.load(std::memory_order_acquire))
-    n->drain_lanes();
+void end_drain() noexcept {
+  tls_draining = false;
   g_draining.store(false, std::memory_order_release);
 }
 
+void lock_drain() noexcept {
+  while (!try_drain())
+    cpu_relax();
+}
+
+// The wait helper. A thread that already reads the lanes (a message's
+// handler waits for something) does nothing: the flag is not reentrant.
+
+void help_read_lanes() noexcept {
+  if (tls_draining || !try_drain())
+    return;
+  if (process_node* n = g_lane_node.load(std::memory_order_relaxed))
+    n->drain_lanes();
+  end_drain();
+}
+
 void begin_helping() noexcept {
-  if (process_node* n = g_lane_node.load(std::memory_order_acquire))
+  if (tls_draining)
+    return;
+  lock_drain();
+  if (process_node* n = g_lane_node.load(std::memory_order_relaxed)) {
     n->helping(true);
+    tls_helping = g_lane_generation;
+  }
+  end_drain();
 }
 
 void end_helping() noexcept {
-  if (process_node* n = g_lane_node.load(std::memory_order_acquire))
+  if (tls_draining || tls_helping == 0)
+    return;
+  lock_drain();
+  if (process_node* n = g_lane_node.load(std::memory_order_relaxed); n && g_lane_generation == tls_helping)
     n->helping(false);
+  tls_helping = 0;
+  end_drain();
 }
 
 const wait_helper g_lane_helper{&begin_helping, &help_read_lanes, &end_helping};
@@ -323,7 +355,10 @@ process_node::process_node(runtime& rt) :
     store_fd_ = ::fcntl(store->fd(), F_DUPFD_CLOEXEC, 64);
   bell_ = doorbell_map::create();
   reader_ = std::thread([this] { read_lanes(); });
-  g_lane_node.store(this, std::memory_order_release);
+  lock_drain();
+  g_lane_node.store(this, std::memory_order_relaxed);
+  ++g_lane_generation;
+  end_drain();
   set_wait_helper(&g_lane_helper);
   io_ = std::thread([this] { io_loop(); });
   log().info("worker-process node listening on 127.0.0.1:{}", port_);
@@ -1649,21 +1684,21 @@ void process_node::on_lane_message(int worker, lane_kind k, const std::string& b
 void process_node::add_lane(int worker, std::shared_ptr<lane> l) {
   std::lock_guard<std::mutex> lock(lanes_mtx_);
   lanes_.emplace_back(worker, std::move(l));
-  ++lanes_version_;
+  lanes_version_.fetch_add(1, std::memory_order_release);
 }
 
 void process_node::drop_lane(int worker) {
   std::lock_guard<std::mutex> lock(lanes_mtx_);
   std::erase_if(lanes_, [worker](const auto& e) { return e.first == worker; });
-  ++lanes_version_;
+  lanes_version_.fetch_add(1, std::memory_order_release);
 }
 
 bool process_node::drain_lanes() noexcept {
   {
-    std::lock_guard<std::mutex> lock(lanes_mtx_);
-    if (drain_version_ != lanes_version_) {
+    if (drain_version_ != lanes_version_.load(std::memory_order_acquire)) {
+      std::lock_guard<std::mutex> lock(lanes_mtx_);
       draining_ = lanes_;
-      drain_version_ = lanes_version_;
+      drain_version_ = lanes_version_.load(std::memory_order_relaxed);
     }
   }
   bool any = false;
@@ -1712,22 +1747,19 @@ void process_node::helping(bool begin) noexcept {
 
 void process_node::read_lanes() {
   doorbell* bell = bell_.get();
-  std::int64_t busy_at = now_ns();
   while (!bell->stop.load(std::memory_order_acquire)) {
-    bool any = true; // (another thread reading counts as busy)
+    // (It does not spin when it runs out: on 2 cores a spinning reader
+    // takes the core a worker or the waiting caller needs.)
+    bool any = false;
     if (try_drain()) {
       any = drain_lanes();
-      g_draining.store(false, std::memory_order_release);
+      end_drain();
+    } else {
+      any = true; // another thread reads: look again soon
+      std::this_thread::yield();
     }
-    if (any) {
-      busy_at = now_ns();
+    if (any)
       continue;
-    }
-    if (now_ns() - busy_at < lane_reader_spin_ns) {
-      for (int i = 0; i < 64; ++i)
-        cpu_relax();
-      continue;
-    }
     // Sleep until a worker rings (checked once more after saying so).
     bell->sleeping.store(1, std::memory_order_seq_cst);
     const auto seen = bell->seq.load(std::memory_order_seq_cst);
@@ -1776,11 +1808,13 @@ void process_node::stop() {
     bell_.get()->stop.store(1, std::memory_order_release);
     bell_.ring();
     reader_.join();
-    // No waiting thread reads the lanes from now on.
-    g_lane_node.store(nullptr, std::memory_order_release);
-    while (!try_drain())
-      cpu_relax();
-    g_draining.store(false, std::memory_order_release);
+    // No waiting thread reads the lanes from now on (one that does now
+    // holds the flag: taking it waits for it).
+    lock_drain();
+    g_lane_node.store(nullptr, std::memory_order_relaxed);
+    ++g_lane_generation;
+    end_drain();
+    set_wait_helper(nullptr);
   }
   if (node_) {
     caf::anon_send_exit(*node_, caf::exit_reason::user_shutdown);

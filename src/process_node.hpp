@@ -313,7 +313,7 @@ private:
   doorbell_map bell_;
   std::mutex lanes_mtx_;
   std::vector<std::pair<int, std::shared_ptr<lane>>> lanes_;
-  std::uint64_t lanes_version_ = 0;
+  std::atomic<std::uint64_t> lanes_version_{0};
   std::thread reader_;
   // the reader's own (whoever reads now): its copy of lanes_, and buffers
   std::vector<std::pair<int, std::shared_ptr<lane>>> draining_;

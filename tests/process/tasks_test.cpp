@@ -3,6 +3,9 @@
 // their errors come back as task_error.
 #include <unistd.h>
 
+#include <chrono>
+#include <thread>
+
 #include <catch2/catch.hpp>
 
 #include "process/process_test.hpp"
@@ -64,4 +67,48 @@ TEST_CASE("workers are reused: many tasks run in few processes") {
   pids.erase(std::unique(pids.begin(), pids.end()), pids.end());
   CHECK(pids.size() >= 1);
   CHECK(pids.size() <= 2); // num_cpus = 2: two tasks at a time, two workers
+}
+
+namespace {
+/// Each byte + 1, and the argument's size in front: a result as large as
+/// the argument, whose every byte depends on it.
+std::string bump_each(std::string s) {
+  for (auto& c : s)
+    c = static_cast<char>(c + 1);
+  return std::to_string(s.size()) + ":" + s;
+}
+} // namespace
+
+TEST_CASE("arguments and results larger than a lane's ring cross in pieces") {
+  // The lane to a worker holds 1 MiB each way (src/lane.hpp): these go in
+  // fragments, some waiting in the driver's overflow queue while several
+  // such calls are queued on one worker, results with the worker waiting
+  // for room.
+  weft_test::runtime_guard rt(processes);
+  std::vector<std::string> args;
+  std::vector<weft::object_ref<std::string>> refs;
+  for (int i = 0; i < 6; ++i) {
+    std::string a(3 * 1024 * 1024 + 1000 * i, '\0');
+    for (std::size_t j = 0; j < a.size(); ++j)
+      a[j] = static_cast<char>((j * 7 + i) & 0x7f);
+    args.push_back(a);
+    refs.push_back(weft::remote(bump_each).remote(std::move(a)));
+  }
+  for (int i = 0; i < 6; ++i) {
+    const std::string r = weft::get(refs[i], weft_test::bound);
+    std::string expected = args[i];
+    for (auto& c : expected)
+      c = static_cast<char>(c + 1);
+    CHECK(r == std::to_string(args[i].size()) + ":" + expected);
+  }
+}
+
+TEST_CASE("one-at-a-time calls after the workers went idle still complete") {
+  // Between calls the worker's lane thread and the driver's reader fall
+  // asleep; each call must wake what it needs.
+  weft_test::runtime_guard rt(processes);
+  for (int i = 0; i < 5; ++i) {
+    CHECK(weft::get(weft::remote(own_pid).remote(i), weft_test::bound) > 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  }
 }
