@@ -807,7 +807,7 @@ std::vector<std::pair<task_base*, std::exception_ptr>> process_node::on_exit(wor
   w.state = wstate::dead;
   w.actor.reset();
   w.ctl.reset();
-  drop_lane(w.id);   // (what it wrote and was not read yet finds no worker: dropped)
+  drop_lane(w.id);   // (the I/O thread read it to the end before: a dead worker writes no more)
   lent_.erase(w.id); // what it borrowed is given back with it
   std::erase_if(cancelled_in_flight_, [&w](auto& entry) {
     if (entry.second.first != w.id)
@@ -1557,6 +1557,18 @@ void process_node::io_loop() {
     if (fds[0].revents & POLLIN) {
       std::uint64_t v;
       [[maybe_unused]] auto n = ::read(wake_fd_, &v, sizeof v);
+    }
+    // A worker that exited wrote all it will: read what is on its lane
+    // first, so that the results it sent before it died count (and the
+    // store references they hand over are not lost with the lane).
+    bool someone_exited = polling_pids;
+    for (std::size_t i = 1; i < fds.size(); ++i)
+      someone_exited = someone_exited || (who[i].second == 2 && (fds[i].revents & POLLIN));
+    if (someone_exited) {
+      lock_drain();
+      while (drain_lanes()) {
+      }
+      end_drain();
     }
     std::vector<std::pair<task_base*, std::exception_ptr>> done;
     std::vector<std::shared_ptr<worker_ledger>> dead_ledgers;

@@ -1,40 +1,46 @@
 // Private: what the driver's node and its worker processes say to each
-// other (CAF messages over io::middleman on 127.0.0.1).
+// other. The handshake and what a worker's control actor hears go as CAF
+// messages over io::middleman on 127.0.0.1; work and its results go through
+// the worker's lane (lane.hpp: shared-memory rings, kinds in lane_kind).
 //
+// CAF:
 //   worker -> node   (hello,   token, worker id, pid, build id, worker actor, control actor)
 //   node   -> worker (welcome, module table)   or (refuse, reason)
-//   node   -> worker (call,    call records)   tasks to run, in order
-//   worker -> node   (done,    worker id, done records)   their results, in the same order
 //   node   -> control (cancel, seq)            running: is_cancelled() turns
-//                                              true; queued: skipped
+//                                              true; queued: skipped (also
+//                                              when the cancel overtakes the call)
 //   node   -> worker (retire)                  exit (max_calls reached)
-//
-// Nested tasks: a task in a worker submits tasks and waits for them there.
-//   worker -> node   (w_submit, worker id, entries)  submissions made one
-//                    after another leave together; an entry is (task, seq,
-//                    submit record) or (actor call, seq, actor call record,
-//                    holder id, ref bundle): a call through a handle the node
-//                    lent (the holder is a cell holding the handle)
 //   node   -> control (w_result, (seq, result kind, payload, ref ids) tuples)
-//                    when they are done; results that end together
-//                    leave together
-//   worker -> node   (w_blocked, worker id, job seq, blocked?)  around a
-//                    wait in get/wait: the job's CPUs are lent meanwhile
-//
-// Object refs as themselves (see ref_codec.hpp):
-//   records from the node list the ids of the refs they carry, which the
-//   node counts as borrowed by that worker; records from a worker carry a
-//   ref bundle (held ids, and exported objects with their values).
-//   worker -> node   (w_fetch,   worker id, object id)   a proxy is waited for
+//                    ends of nested tasks and actor calls made in the
+//                    worker; results that end together leave together
 //   node   -> control (w_value,  object id, kind, payload, ids, handed)
-//   worker -> node   (w_release, worker id, (id, count) pairs)  proxies let go
-//   control -> itself (w_rflush)  send the releases collected meanwhile
+//                    the value of a lent object a proxy waits for
+//   control -> itself (w_rflush / w_sflush)  send the releases / submissions
+//                    collected meanwhile
 //
-// A worker started for an actor hosts that actor only (one incarnation):
-//   node   -> worker (a_create, create record)  build the object (seq 0)
-//   node   -> worker (a_call,   actor call records) method calls, in order
-//   worker -> node   (a_done,   worker id, done records) their results
-//   node   -> worker (a_quit)                    run the destructor, exit
+// Lane, driver -> worker (the worker's lane thread runs them, in order; it
+// starts once the welcome is read):
+//   call         task call records
+//   actor_create the create record of the actor a worker was started for
+//   actor_call   actor call records
+//   actor_quit   run the destructor, exit
+// Lane, worker -> driver (one ring: everything a worker says after hello
+// arrives in the order it was said):
+//   done         task results, in the order of the calls
+//   actor_done   actor call results (seq 0: the constructor)
+//   submit       nested submissions and actor calls made one after another
+//                (outbox entries tagged outbox_kind: (task, seq, submit
+//                record) or (actor call, seq, actor call record, holder id,
+//                ref bundle): a call through a handle the node lent)
+//   blocked      (job seq, blocked?) around a wait in get/wait: the job's
+//                CPUs are lent meanwhile
+//   fetch        object id: a proxy is waited for
+//   release      (id, count) pairs: proxies let go
+//
+// Object refs as themselves (see ref_codec.hpp): records from the node list
+// the ids of the refs they carry, which the node counts as borrowed by
+// that worker; records from a worker carry a ref bundle (held ids, and
+// exported objects with their values).
 //
 // Batches are length-prefixed records one after the other. A worker runs
 // the calls of a batch one at a time and sends the results it has after a
@@ -58,21 +64,11 @@ namespace weft::detail::wire {
 using hello_atom = caf::atom_constant<caf::atom("w_hello")>;
 using welcome_atom = caf::atom_constant<caf::atom("w_welcome")>;
 using refuse_atom = caf::atom_constant<caf::atom("w_refuse")>;
-using call_atom = caf::atom_constant<caf::atom("w_call")>;
-using done_atom = caf::atom_constant<caf::atom("w_done")>;
 using cancel_atom = caf::atom_constant<caf::atom("w_cancel")>;
 using retire_atom = caf::atom_constant<caf::atom("w_retire")>;
-using submit_atom = caf::atom_constant<caf::atom("w_submit")>;
 using result_atom = caf::atom_constant<caf::atom("w_result")>;
-using blocked_atom = caf::atom_constant<caf::atom("w_blocked")>;
-using actor_create_atom = caf::atom_constant<caf::atom("a_create")>;
-using actor_call_atom = caf::atom_constant<caf::atom("a_call")>;
-using actor_done_atom = caf::atom_constant<caf::atom("a_done")>;
-using actor_quit_atom = caf::atom_constant<caf::atom("a_quit")>;
 using actor_flush_atom = caf::atom_constant<caf::atom("a_flush")>; ///< node to itself: send an actor's outbox
-using fetch_atom = caf::atom_constant<caf::atom("w_fetch")>;
 using value_atom = caf::atom_constant<caf::atom("w_value")>;
-using release_atom = caf::atom_constant<caf::atom("w_release")>;
 using release_flush_atom = caf::atom_constant<caf::atom("w_rflush")>;
 using submit_flush_atom = caf::atom_constant<caf::atom("w_sflush")>;   ///< control actor to itself
 using result_flush_atom = caf::atom_constant<caf::atom("w_resflush")>; ///< node to itself
