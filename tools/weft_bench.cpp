@@ -125,6 +125,12 @@ int fib(int n) {
   return weft::get(a) + weft::get(b);
 }
 std::size_t count_refs(const std::vector<weft::object_ref<int>>& refs) { return weft::get(refs).size(); }
+std::vector<int> numbers(int n) {
+  std::vector<int> v(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i)
+    v[static_cast<std::size_t>(i)] = i;
+  return v;
+}
 
 // ---- the actor of the workloads (Ray's ray_perf.py `Actor`) ----
 struct bench_actor {
@@ -292,6 +298,19 @@ row tasks_sync_row(const settings& c, const char* mode) {
       weft::get(f.remote());
   });
   return row{"tasks_sync", mode, s.median, "tasks/s", "thread_roundtrip_ceiling", {}, s.spread, ""};
+}
+
+/// Ray's "3,000 returns" scale test: one call whose num_returns is chosen
+/// at run time, then a get of every ref; the same code in either mode.
+row returns_3000_row(const settings& c, const char* mode) {
+  const int n = 3000;
+  const auto f = weft::remote(numbers).num_returns(n);
+  auto s = timed(c.quick ? 5 : 20, [&] {
+    auto values = weft::get(f.remote(n));
+    if (values.size() != static_cast<std::size_t>(n) || values.back() != n - 1)
+      std::fprintf(stderr, "returns_3000: wrong values\n");
+  });
+  return row{"returns_3000", mode, s.median, "s", {}, {}, s.spread, "one call with num_returns(3000), get of all"};
 }
 
 float first_of(weft::array<float> a) { return a.empty() ? 0.f : a[0]; }
@@ -510,6 +529,8 @@ std::vector<workload> workloads() {
        auto s = timed(c.quick ? 1 : 3, [&] { weft::get(f.remote(refs)); });
        return row{"args_10k", "local", s.median, "s", {}, {}, s.spread, ""};
      }},
+    {"returns_3000", "one task returning 3000 refs (num_returns(3000)), then a get of all",
+     [](const settings& c) { return returns_3000_row(c, "local"); }},
     {"fib25_nested", "fib(25) through nested tasks that get their children",
      [](const settings& c) {
        const auto f = weft::remote(fib);
@@ -612,6 +633,8 @@ std::vector<workload> process_workloads() {
      [](const settings& c) { return n_to_n_row(c, "processes", false); }},
     {"actor_calls_n_n_put_arg", "n:n async calls with a put() ref as argument, actors in workers",
      [](const settings& c) { return n_to_n_row(c, "processes", true); }},
+    {"returns_3000", "one task returning 3000 refs (num_returns(3000)), then a get of all (worker processes)",
+     [](const settings& c) { return returns_3000_row(c, "processes"); }},
     {"array_get_in_worker", "round trip of a task taking a 1 GiB weft::array (64 MiB with --quick)",
      [](const settings& c) { return array_in_worker_row(c); }},
   };

@@ -10,6 +10,7 @@
 #include "../../src/futex.hpp"
 #include "../../src/runtime.hpp"
 #include "../../src/worker_main.hpp"
+#include "weft/remote_function.hpp"
 #include "weft/runtime.hpp"
 
 namespace weft {
@@ -200,6 +201,30 @@ void submit(task_base* t) {
                                 "shut down)");
   }
   rt->submit(t);
+}
+
+void check_return_count(std::size_t expected, std::size_t actual) {
+  if (actual != expected)
+    throw num_returns_error("weft: the function returned a std::vector of " + std::to_string(actual) +
+                            " elements, but num_returns(" + std::to_string(expected) + ") expects exactly " +
+                            std::to_string(expected));
+}
+
+void check_decoded_return_count(std::size_t expected, std::size_t actual) {
+  if (actual != expected)
+    throw serialization_error("weft: the result of a num_returns(" + std::to_string(expected) + ") call holds " +
+                              std::to_string(actual) + " elements (corrupted input)");
+}
+
+void throw_negative_num_returns(long long n, const void* fn, const task_options& options) {
+  std::string name = options.name ? *options.name : symbol_name(fn);
+  if (name.empty()) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "task@%p", fn);
+    name = buf;
+  }
+  throw invalid_argument_error("weft: num_returns(n) of remote function '" + name + "' is " + std::to_string(n) +
+                               "; expected n >= 0 (the number of refs each call returns)");
 }
 
 std::int64_t deadline_after(std::chrono::nanoseconds timeout) noexcept {

@@ -73,6 +73,11 @@ std::tuple<int, int> counted_pair() {
   return {1, 2};
 }
 
+std::vector<int> counted_vector(int n) {
+  ++g_ran;
+  return std::vector<int>(static_cast<std::size_t>(n), 1);
+}
+
 std::atomic<bool> g_gate{false};
 int gated_value() {
   eventually([] { return g_gate.load() || weft::is_cancelled(); }, 30s);
@@ -106,6 +111,12 @@ int get_then_check(weft::object_ref<int> r) {
   const int v = weft::get(r, bound);
   g_saw_cancel = weft::is_cancelled();
   return v;
+}
+
+/// Runs until it sees is_cancelled() (at most 20 s), then returns n elements.
+std::vector<int> vector_until_cancelled(int n) {
+  poll_until_cancelled();
+  return std::vector<int>(static_cast<std::size_t>(n), 1);
 }
 
 struct reset_globals : Catch::TestEventListenerBase {
@@ -277,6 +288,27 @@ TEST_CASE("cancelling a multi-return task fails all of its refs") {
   CHECK_THROWS_AS(weft::get(b, bound), weft::task_cancelled_error);
   held.release();
   CHECK(g_ran == 0);
+}
+
+TEST_CASE("cancelling a queued num_returns(n) task fails all n of its refs") {
+  weft_test::runtime_guard rt;
+  cpus_held held;
+  auto refs = weft::remote(counted_vector).num_returns(50).remote(50);
+  weft::cancel(refs[17]);
+  for (const auto& r : refs)
+    CHECK_THROWS_AS(weft::get(r, bound), weft::task_cancelled_error);
+  held.release();
+  CHECK(g_ran == 0);
+}
+
+TEST_CASE("cancelling a running num_returns(n) task fails all n of its refs") {
+  weft_test::runtime_guard rt;
+  auto refs = weft::remote(vector_until_cancelled).num_returns(20).remote(20);
+  REQUIRE(eventually([] { return g_started.load(); }));
+  weft::cancel(refs.back());
+  for (const auto& r : refs)
+    CHECK_THROWS_AS(weft::get(r, bound), weft::task_cancelled_error);
+  CHECK(g_saw_cancel);
 }
 
 TEST_CASE("cancelling one queued task leaves the others alone") {

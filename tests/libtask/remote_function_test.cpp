@@ -229,6 +229,187 @@ TEST_CASE("num_returns keeps the function's options") {
   CHECK(split_r.default_options().name == "numbers");
 }
 
+// ---- num_returns(n): a count chosen at run time ----
+
+std::vector<int> count_up(int n) {
+  std::vector<int> v;
+  for (int i = 0; i < n; ++i)
+    v.push_back(i * 10);
+  return v;
+}
+std::vector<std::string> words_of(std::string text) {
+  std::vector<std::string> out;
+  std::string word;
+  for (char c : text + " ") {
+    if (c != ' ') {
+      word += c;
+    } else if (!word.empty()) {
+      out.push_back(word);
+      word.clear();
+    }
+  }
+  return out;
+}
+std::vector<int> vector_failure(int) { throw std::runtime_error("vector failed"); }
+
+std::atomic<int> g_short_attempts{0};
+/// Returns one element too few on its first `short_runs` attempts.
+std::vector<int> short_at_first(int n, int short_runs) {
+  const int attempt = ++g_short_attempts;
+  return count_up(attempt <= short_runs ? n - 1 : n);
+}
+std::atomic<int> g_throw_attempts{0};
+/// Throws on its first `throws` attempts, then returns n elements.
+std::vector<int> throws_at_first(int n, int throws) {
+  if (++g_throw_attempts <= throws)
+    throw std::runtime_error("attempt failed");
+  return count_up(n);
+}
+
+TEST_CASE("num_returns(n) gives one ref per element of the returned vector") {
+  weft_test::runtime_guard rt;
+  const auto f = weft::remote(count_up).num_returns(4);
+  static_assert(std::is_same_v<decltype(f.remote(4)), std::vector<weft::object_ref<int>>>);
+  CHECK(f.return_count() == 4);
+  auto refs = f.remote(4);
+  REQUIRE(refs.size() == 4);
+  for (std::size_t i = 0; i < refs.size(); ++i)
+    CHECK(weft::get(refs[i], weft_test::bound) == static_cast<int>(i) * 10);
+  CHECK(refs[0].id() != refs[1].id());
+  CHECK(refs[1].id() != refs[3].id());
+}
+
+TEST_CASE("num_returns(n) takes a count computed at run time and keeps the element type") {
+  weft_test::runtime_guard rt;
+  const std::string text = "the quick brown fox";
+  const auto n = words_of(text).size(); // a std::size_t known only now
+  auto refs = weft::remote(words_of).num_returns(n).remote(text);
+  static_assert(std::is_same_v<decltype(refs), std::vector<weft::object_ref<std::string>>>);
+  CHECK(weft::get(refs, weft_test::bound) == std::vector<std::string>{"the", "quick", "brown", "fox"});
+}
+
+TEST_CASE("the refs of num_returns(n) can be passed on to other tasks") {
+  weft_test::runtime_guard rt;
+  auto refs = weft::remote(count_up).num_returns(3).remote(3);
+  auto sum = weft::remote(add).remote(refs[1], refs[2]);
+  CHECK(weft::get(sum, weft_test::bound) == 30);
+}
+
+TEST_CASE("num_returns(n) with a vector of another size fails every ref with num_returns_error") {
+  weft_test::runtime_guard rt;
+  auto refs = weft::remote(count_up, {.name = "counter"}).num_returns(3).remote(2);
+  REQUIRE(refs.size() == 3);
+  for (const auto& r : refs) {
+    try {
+      weft::get(r, weft_test::bound);
+      FAIL("expected task_error");
+    } catch (const weft::task_error& e) {
+      CHECK(e.type_name() == "weft::num_returns_error");
+      CHECK(e.chain() == std::vector<std::string>{"counter"});
+      CHECK_THAT(e.message(), Catch::Matchers::Contains("returned a std::vector of 2 elements"));
+      CHECK_THAT(e.message(), Catch::Matchers::Contains("num_returns(3)"));
+      CHECK_THAT(e.what(), Catch::Matchers::Contains("counter"));
+      CHECK_THROWS_AS(std::rethrow_exception(e.cause()), weft::num_returns_error);
+    }
+  }
+  // Too many elements fail the same way.
+  auto more = weft::remote(count_up).num_returns(2).remote(5);
+  CHECK_THAT(weft_test::what_of<weft::task_error>([&] { weft::get(more[1], weft_test::bound); }),
+             Catch::Matchers::Contains("returned a std::vector of 5 elements"));
+}
+
+TEST_CASE("num_returns(n) with a negative n throws invalid_argument_error naming the function") {
+  const auto f = weft::remote(count_up);
+  const auto what = weft_test::what_of<weft::invalid_argument_error>([&] { (void)f.num_returns(-2); });
+  CHECK_THAT(what, Catch::Matchers::Contains("count_up"));
+  CHECK_THAT(what, Catch::Matchers::Contains("-2"));
+  CHECK_THAT(what, Catch::Matchers::Contains("expected n >= 0"));
+  CHECK_THAT(
+    weft_test::what_of<weft::invalid_argument_error>([&] { (void)f.options({.name = "named"}).num_returns(-1); }),
+    Catch::Matchers::Contains("'named'"));
+}
+
+TEST_CASE("num_returns(0) returns no refs and still runs the function") {
+  weft_test::runtime_guard rt;
+  g_touched = 0;
+  const auto f = weft::remote(+[](int x) {
+    g_touched.store(x);
+    return std::vector<int>{};
+  });
+  auto refs = f.num_returns(0).remote(9);
+  CHECK(refs.empty());
+  CHECK(weft_test::eventually([] { return g_touched.load() == 9; }));
+}
+
+TEST_CASE("num_returns(n) of 3000 returns 3000 refs holding their elements") {
+  weft_test::runtime_guard rt;
+  const int n = 3000;
+  const auto before = weft::live_objects();
+  {
+    auto refs = weft::remote(count_up).num_returns(n).remote(n);
+    REQUIRE(refs.size() == static_cast<std::size_t>(n));
+    const auto values = weft::get(refs, weft_test::bound);
+    REQUIRE(values.size() == static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i)
+      REQUIRE(values[static_cast<std::size_t>(i)] == i * 10);
+  }
+  // The 3000 cells go with their refs.
+  CHECK(weft_test::eventually([&] { return weft::live_objects() == before; }));
+}
+
+TEST_CASE("when a function with num_returns(n) throws every ref fails") {
+  weft_test::runtime_guard rt;
+  auto refs = weft::remote(vector_failure, {.name = "vf"}).num_returns(5).remote(1);
+  REQUIRE(refs.size() == 5);
+  for (const auto& r : refs) {
+    const auto what = weft_test::what_of<weft::task_error>([&] { weft::get(r, weft_test::bound); });
+    CHECK_THAT(what, Catch::Matchers::Contains("vector failed"));
+    CHECK_THAT(what, Catch::Matchers::Contains("vf"));
+  }
+}
+
+TEST_CASE("a num_returns(n) task retried after exceptions fills every ref from its last attempt") {
+  weft_test::runtime_guard rt;
+  g_throw_attempts = 0;
+  auto refs = weft::remote(throws_at_first, {.max_retries = 3, .retry_exceptions = true}).num_returns(6).remote(6, 2);
+  CHECK(weft::get(refs, weft_test::bound) == count_up(6));
+  CHECK(g_throw_attempts == 3);
+  // Out of retries: every ref carries the last attempt's error.
+  g_throw_attempts = 0;
+  auto failed = weft::remote(throws_at_first, {.max_retries = 1, .retry_exceptions = true}).num_returns(6).remote(6, 5);
+  for (const auto& r : failed)
+    CHECK_THROWS_AS(weft::get(r, weft_test::bound), weft::task_error);
+  CHECK(g_throw_attempts == 2);
+}
+
+TEST_CASE("a size mismatch of num_returns(n) is retried like any exception of the task") {
+  weft_test::runtime_guard rt;
+  g_short_attempts = 0;
+  const auto f =
+    weft::remote(short_at_first, {.max_retries = 2, .retry_exceptions = weft::retry_on<weft::num_returns_error>()});
+  CHECK(weft::get(f.num_returns(4).remote(4, 1), weft_test::bound) == count_up(4));
+  CHECK(g_short_attempts == 2);
+  // Without retry_exceptions the mismatch is final at once.
+  g_short_attempts = 0;
+  auto refs = weft::remote(short_at_first, {.max_retries = 2}).num_returns(4).remote(4, 1);
+  CHECK_THROWS_AS(weft::get(refs[3], weft_test::bound), weft::task_error);
+  CHECK(g_short_attempts == 1);
+}
+
+TEST_CASE("num_returns(n) keeps the function's options and options() keeps n") {
+  const auto base = weft::remote(count_up, {.max_retries = 7, .name = "numbers"});
+  const auto split_r = base.num_returns(5);
+  CHECK(split_r.default_options().max_retries == 7);
+  CHECK(split_r.default_options().name == "numbers");
+  const auto again = split_r.options({.max_retries = 1});
+  CHECK(again.return_count() == 5);
+  CHECK(again.default_options().max_retries == 1);
+  CHECK(again.default_options().name == "numbers");
+  CHECK(split_r.num_returns(std::size_t{2}).return_count() == 2);
+  CHECK(base.return_count() == 1);
+  CHECK(weft::remote(number_and_name).num_returns<2>().return_count() == 2);
+}
+
 // ---- lambdas ----
 
 TEST_CASE("a captureless lambda decayed with unary plus works as a remote function") {

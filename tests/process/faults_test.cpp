@@ -104,6 +104,12 @@ int crash_first(std::string log, int crashes, int how) {
   return attempt;
 }
 
+/// crash_first, then n elements, each the attempt's number.
+std::vector<int> crash_first_vector(std::string log, int crashes, int n) {
+  const int attempt = crash_first(std::move(log), crashes, by_sigkill);
+  return std::vector<int>(static_cast<std::size_t>(n), attempt);
+}
+
 /// Checks one way of dying: retried in a new worker while retries are left,
 /// worker_crashed_error naming the task and the signal (or exit code) after.
 void check_crash(int how, int sig, int code, const std::string& says) {
@@ -149,6 +155,11 @@ int report_and_sleep(std::string log) {
   append_line(log, std::to_string(::getpid()));
   std::this_thread::sleep_for(30s);
   return -1;
+}
+
+std::vector<int> report_and_sleep_vector(std::string log, int n) {
+  report_and_sleep(std::move(log));
+  return std::vector<int>(static_cast<std::size_t>(n), -1);
 }
 
 /// One attempt: records its pid; the first attempt then sleeps 30 s (only
@@ -244,6 +255,27 @@ TEST_CASE("max_retries=-1 retries a crashing task until it comes through") {
   CHECK(weft::get(weft::remote(ft::crash_first, {.max_retries = -1}).remote(log, 5, ft::by_sigkill),
                   weft_test::bound) == 6);
   CHECK(ft::lines_of(log).size() == 6);
+}
+
+TEST_CASE("a num_returns(n) task whose worker dies is retried and fills all n refs or fails them all") {
+  process_test::let_signals_through();
+  weft_test::runtime_guard rt(ft::processes);
+  ft::temp_dir dir;
+  const auto f = weft::remote(ft::crash_first_vector).num_returns(40);
+
+  const auto retried = dir.file("retried");
+  auto refs = f.options({.max_retries = 2}).remote(retried, 2, 40);
+  CHECK(weft::get(refs, weft_test::bound) == std::vector<int>(40, 3));
+  CHECK(ft::lines_of(retried).size() == 3);
+
+  const auto failed = dir.file("failed");
+  auto lost = f.options({.max_retries = 1}).remote(failed, 5, 40);
+  for (const auto& r : lost) {
+    const auto err = ft::error_of<weft::worker_crashed_error>(r);
+    REQUIRE(err);
+    CHECK(err->signal() == SIGKILL);
+  }
+  CHECK(ft::lines_of(failed).size() == 2);
 }
 
 TEST_CASE("a busy worker killed from outside is replaced and its task retried") {
@@ -395,6 +427,21 @@ TEST_CASE("cancel with force kills the task's worker and the runtime goes on") {
   CHECK(weft::get(b, weft_test::bound));
   for (int p : ft::pids_in(dir.file("meet")))
     CHECK(p != victim);
+}
+
+TEST_CASE("cancel with force of a running num_returns(n) task fails all n refs") {
+  weft_test::runtime_guard rt(ft::processes);
+  ft::temp_dir dir;
+  const auto log = dir.file("sleeper");
+  auto refs = weft::remote(ft::report_and_sleep_vector).num_returns(30).remote(log, 30);
+  const auto lines = ft::wait_for_lines(log, 1);
+  REQUIRE(lines.size() == 1);
+  const auto start = std::chrono::steady_clock::now();
+  weft::cancel(refs[29], {.force = true});
+  for (const auto& r : refs)
+    CHECK(ft::error_of<weft::task_cancelled_error>(r));
+  CHECK(std::chrono::steady_clock::now() - start < 10s); // not the 30 s the task sleeps
+  CHECK(weft_test::eventually([&] { return ft::gone(std::stoi(lines[0])); }));
 }
 
 /// Records its pid, loops until cancelled (bounded), records that it saw it.

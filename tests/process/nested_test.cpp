@@ -89,6 +89,27 @@ std::string cancel_inside(int) {
   return "no error";
 }
 
+std::vector<int> count_up(int n) {
+  std::vector<int> v;
+  for (int i = 0; i < n; ++i)
+    v.push_back(i + 1);
+  return v;
+}
+
+/// Calls count_up(m) with num_returns(n) from inside a worker: the sum of
+/// the n elements, or the child's error.
+std::string nested_parts(int n, int m) {
+  auto refs = weft::remote(count_up, {.name = "parts"}).num_returns(n).remote(m);
+  try {
+    int sum = 0;
+    for (const auto& r : refs)
+      sum += weft::get(r);
+    return std::to_string(refs.size()) + " refs, sum " + std::to_string(sum);
+  } catch (const weft::task_error& e) {
+    return e.type_name() + " from " + e.chain().front();
+  }
+}
+
 } // namespace
 
 TEST_CASE("a task in a worker submits a task and gets its result") {
@@ -126,4 +147,10 @@ TEST_CASE("a nested task whose worker dies reaches its parent as worker_crashed_
 TEST_CASE("cancel inside a worker says it is not available there") {
   weft_test::runtime_guard rt(processes);
   CHECK_THAT(weft::get(weft::remote(cancel_inside).remote(0), bound), Contains("not available inside a worker"));
+}
+
+TEST_CASE("a task in a worker calls a function with num_returns(n) and gets every element") {
+  weft_test::runtime_guard rt(processes);
+  CHECK(weft::get(weft::remote(nested_parts).remote(100, 100), bound) == "100 refs, sum 5050");
+  CHECK(weft::get(weft::remote(nested_parts).remote(3, 2), bound) == "weft::num_returns_error from parts");
 }

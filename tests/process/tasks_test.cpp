@@ -27,6 +27,27 @@ std::string join(const std::vector<std::string>& parts, const std::string& sep) 
 
 int always_throws(int) { throw std::out_of_range("index 7 is out of range"); }
 
+/// n elements "pid:i": each says where it was made and which it is.
+std::vector<std::string> labelled(int n) {
+  std::vector<std::string> out;
+  for (int i = 0; i < n; ++i)
+    out.push_back(std::to_string(::getpid()) + ":" + std::to_string(i));
+  return out;
+}
+
+std::vector<int> count_up(int n) {
+  std::vector<int> v;
+  for (int i = 0; i < n; ++i)
+    v.push_back(i * 10);
+  return v;
+}
+
+/// Records its attempt in `log`; the first attempt returns n - 1 elements.
+std::vector<int> short_first(std::string log, int n) {
+  process_test::append_line(log, std::to_string(::getpid()));
+  return count_up(process_test::lines_of(log).size() == 1 ? n - 1 : n);
+}
+
 } // namespace
 
 TEST_CASE("a task runs in a worker process, not in the driver") {
@@ -111,4 +132,60 @@ TEST_CASE("one-at-a-time calls after the workers went idle still complete") {
     CHECK(weft::get(weft::remote(own_pid).remote(i), weft_test::bound) > 0);
     std::this_thread::sleep_for(std::chrono::milliseconds(30));
   }
+}
+
+TEST_CASE("num_returns(n) in a worker process gives each ref its element") {
+  weft_test::runtime_guard rt(processes);
+  auto refs = weft::remote(labelled).num_returns(5).remote(5);
+  REQUIRE(refs.size() == 5);
+  std::string pid;
+  for (std::size_t i = 0; i < refs.size(); ++i) {
+    const auto v = weft::get(refs[i], weft_test::bound);
+    const auto colon = v.find(':');
+    REQUIRE(colon != std::string::npos);
+    CHECK(v.substr(colon + 1) == std::to_string(i));
+    if (pid.empty())
+      pid = v.substr(0, colon);
+    CHECK(v.substr(0, colon) == pid); // one call made them all
+  }
+  CHECK(pid != std::to_string(::getpid()));
+  // n = 0: no refs; the call still runs (shutdown waits for it).
+  CHECK(weft::remote(labelled).num_returns(0).remote(0).empty());
+}
+
+TEST_CASE("num_returns(n) of 3000 in a worker process returns 3000 refs holding their elements") {
+  weft_test::runtime_guard rt(processes);
+  auto refs = weft::remote(count_up).num_returns(3000).remote(3000);
+  REQUIRE(refs.size() == 3000);
+  const auto values = weft::get(refs, weft_test::bound);
+  CHECK(values == count_up(3000));
+}
+
+TEST_CASE("num_returns(n) with a vector of another size in a worker process fails every ref with num_returns_error") {
+  weft_test::runtime_guard rt(processes);
+  auto refs = weft::remote(count_up, {.name = "counter"}).num_returns(4).remote(6);
+  REQUIRE(refs.size() == 4);
+  for (const auto& r : refs) {
+    try {
+      weft::get(r, weft_test::bound);
+      FAIL("expected task_error");
+    } catch (const weft::task_error& e) {
+      CHECK(e.type_name() == "weft::num_returns_error");
+      CHECK(e.chain() == std::vector<std::string>{"counter"});
+      CHECK(e.message().find("returned a std::vector of 6 elements") != std::string::npos);
+      CHECK(e.message().find("num_returns(4)") != std::string::npos);
+    }
+  }
+  // The worker lives on.
+  CHECK(weft::get(weft::remote(count_up).num_returns(2).remote(2), weft_test::bound) == std::vector<int>{0, 10});
+}
+
+TEST_CASE("a size mismatch of num_returns(n) in a worker process is retried with retry_on") {
+  weft_test::runtime_guard rt(processes);
+  process_test::temp_dir dir;
+  const auto f =
+    weft::remote(short_first, {.max_retries = 1, .retry_exceptions = weft::retry_on<weft::num_returns_error>()});
+  const auto log = dir.file("short");
+  CHECK(weft::get(f.num_returns(3).remote(log, 3), weft_test::bound) == count_up(3));
+  CHECK(process_test::lines_of(log).size() == 2);
 }

@@ -75,6 +75,17 @@ public:
   using error::error;
 };
 
+/// A remote function called through num_returns(n) returned a std::vector
+/// whose size is not n. Thrown where the function returned (in the task, or
+/// in its worker process), so it reaches every one of the call's n refs
+/// inside a task_error whose type_name() is "weft::num_returns_error"; the
+/// message gives both counts. Like any exception of the task, it is retried
+/// when retry_exceptions says so.
+class num_returns_error : public error {
+public:
+  using error::error;
+};
+
 /// A worker process died while it ran a task (killed by a signal, crashed,
 /// or exited), and the task had no retries left. The message names the task,
 /// the worker's pid and the signal or exit code.

@@ -12,11 +12,13 @@
 /// an object_ref<T> parameter receives the ref itself.
 #pragma once
 
+#include <concepts>
 #include <cstddef>
 #include <memory>
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "weft/detail/task.hpp"
 #include "weft/object_ref.hpp"
@@ -58,11 +60,19 @@ struct call_result {
   using type = object_ref<R>;
 };
 template <class R, std::size_t Split>
-requires(Split > 0) struct call_result<R, Split> {
+requires(Split > 0 && Split != runtime_split) struct call_result<R, Split> {
   template <std::size_t... I>
   static auto make(std::index_sequence<I...>) -> std::tuple<object_ref<std::tuple_element_t<I, R>>...>;
   using type = decltype(make(std::make_index_sequence<Split>{}));
 };
+template <class R>
+struct call_result<R, runtime_split> {
+  using type = std::vector<object_ref<vector_element_t<R>>>;
+};
+
+/// num_returns(n) with n < 0: throws invalid_argument_error naming the
+/// function and the value.
+[[noreturn]] void throw_negative_num_returns(long long n, const void* fn, const task_options& options);
 
 } // namespace detail
 
@@ -70,11 +80,14 @@ template <class Signature, std::size_t Split = 0>
 class remote_function;
 
 /// A remote function. Cheap to copy; immutable (options() returns a new one).
+/// Split is 0 for one ref per call, N after num_returns<N>(), and
+/// detail::runtime_split after num_returns(n).
 template <class R, class... Params, std::size_t Split>
 class remote_function<R(Params...), Split> {
 public:
   using fn_type = R (*)(Params...);
-  /// object_ref<R>, or a tuple of typed refs after num_returns<N>().
+  /// object_ref<R>; a tuple of typed refs after num_returns<N>(); a
+  /// std::vector<object_ref<T>> of n refs after num_returns(n).
   using result_type = typename detail::call_result<R, Split>::type;
 
   explicit remote_function(fn_type fn, task_options defaults = {}) :
@@ -89,7 +102,9 @@ public:
 
   /// The same function with some options replaced for the calls made
   /// through the result (Ray's `.options(...)`).
-  remote_function options(const task_options& over) const { return remote_function(fn_, merge(*options_, over)); }
+  remote_function options(const task_options& over) const {
+    return remote_function(fn_, merge(*options_, over), count_);
+  }
 
   /// The same function, but each call yields N typed refs, one per element
   /// of the returned tuple (Ray's num_returns=N).
@@ -100,6 +115,33 @@ public:
     static_assert(detail::tuple_size_or_zero<R>::value == N,
                   "weft: num_returns<N>() must equal the number of elements of the returned tuple");
     return remote_function<R(Params...), N>(fn_, *options_);
+  }
+
+  /// The same function, but each call yields `n` refs, one per element of
+  /// the returned std::vector<T>, chosen at run time (Ray's
+  /// `.options(num_returns=n)`): `.remote(...)` returns a
+  /// std::vector<object_ref<T>> of size n. If the function returns a
+  /// vector of another size, all n refs fail with a task_error of type
+  /// weft::num_returns_error. n = 0 is allowed, as in Ray: the call returns
+  /// no refs, so nobody sees its result or its error. Throws
+  /// invalid_argument_error for n < 0. Does not block; thread-safe.
+  template <std::integral I>
+  remote_function<R(Params...), detail::runtime_split> num_returns(I n) const {
+    static_assert(!std::is_same_v<I, bool>, "weft: num_returns(n) takes a count, not a bool");
+    constexpr bool is_vector = detail::vector_element<R>::is_vector;
+    static_assert(is_vector, "weft: num_returns(n) needs a function that returns a std::vector<T> (each element "
+                             "becomes one ref); for a std::tuple or std::pair use num_returns<N>()");
+    static_assert(Split == 0 || Split == detail::runtime_split, "weft: num_returns(n) cannot follow num_returns<N>()");
+    if constexpr (std::is_signed_v<I>)
+      if (n < 0)
+        detail::throw_negative_num_returns(static_cast<long long>(n), reinterpret_cast<const void*>(fn_), *options_);
+    return remote_function<R(Params...), detail::runtime_split>(fn_, *options_, static_cast<std::size_t>(n));
+  }
+
+  /// How many refs each call returns: 1, N after num_returns<N>(), n after
+  /// num_returns(n).
+  std::size_t return_count() const noexcept {
+    return Split == detail::runtime_split ? count_ : detail::return_count_v<R, Split>;
   }
 
   /// Submits one call. Returns at once. Thread-safe.
@@ -122,6 +164,13 @@ public:
   const task_options& default_options() const noexcept { return *options_; }
 
 private:
+  template <class Signature, std::size_t S>
+  friend class remote_function;
+
+  remote_function(fn_type fn, task_options defaults, std::size_t count) : remote_function(fn, std::move(defaults)) {
+    count_ = count;
+  }
+
   template <class... Args, std::size_t... I>
   static constexpr bool check_all(std::index_sequence<I...>) {
     return (detail::check_argument<I, Params, Args>() && ...);
@@ -129,12 +178,26 @@ private:
 
   template <class... Args>
   result_type submit(Args&&... args) const {
-    constexpr std::size_t n = detail::return_count_v<R, Split>;
     using task_type = detail::task_impl<R, std::tuple<Params...>, std::tuple<detail::stored_t<Params, Args>...>, Split>;
-    std::array<detail::object_ptr, n> cells = make_cells(std::make_index_sequence<n>{});
-    auto refs = refs_of(cells, std::make_index_sequence<n>{});
-    detail::submit(new task_type(fn_, options_, std::move(cells), std::forward<Args>(args)...));
-    return refs;
+    if constexpr (Split == detail::runtime_split) {
+      using E = detail::vector_element_t<R>;
+      std::vector<detail::object_ptr> cells;
+      cells.reserve(count_);
+      result_type refs;
+      refs.reserve(count_);
+      for (std::size_t i = 0; i < count_; ++i) {
+        cells.emplace_back(new detail::value_object<E>());
+        refs.emplace_back(cells.back());
+      }
+      detail::submit(new task_type(fn_, options_, std::move(cells), std::forward<Args>(args)...));
+      return refs;
+    } else {
+      constexpr std::size_t n = detail::return_count_v<R, Split>;
+      std::array<detail::object_ptr, n> cells = make_cells(std::make_index_sequence<n>{});
+      auto refs = refs_of(cells, std::make_index_sequence<n>{});
+      detail::submit(new task_type(fn_, options_, std::move(cells), std::forward<Args>(args)...));
+      return refs;
+    }
   }
 
   template <std::size_t I>
@@ -156,6 +219,7 @@ private:
 
   fn_type fn_;
   std::shared_ptr<const task_options> options_;
+  std::size_t count_ = 1; ///< num_returns(n): n (unused otherwise)
 };
 
 namespace detail {

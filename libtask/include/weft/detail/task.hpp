@@ -100,6 +100,10 @@ public:
   std::vector<int> gpu_ids; ///< GPUs held while running
   void* fiber = nullptr;    ///< the fiber running it, while running or blocked
 
+protected:
+  /// For a subclass whose cells live in a member built after this base.
+  void set_returns(std::span<object_ptr> returns) noexcept { returns_ = returns; }
+
 private:
   std::atomic<std::uint32_t> refs_{1};
   const void* fn_id_;
@@ -162,9 +166,47 @@ struct tuple_size_or_zero<std::tuple<T...>> : std::integral_constant<std::size_t
 template <class A, class B>
 struct tuple_size_or_zero<std::pair<A, B>> : std::integral_constant<std::size_t, 2> {};
 
-/// Return cells a call produces: 1, or N for num_returns<N>().
+/// The Split of a call whose number of refs is chosen at run time
+/// (num_returns(n)): the function returns a std::vector<T>, one ref per
+/// element.
+inline constexpr std::size_t runtime_split = static_cast<std::size_t>(-1);
+
+template <class R>
+struct vector_element {
+  static constexpr bool is_vector = false;
+  using type = R; // (not used: num_returns(n) rejects R first)
+};
+template <class T>
+struct vector_element<std::vector<T>> {
+  static constexpr bool is_vector = true;
+  using type = T;
+};
+template <class R>
+using vector_element_t = typename vector_element<R>::type;
+
+/// Return cells a call produces: 1, or N for num_returns<N>() (a
+/// num_returns(n) call keeps its n cells in a vector).
 template <class R, std::size_t Split>
 inline constexpr std::size_t return_count_v = Split == 0 ? 1 : Split;
+
+/// Where a task keeps its return cells.
+template <std::size_t Split>
+struct return_cells {
+  using type = std::array<object_ptr, Split == 0 ? 1 : Split>;
+};
+template <>
+struct return_cells<runtime_split> {
+  using type = std::vector<object_ptr>;
+};
+template <std::size_t Split>
+using return_cells_t = typename return_cells<Split>::type;
+
+/// num_returns(n): throws num_returns_error unless the function returned
+/// `expected` elements.
+void check_return_count(std::size_t expected, std::size_t actual);
+/// num_returns(n): throws serialization_error unless a result read from a
+/// worker holds `expected` elements (the worker checked it already).
+void check_decoded_return_count(std::size_t expected, std::size_t actual);
 
 /// What is encoded for parameter P from stored argument `s`: the value of
 /// a ref that resolves, else the stored value itself.
@@ -176,16 +218,24 @@ const auto& encoded_argument(const S& s) {
     return s;
 }
 
-/// The worker side of a call: decode, call, encode.
+/// The worker side of a call: decode, call, encode. A num_returns(n) call
+/// carries n after its arguments, and the size is checked here, where the
+/// function returned, as in local mode.
 template <class R, std::size_t Split, class... Params>
 void run_remote(const void* fn_addr, std::string_view in, std::string& out) {
   auto fn = reinterpret_cast<R (*)(Params...)>(const_cast<void*>(fn_addr));
   std::tuple<std::remove_cvref_t<Params>...> args;
-  std::apply([&in](auto&... a) { decode_each(in, a...); }, args);
+  [[maybe_unused]] std::uint64_t count = 0; // num_returns(n): n
+  if constexpr (Split == runtime_split)
+    std::apply([&in, &count](auto&... a) { decode_each(in, a..., count); }, args);
+  else
+    std::apply([&in](auto&... a) { decode_each(in, a...); }, args);
   if constexpr (std::is_void_v<R>) {
     std::apply([fn](auto&... a) { fn(std::move(a)...); }, args);
   } else {
     R result = std::apply([fn](auto&... a) { return fn(std::move(a)...); }, args);
+    if constexpr (Split == runtime_split)
+      check_return_count(static_cast<std::size_t>(count), result.size());
     hand_over_references result_owns_its_arrays; // the worker's copy goes away before the driver reads it
     encode_each(out, result);
   }
@@ -196,20 +246,20 @@ class task_impl;
 
 template <class R, class... Params, class... Stored, std::size_t Split>
 class task_impl<R, std::tuple<Params...>, std::tuple<Stored...>, Split> final : public task_base {
-  static constexpr std::size_t num_returns = return_count_v<R, Split>;
   static constexpr std::size_t num_deps = (std::size_t{0} + ... + (resolves_v<Params, Stored> ? 1 : 0));
 
 public:
   using fn_type = R (*)(Params...);
 
+  /// `rets`: the return cells (n of them for num_returns(n)).
   template <class... Args>
-  task_impl(fn_type fn, std::shared_ptr<const task_options> options, std::array<object_ptr, num_returns> rets,
-            Args&&... args) :
-    task_base(reinterpret_cast<const void*>(fn), std::move(options), std::span<object_ptr>(rets_),
+  task_impl(fn_type fn, std::shared_ptr<const task_options> options, return_cells_t<Split> rets, Args&&... args) :
+    task_base(reinterpret_cast<const void*>(fn), std::move(options), {},
               std::span<object_state* const>(deps_.data(), num_deps)),
     fn_(fn),
     args_(std::forward<Args>(args)...),
     rets_(std::move(rets)) {
+    set_returns(std::span<object_ptr>(rets_.data(), rets_.size()));
     collect_deps(std::index_sequence_for<Params...>{});
   }
 
@@ -218,6 +268,10 @@ public:
       call(std::index_sequence_for<Params...>{});
     } else if constexpr (Split == 0) {
       static_cast<value_object<R>*>(rets_[0].get())->emplace(call(std::index_sequence_for<Params...>{}));
+    } else if constexpr (Split == runtime_split) {
+      R result = call(std::index_sequence_for<Params...>{});
+      check_return_count(rets_.size(), result.size());
+      store_elements(std::move(result));
     } else {
       R result = call(std::index_sequence_for<Params...>{});
       split(std::move(result), std::make_index_sequence<Split>{});
@@ -235,6 +289,10 @@ public:
       auto* cell = static_cast<value_object<R>*>(rets_[0].get());
       R value = decode_value<R>(in);
       cell->emplace(std::move(value));
+    } else if constexpr (Split == runtime_split) {
+      R result = decode_value<R>(in);
+      check_decoded_return_count(rets_.size(), result.size());
+      store_elements(std::move(result));
     } else {
       R result = decode_value<R>(in);
       split(std::move(result), std::make_index_sequence<Split>{});
@@ -244,7 +302,10 @@ public:
 private:
   template <std::size_t... I>
   void encode_args(std::string& out, std::index_sequence<I...>) const {
-    encode_each(out, encoded_argument<Params>(std::get<I>(args_))...);
+    if constexpr (Split == runtime_split)
+      encode_each(out, encoded_argument<Params>(std::get<I>(args_))..., static_cast<std::uint64_t>(rets_.size()));
+    else
+      encode_each(out, encoded_argument<Params>(std::get<I>(args_))...);
   }
 
   template <std::size_t... I>
@@ -256,6 +317,14 @@ private:
   void split(Result&& result, std::index_sequence<I...>) {
     (static_cast<value_object<std::tuple_element_t<I, R>>*>(rets_[I].get())->emplace(std::get<I>(std::move(result))),
      ...);
+  }
+
+  /// num_returns(n): element i into cell i (sizes checked by the caller).
+  template <class Vector>
+  void store_elements(Vector&& result) {
+    using E = vector_element_t<R>;
+    for (std::size_t i = 0; i < rets_.size(); ++i)
+      static_cast<value_object<E>*>(rets_[i].get())->emplace(std::move(result[i]));
   }
 
   template <std::size_t... I>
@@ -272,7 +341,7 @@ private:
 
   fn_type fn_;
   std::tuple<Stored...> args_;
-  std::array<object_ptr, num_returns> rets_;
+  return_cells_t<Split> rets_;
   std::array<object_state*, num_deps == 0 ? 1 : num_deps> deps_{};
 };
 
