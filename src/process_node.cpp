@@ -206,6 +206,7 @@ const wait_helper g_lane_helper{&begin_helping, &help_read_lanes, &end_helping};
 namespace {
 
 std::atomic<actor_call_forwarder> g_forwarder{nullptr};
+std::atomic<const actor_maker*> g_maker{nullptr};
 
 /// A task that a task in a worker submitted: code refs and argument bytes
 /// as the worker sent them (and the refs they carry); its one result stays
@@ -309,6 +310,8 @@ void release_dropped(const wire::done_record& d) {
 } // namespace
 
 void set_actor_call_forwarder(actor_call_forwarder f) noexcept { g_forwarder.store(f, std::memory_order_release); }
+
+void set_actor_maker(const actor_maker* m) noexcept { g_maker.store(m, std::memory_order_release); }
 
 actor_reply::~actor_reply() {
   if (!taken)
@@ -1046,6 +1049,84 @@ void process_node::on_actor_submit(std::int32_t worker_id, std::uint64_t seq, st
     result->complete_error(refused);
 }
 
+void process_node::on_actor_make(std::int32_t worker_id, std::uint64_t seq, const std::string& record,
+                                 const std::string& bundle) {
+  forwarded_make make;
+  std::exception_ptr refused;
+  {
+    std::lock_guard<std::mutex> lock(mtx_);
+    auto it = workers_.find(worker_id);
+    if (it == workers_.end() || !it->second.ctl) { // its worker is gone: no one waits for it
+      release_bundle(bundle);
+      return;
+    }
+    wire::actor_make_record rec;
+    ref_table refs;
+    const void* ctor = nullptr;
+    const void* dtor = nullptr;
+    const void* type = nullptr;
+    const void* handle = nullptr;
+    if (!rec.read(record) || !(ctor = address_locked(rec.constructor)) || !(dtor = address_locked(rec.destructor)) ||
+        !(type = address_locked(rec.type)) || !(handle = address_locked(rec.handle)) ||
+        !pin_locked(worker_id, bundle, refs)) {
+      refused = std::make_exception_ptr(serialization_error("weft: a worker sent a corrupted actor creation"));
+    } else {
+      make.constructor = reinterpret_cast<actor_constructor>(const_cast<void*>(ctor));
+      make.destructor = reinterpret_cast<actor_destructor>(const_cast<void*>(dtor));
+      make.type = reinterpret_cast<const std::type_info& (*)() noexcept>(const_cast<void*>(type));
+      make.handle_ops = reinterpret_cast<ref_ops_fn>(const_cast<void*>(handle));
+      make.args = rec.args;
+      make.options = rec.options;
+      for (auto& [id, r] : refs.refs)
+        make.arg_refs.push_back(std::move(r));
+    }
+  }
+  object_ptr result(new value_object<forwarded_result>());
+  auto* reply = new forward_reply(this, worker_id, seq, result);
+  if (!result->add_waiter(reply)) {
+    delete reply;
+    return;
+  }
+  if (!refused) {
+    try {
+      const actor_maker* maker = g_maker.load(std::memory_order_acquire);
+      if (!maker)
+        throw error("weft: no actor runtime in the driver (link weft::weft)");
+      static_cast<value_object<forwarded_result>&>(*result.get()).emplace(maker->make(std::move(make)));
+      result->complete_value();
+      return;
+    } catch (...) {
+      refused = std::current_exception();
+    }
+  }
+  result->complete_error(refused);
+}
+
+void process_node::on_actor_kill(std::int32_t worker_id, std::uint64_t holder, bool no_restart,
+                                 const std::string& bundle) {
+  object_ptr holder_cell;
+  {
+    std::lock_guard<std::mutex> lock(mtx_);
+    ref_table refs;
+    if (workers_.find(worker_id) == workers_.end() || !pin_locked(worker_id, bundle, refs)) {
+      log().error("weft: worker {} sent a corrupted kill", worker_id);
+      return;
+    }
+    auto h = refs.refs.find(holder);
+    if (h == refs.refs.end()) {
+      log().error("weft: worker {} killed an actor it holds no handle of", worker_id);
+      return;
+    }
+    holder_cell = h->second.cell;
+  }
+  try {
+    if (const actor_maker* maker = g_maker.load(std::memory_order_acquire))
+      maker->kill(*holder_cell.get(), no_restart);
+  } catch (const std::exception& e) {
+    log().error("weft: a kill from worker {} failed: {}", worker_id, e.what());
+  }
+}
+
 void process_node::send_result(int worker_id, std::uint64_t seq, std::uint8_t kind, std::string payload,
                                const std::vector<carried_ref>& refs, const std::string& handed) {
   std::lock_guard<std::mutex> lock(mtx_);
@@ -1643,6 +1724,28 @@ void process_node::on_submit_batch(std::int32_t worker, const std::string& batch
     const std::string record(r.get_bytes());
     if (kind == wire::outbox_kind::task && r.ok()) {
       on_submit(worker, seq, record);
+      continue;
+    }
+    if (kind == wire::outbox_kind::actor_make) {
+      const std::string bundle(r.get_bytes());
+      if (!r.ok()) {
+        log().error("weft: worker {} sent a corrupted submission batch", worker);
+        break;
+      }
+      on_actor_make(worker, seq, record, bundle);
+      continue;
+    }
+    if (kind == wire::outbox_kind::actor_kill) {
+      // (the record is the holder's id and the no_restart flag)
+      wire::reader k(record);
+      const auto holder = k.get<std::uint64_t>();
+      const auto no_restart = k.get<std::uint8_t>();
+      const std::string bundle(r.get_bytes());
+      if (!r.ok() || !k.ok()) {
+        log().error("weft: worker {} sent a corrupted submission batch", worker);
+        break;
+      }
+      on_actor_kill(worker, holder, no_restart != 0, bundle);
       continue;
     }
     const auto holder = r.get<std::uint64_t>();

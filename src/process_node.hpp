@@ -103,6 +103,25 @@ struct forwarded_call {
 using actor_call_forwarder = void (*)(object_state& holder, forwarded_call call);
 void set_actor_call_forwarder(actor_call_forwarder f) noexcept;
 
+/// An actor a worker creates, as the driver makes it.
+struct forwarded_make {
+  actor_constructor constructor = nullptr;
+  actor_destructor destructor = nullptr;
+  const std::type_info& (*type)() noexcept = nullptr;
+  ref_ops_fn handle_ops = nullptr;
+  std::string args;
+  std::vector<carried_ref> arg_refs;
+  std::string options; ///< encoded actor_options
+};
+/// The actor runtime creates the actor and returns its handle as a result
+/// for the worker (the holder it lends in `refs`). Throws what creating
+/// it throws. `kill` kills the actor whose handle `holder` holds.
+struct actor_maker {
+  forwarded_result (*make)(forwarded_make m);
+  void (*kill)(object_state& holder, bool no_restart);
+};
+void set_actor_maker(const actor_maker* m) noexcept;
+
 /// What start_actor() needs to build an actor's object in its worker.
 struct actor_start {
   actor_constructor constructor = nullptr;
@@ -175,6 +194,10 @@ public:
   /// `holder` holds (lent to that worker).
   void on_actor_submit(std::int32_t worker, std::uint64_t seq, std::uint64_t holder, const std::string& record,
                        const std::string& bundle);
+  /// A task in `worker` creates an actor; its handle goes back as result `seq`.
+  void on_actor_make(std::int32_t worker, std::uint64_t seq, const std::string& record, const std::string& bundle);
+  /// A task in `worker` kills the actor whose handle `holder` holds.
+  void on_actor_kill(std::int32_t worker, std::uint64_t holder, bool no_restart, const std::string& bundle);
   /// `worker` let go of objects: packed (u64 id, i64 count) pairs.
   void on_release(std::int32_t worker, const std::string& pairs);
   /// Sends object `r`'s value (done) to `worker` (fetch_reply calls it).

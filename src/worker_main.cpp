@@ -786,6 +786,71 @@ void worker_client_call_actor(object_state* via, std::unique_ptr<worker_actor_ca
     caf::anon_send(g_client->ctl, wire::submit_flush_atom::value);
 }
 
+void worker_client_make_actor(const worker_actor_make& m, std::unique_ptr<worker_actor_call> reply) {
+  if (!m.constructor)
+    throw error("weft: actors of this class (weft::queue, supervisors) stay in the driver and cannot be created "
+                "in a worker process yet");
+  const auto ctor = driver_code_ref(reinterpret_cast<const void*>(m.constructor));
+  const auto dtor = driver_code_ref(reinterpret_cast<const void*>(m.destructor));
+  const auto type = driver_code_ref(reinterpret_cast<const void*>(m.type));
+  const auto handle = driver_code_ref(reinterpret_cast<const void*>(m.handle_ops));
+  if (!ctor || !dtor || !type || !handle)
+    throw error("weft: an actor class created in a worker process is in no module the driver knows");
+  std::string args, record;
+  worker_codec codec; // holds the refs the arguments name until sent
+  {
+    ref_codec_scope scope(&codec);
+    m.encode_arguments(args);
+  }
+  wire::actor_make_record{*ctor, *dtor, *type, *handle, args, m.options}.write(record);
+  bool first = false;
+  {
+    std::lock_guard<std::mutex> lock(g_client->mtx);
+    const auto seq = ++g_client->next;
+    g_client->calls.emplace(seq, std::move(reply)); // (its answer is read like a call's result)
+    first = g_client->outbox.empty();
+    wire::writer w(g_client->outbox);
+    w.put(wire::outbox_kind::actor_make);
+    w.put(seq);
+    w.put_bytes(record);
+    w.put_bytes(codec.bundle);
+    for (auto& h : codec.holds)
+      g_client->outbox_holds.push_back(std::move(h));
+  }
+  if (first)
+    caf::anon_send(g_client->ctl, wire::submit_flush_atom::value);
+}
+
+void worker_client_kill_actor(object_state* via, bool no_restart) {
+  if (!via || !via->is_proxy())
+    throw invalid_argument_error("weft::kill: the actor_handle is invalid (default-constructed or moved-from)");
+  worker_codec codec; // holds the handle's proxy until sent
+  std::uint64_t holder = 0;
+  {
+    ref_codec_scope scope(&codec);
+    holder = codec.encode(via, nullptr);
+  }
+  std::string record;
+  wire::writer k(record);
+  k.put(holder);
+  k.put(static_cast<std::uint8_t>(no_restart ? 1 : 0));
+  bool first = false;
+  {
+    std::lock_guard<std::mutex> lock(g_client->mtx);
+    const auto seq = ++g_client->next;
+    first = g_client->outbox.empty();
+    wire::writer w(g_client->outbox);
+    w.put(wire::outbox_kind::actor_kill);
+    w.put(seq);
+    w.put_bytes(record);
+    w.put_bytes(codec.bundle);
+    for (auto& h : codec.holds)
+      g_client->outbox_holds.push_back(std::move(h));
+  }
+  if (first)
+    caf::anon_send(g_client->ctl, wire::submit_flush_atom::value);
+}
+
 void worker_client_flush_results() noexcept {
   flush_batch_results();
   if (worker_client_active())

@@ -5,10 +5,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <typeinfo>
 
 #include "weft/detail/task.hpp"
 
@@ -60,6 +62,23 @@ public:
 /// the driver holds in the cell `via` (a proxy here) stands for. Its end
 /// comes back to this worker's result cell.
 void worker_client_call_actor(object_state* via, std::unique_ptr<worker_actor_call> call);
+
+/// An actor created in this worker: what the driver needs to create it.
+struct worker_actor_make {
+  actor_constructor constructor = nullptr; ///< null: a class that stays in the driver
+  actor_destructor destructor = nullptr;
+  const std::type_info& (*type)() noexcept = nullptr; ///< the class's type (same binary there)
+  ref_ops_fn handle_ops = nullptr;                    ///< the ref ops of its handles (handle_ops<T>)
+  std::function<void(std::string&)> encode_arguments;
+  std::string options; ///< encoded actor_options
+};
+/// Asks the driver to create the actor and waits for the answer, which
+/// `reply` decodes (the handle's bytes). Throws what creating it threw in
+/// the driver (a name already taken, bad options).
+void worker_client_make_actor(const worker_actor_make& m, std::unique_ptr<worker_actor_call> reply);
+/// Kills the actor whose handle the driver lent as `via` (after the calls
+/// this worker made before).
+void worker_client_kill_actor(object_state* via, bool no_restart);
 
 /// True in a process started as a worker (the environment says so).
 bool started_as_worker() noexcept;

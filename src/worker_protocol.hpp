@@ -31,7 +31,10 @@
 //   submit       nested submissions and actor calls made one after another
 //                (outbox entries tagged outbox_kind: (task, seq, submit
 //                record) or (actor call, seq, actor call record, holder id,
-//                ref bundle): a call through a handle the node lent)
+//                ref bundle): a call through a handle the node lent, or
+//                (actor make, seq, actor make record, ref bundle): an actor
+//                created there (its handle comes back as the result), or
+//                (actor kill, seq, holder id, u8 no_restart))
 //   blocked      (job seq, blocked?) around a wait in get/wait: the job's
 //                CPUs are lent meanwhile
 //   fetch        object id: a proxy is waited for
@@ -365,7 +368,39 @@ struct submit_record {
 enum class result_kind : std::uint8_t { ok = 0, task_error = 1, crashed = 2, other = 3 };
 
 /// What an entry of a worker's w_submit batch is.
-enum class outbox_kind : std::uint8_t { task = 0, actor_call = 1 };
+enum class outbox_kind : std::uint8_t { task = 0, actor_call = 1, actor_make = 2, actor_kill = 3 };
+
+/// An actor created in a worker (outbox entry actor_make: seq, this
+/// record, ref bundle): the driver creates it and answers with a handle
+/// (the holder it lends, and the actor's id) as the entry's result.
+struct actor_make_record {
+  code_ref constructor;
+  code_ref destructor;
+  code_ref type;   ///< a function returning the class's std::type_info (same binary: same type)
+  code_ref handle; ///< the ref ops of the class's handles (handle_ops<T>)
+  std::string_view args;
+  std::string_view options; ///< encoded actor_options
+
+  void write(std::string& out) const {
+    writer w(out);
+    for (const code_ref& r : {constructor, destructor, type, handle}) {
+      w.put(r.module);
+      w.put(r.offset);
+    }
+    w.put_bytes(args);
+    w.put_bytes(options);
+  }
+  bool read(std::string_view in) {
+    reader r(in);
+    for (code_ref* c : {&constructor, &destructor, &type, &handle}) {
+      c->module = r.get<std::uint32_t>();
+      c->offset = r.get<std::uint64_t>();
+    }
+    args = r.get_bytes();
+    options = r.get_bytes();
+    return r.ok() && r.at_end();
+  }
+};
 
 /// One entry of a ref bundle (records from a worker): a ref to an object
 /// the worker borrowed from the node (`held`: only its id), or to one of

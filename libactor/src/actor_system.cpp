@@ -835,8 +835,7 @@ actor_system& actor_system::get(const char* what) {
   runtime* rt = runtime::current();
   if (!rt && started_as_worker())
     throw not_initialized_error(std::string("weft::") + what +
-                                ": actors cannot be created or called from a worker process yet; see "
-                                "docs/processes.md");
+                                ": not available inside a worker process yet; see docs/processes.md");
   if (!rt)
     throw not_initialized_error(std::string("weft::") + what +
                                 ": weft is not initialized; call weft::init() first (or it was shut down)");
@@ -1256,8 +1255,140 @@ actor_ref::~actor_ref() {
   p_->release();
 }
 
-actor_ref create_actor(std::unique_ptr<actor_factory> factory, const actor_options& options) {
-  return actor_system::get("remote<T>().remote").create(std::move(factory), options);
+namespace {
+
+// ---- actors created in a worker process ----
+
+std::string encode_options(const actor_options& o) {
+  std::string out;
+  std::optional<int> life;
+  if (o.lifetime)
+    life = static_cast<int>(*o.lifetime);
+  encode_each(out, o.name, o.namespace_, o.max_restarts, o.max_task_retries, o.max_concurrency, life, o.num_cpus,
+              o.num_gpus, o.memory, o.resources, o.restart_on_exception, o.get_if_exists);
+  return out;
+}
+
+actor_options decode_options(std::string_view in) {
+  actor_options o;
+  std::optional<int> life;
+  decode_each(in, o.name, o.namespace_, o.max_restarts, o.max_task_retries, o.max_concurrency, life, o.num_cpus,
+              o.num_gpus, o.memory, o.resources, o.restart_on_exception, o.get_if_exists);
+  if (life) {
+    if (*life != static_cast<int>(lifetime::owned) && *life != static_cast<int>(lifetime::detached))
+      throw serialization_error("weft: a worker sent an actor lifetime of " + std::to_string(*life) +
+                                " (corrupted input)");
+    o.lifetime = static_cast<lifetime>(*life);
+  }
+  return o;
+}
+
+/// The worker's side of an actor it creates: the driver's answer is the
+/// handle's wire form (holder, actor id), read into `out`.
+class make_reply final : public worker_actor_call {
+public:
+  struct answer {
+    object_ptr via;
+    actor_id id;
+  };
+  make_reply(object_ptr cell, std::shared_ptr<answer> out, ref_ops_fn ops) :
+    cell_(std::move(cell)),
+    out_(std::move(out)),
+    ops_(ops) {}
+  actor_method_invoker invoker() const noexcept override { return nullptr; }
+  const void* method_bytes() const noexcept override { return nullptr; }
+  std::span<object_state* const> deps() const noexcept override { return {}; }
+  void encode_arguments(std::string&) const override {}
+  void decode_result(std::string_view in) override {
+    std::uint64_t holder = 0, id = 0;
+    decode_each(in, holder, id);
+    actor_ref ref;
+    decode_handle(holder, ops_, ref, out_->via);
+    if (!out_->via || holder == 0)
+      throw serialization_error("weft: the driver answered an actor creation without a handle");
+    out_->id = actor_id{id};
+  }
+  object_state& result() noexcept override { return *cell_.get(); }
+
+private:
+  object_ptr cell_;
+  std::shared_ptr<answer> out_;
+  ref_ops_fn ops_;
+};
+
+created_actor create_in_driver(const actor_factory& factory, const actor_options& options, ref_ops_fn handle_ops) {
+  worker_actor_make m;
+  m.constructor = factory.remote_constructor();
+  m.destructor = factory.remote_destructor();
+  m.type = factory.type_function();
+  m.handle_ops = handle_ops;
+  m.encode_arguments = [&factory](std::string& out) { factory.encode_arguments(out); };
+  m.options = encode_options(options);
+  object_ptr cell(new value_object<int>());
+  auto answer = std::make_shared<make_reply::answer>();
+  worker_client_make_actor(m, std::make_unique<make_reply>(cell, answer, handle_ops));
+  object_state* c = cell.get();
+  await_all(std::span<object_state* const>(&c, 1), 0, "actor creation"); // throws what creating it threw
+  return created_actor{{}, std::move(answer->via), answer->id};
+}
+
+/// The driver's side: an actor a worker created. Its object lives in a
+/// worker process like any actor of the driver's (it is never built here).
+class forwarded_actor_factory final : public actor_factory {
+public:
+  explicit forwarded_actor_factory(forwarded_make m) : m_(std::move(m)) {}
+  void* create() const override {
+    throw error("weft: an actor created in a worker process runs only in a worker process");
+  }
+  void destroy(void*) const noexcept override {}
+  const std::type_info& type() const noexcept override { return m_.type(); }
+  actor_constructor remote_constructor() const noexcept override { return m_.constructor; }
+  actor_destructor remote_destructor() const noexcept override { return m_.destructor; }
+  void encode_arguments(std::string& out) const override {
+    out += m_.args;
+    for (const auto& r : m_.arg_refs)
+      encode_ref(r.cell.get(), r.ops); // the constructor's codec collects them
+  }
+
+private:
+  forwarded_make m_;
+};
+
+forwarded_result make_for_worker(forwarded_make m) {
+  const actor_options options = decode_options(m.options);
+  const ref_ops_fn ops = m.handle_ops;
+  auto factory = std::make_unique<forwarded_actor_factory>(std::move(m));
+  actor_ref ref = actor_system::get("remote<T>().remote").create(std::move(factory), options);
+  const actor_id id = id_of(ref.get());
+  forwarded_result out;
+  ref_collector refs;
+  {
+    ref_codec_scope scope(&refs);
+    const std::uint64_t holder = encode_handle(ref, nullptr, ops);
+    encode_each(out.bytes, holder, id.value);
+  }
+  out.refs = std::move(refs.refs);
+  return out;
+}
+
+void kill_for_worker(object_state& holder, bool no_restart) {
+  auto* h = dynamic_cast<value_object<actor_ref>*>(&holder);
+  if (!h || !h->done() || h->failed())
+    throw serialization_error("weft: a worker killed an actor through " + to_string(holder.id()) +
+                              ", which holds no actor_handle (corrupted input)");
+  kill_actor(h->value(), nullptr, no_restart);
+}
+
+const actor_maker g_maker{&make_for_worker, &kill_for_worker};
+const bool maker_registered = (set_actor_maker(&g_maker), true);
+
+} // namespace
+
+created_actor create_actor(std::unique_ptr<actor_factory> factory, const actor_options& options,
+                           ref_ops_fn handle_ops) {
+  if (!runtime::current() && worker_client_active())
+    return create_in_driver(*factory, options, handle_ops);
+  return created_actor{actor_system::get("remote<T>().remote").create(std::move(factory), options), {}, {}};
 }
 
 namespace {
@@ -1378,9 +1509,11 @@ actor_ref find_actor(const std::string& name, const std::string& ns, const std::
   return actor_system::get("get_actor").find(name, ns, type);
 }
 
-void kill_actor(const actor_ref& ref, bool no_restart) {
-  if (!ref && started_as_worker())
-    throw not_initialized_error("weft::kill: not available inside a worker process yet; see docs/processes.md");
+void kill_actor(const actor_ref& ref, object_state* via, bool no_restart) {
+  if (!ref && via && !runtime::current() && worker_client_active()) {
+    worker_client_kill_actor(via, no_restart);
+    return;
+  }
   if (!ref)
     throw invalid_argument_error("weft::kill: the actor_handle is invalid (default-constructed or moved-from)");
   require_initialized("kill");

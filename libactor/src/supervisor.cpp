@@ -116,7 +116,7 @@ public:
       if (it->status != child_status::running)
         continue;
       try {
-        kill_actor(it->ref.ref(), true);
+        kill_actor(it->ref.ref(), nullptr, true);
       } catch (...) {
         // The runtime is gone: so is the child.
       }
@@ -373,7 +373,7 @@ private:
     if (auto sub = r.as<supervisor_actor>())
       sub->task(&supervisor_actor::stop_all).remote();
     else
-      kill_actor(r.ref(), true);
+      kill_actor(r.ref(), nullptr, true);
     try {
       if (limit)
         weft::get(ended, *limit);
@@ -382,7 +382,7 @@ private:
     } catch (const get_timeout_error&) {
       log().warn("{}: child '{}' did not end within {} ms of being stopped; moving on", describe(), c.spec.id,
                  limit->count());
-      kill_actor(r.ref(), true);
+      kill_actor(r.ref(), nullptr, true);
     }
   }
 

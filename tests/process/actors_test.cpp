@@ -113,15 +113,6 @@ struct quits_in_constructor {
 };
 
 /// A task that tries to create an actor inside its worker.
-std::string create_actor_inside(int) {
-  try {
-    weft::remote<quits_in_constructor>().remote();
-  } catch (const weft::not_initialized_error& e) {
-    return e.what();
-  }
-  return "no error";
-}
-
 struct throws_in_constructor {
   throws_in_constructor() { throw std::runtime_error("no room for another one"); }
   int get() const { return 1; }
@@ -337,12 +328,6 @@ TEST_CASE("exit_actor in a constructor in a worker ends the actor as in the driv
   weft_test::runtime_guard rt(processes);
   auto a = weft::remote<quits_in_constructor>().remote();
   CHECK_THAT(died_what(a.task(&quits_in_constructor::get).remote()), Contains("exit_actor"));
-}
-
-TEST_CASE("creating an actor inside a worker says it is not available there") {
-  weft_test::runtime_guard rt(processes);
-  CHECK_THAT(weft::get(weft::remote(create_actor_inside).remote(0), bound),
-             Contains("cannot be created or called from a worker process"));
 }
 
 TEST_CASE("a constructor that throws in the worker fails the actor with its message") {

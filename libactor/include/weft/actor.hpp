@@ -136,12 +136,22 @@ const void* method_address(M m) noexcept {
 }
 
 // ---- calls into libactor/src ----
-/// Creates an actor; returns one handle count. Throws on bad options.
-actor_ref create_actor(std::unique_ptr<actor_factory> factory, const actor_options& options);
+/// A new actor: one handle count in the driver (`ref`), or in a worker
+/// process the proxy of the cell that holds its handle in the driver.
+struct created_actor {
+  actor_ref ref;
+  object_ptr via;
+  actor_id id;
+};
+/// Creates an actor (in a worker: asks the driver to, and waits for its
+/// answer). Throws on bad options.
+/// `handle_ops`: handle_ops<T> (a worker's handle is a ref of that type).
+created_actor create_actor(std::unique_ptr<actor_factory> factory, const actor_options& options, ref_ops_fn handle_ops);
 /// Hands a built call to its actor (the call's `target` names it).
 void submit_call(actor_call* call);
 actor_ref find_actor(const std::string& name, const std::string& ns, const std::type_info& type);
-void kill_actor(const actor_ref& ref, bool no_restart);
+/// `via`: a worker's handle (ref is null there).
+void kill_actor(const actor_ref& ref, object_state* via, bool no_restart);
 actor_id id_of(const actor_core* core) noexcept;
 
 /// Worker processes: the wire form of a handle. In the driver, a new cell
@@ -475,7 +485,10 @@ public:
     if constexpr (ok) {
       auto factory =
         std::make_unique<detail::actor_factory_impl<T, std::decay_t<Args>...>>(std::forward<Args>(args)...);
-      return actor_handle<T>(detail::create_actor(std::move(factory), defaults_));
+      detail::created_actor c = detail::create_actor(std::move(factory), defaults_, &detail::handle_ops<T>);
+      if (c.ref)
+        return actor_handle<T>(std::move(c.ref));
+      return actor_handle<T>(std::move(c.via), c.id);
     }
     return actor_handle<T>{};
   }
@@ -510,7 +523,7 @@ std::optional<actor_handle<T>> get_actor(const std::string& name, const std::str
 /// is discarded. Does not wait for the actor to finish. Idempotent.
 template <class T>
 void kill(const actor_handle<T>& h, kill_options opts = {}) {
-  detail::kill_actor(h.ref(), opts.no_restart);
+  detail::kill_actor(h.ref(), h.via(), opts.no_restart);
 }
 
 /// How an actor ended for good.

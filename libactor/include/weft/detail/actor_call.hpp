@@ -74,6 +74,14 @@ private:
 
 /// Builds (and rebuilds, on restart) the user's object from stored
 /// constructor arguments.
+/// typeid(T), as a function: a worker names an actor class to its driver
+/// by this function's code address (the same binary: the same type).
+template <class T>
+const std::type_info& actor_type_of() noexcept {
+  return typeid(T);
+}
+using actor_type_fn = const std::type_info& (*)() noexcept;
+
 class actor_factory {
 public:
   virtual ~actor_factory() = default;
@@ -87,6 +95,8 @@ public:
   virtual actor_destructor remote_destructor() const noexcept { return nullptr; }
   /// Worker processes: appends the encoded constructor arguments.
   virtual void encode_arguments(std::string& out) const { (void)out; }
+  /// Worker processes: names the class (actor_type_of<T>).
+  virtual actor_type_fn type_function() const noexcept { return nullptr; }
 };
 
 template <class T, class... Args>
@@ -116,6 +126,7 @@ public:
     if constexpr (!driver_only_actor<T>::value)
       std::apply([&out](const Args&... a) { encode_each(out, a...); }, args_);
   }
+  actor_type_fn type_function() const noexcept override { return &actor_type_of<T>; }
 
 private:
   static void* construct_remote(std::string_view in) {
