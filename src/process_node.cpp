@@ -1102,6 +1102,47 @@ void process_node::on_actor_make(std::int32_t worker_id, std::uint64_t seq, cons
   result->complete_error(refused);
 }
 
+void process_node::on_actor_find(std::int32_t worker_id, std::uint64_t seq, const std::string& record) {
+  std::string name, ns;
+  const void* type = nullptr;
+  const void* handle = nullptr;
+  std::exception_ptr refused;
+  {
+    std::lock_guard<std::mutex> lock(mtx_);
+    auto it = workers_.find(worker_id);
+    if (it == workers_.end() || !it->second.ctl)
+      return; // its worker is gone: no one waits for it
+    wire::reader r(record);
+    name = r.get_bytes();
+    ns = r.get_bytes();
+    code_ref t, h;
+    if (!wire::get_code_ref(r, t) || !wire::get_code_ref(r, h) || !r.at_end() || !(type = address_locked(t)) ||
+        !(handle = address_locked(h)))
+      refused = std::make_exception_ptr(serialization_error("weft: a worker sent a corrupted get_actor"));
+  }
+  object_ptr result(new value_object<forwarded_result>());
+  auto* reply = new forward_reply(this, worker_id, seq, result);
+  if (!result->add_waiter(reply)) {
+    delete reply;
+    return;
+  }
+  if (!refused) {
+    try {
+      const actor_maker* maker = g_maker.load(std::memory_order_acquire);
+      if (!maker)
+        throw error("weft: no actor runtime in the driver (link weft::weft)");
+      const auto type_of = reinterpret_cast<const std::type_info& (*)() noexcept>(const_cast<void*>(type));
+      static_cast<value_object<forwarded_result>&>(*result.get())
+        .emplace(maker->find(name, ns, type_of(), reinterpret_cast<ref_ops_fn>(const_cast<void*>(handle))));
+      result->complete_value();
+      return;
+    } catch (...) {
+      refused = std::current_exception();
+    }
+  }
+  result->complete_error(refused);
+}
+
 void process_node::on_actor_kill(std::int32_t worker_id, std::uint64_t holder, bool no_restart,
                                  const std::string& bundle) {
   object_ptr holder_cell;
@@ -1733,6 +1774,15 @@ void process_node::on_submit_batch(std::int32_t worker, const std::string& batch
         break;
       }
       on_actor_make(worker, seq, record, bundle);
+      continue;
+    }
+    if (kind == wire::outbox_kind::actor_find) {
+      (void)r.get_bytes(); // (no refs)
+      if (!r.ok()) {
+        log().error("weft: worker {} sent a corrupted submission batch", worker);
+        break;
+      }
+      on_actor_find(worker, seq, record);
       continue;
     }
     if (kind == wire::outbox_kind::actor_kill) {

@@ -119,6 +119,10 @@ struct forwarded_make {
 struct actor_maker {
   forwarded_result (*make)(forwarded_make m);
   void (*kill)(object_state& holder, bool no_restart);
+  /// get_actor for a worker: the handle of the live actor named so, or
+  /// none (holder 0). Throws when it is of another class.
+  forwarded_result (*find)(const std::string& name, const std::string& ns, const std::type_info& type,
+                           ref_ops_fn handle_ops);
 };
 void set_actor_maker(const actor_maker* m) noexcept;
 
@@ -196,6 +200,8 @@ public:
                        const std::string& bundle);
   /// A task in `worker` creates an actor; its handle goes back as result `seq`.
   void on_actor_make(std::int32_t worker, std::uint64_t seq, const std::string& record, const std::string& bundle);
+  /// A task in `worker` looks up a named actor; the answer goes back as result `seq`.
+  void on_actor_find(std::int32_t worker, std::uint64_t seq, const std::string& record);
   /// A task in `worker` kills the actor whose handle `holder` holds.
   void on_actor_kill(std::int32_t worker, std::uint64_t holder, bool no_restart, const std::string& bundle);
   /// `worker` let go of objects: packed (u64 id, i64 count) pairs.

@@ -821,6 +821,34 @@ void worker_client_make_actor(const worker_actor_make& m, std::unique_ptr<worker
     caf::anon_send(g_client->ctl, wire::submit_flush_atom::value);
 }
 
+void worker_client_find_actor(const std::string& name, const std::string& ns, const std::type_info& (*type)() noexcept,
+                              ref_ops_fn handle_ops, std::unique_ptr<worker_actor_call> reply) {
+  const auto t = driver_code_ref(reinterpret_cast<const void*>(type));
+  const auto h = driver_code_ref(reinterpret_cast<const void*>(handle_ops));
+  if (!t || !h)
+    throw error("weft::get_actor: the actor class is in no module the driver knows");
+  std::string record;
+  wire::writer r(record);
+  r.put_bytes(name);
+  r.put_bytes(ns);
+  wire::put_code_ref(record, *t);
+  wire::put_code_ref(record, *h);
+  bool first = false;
+  {
+    std::lock_guard<std::mutex> lock(g_client->mtx);
+    const auto seq = ++g_client->next;
+    g_client->calls.emplace(seq, std::move(reply)); // (its answer is read like a call's result)
+    first = g_client->outbox.empty();
+    wire::writer w(g_client->outbox);
+    w.put(wire::outbox_kind::actor_find);
+    w.put(seq);
+    w.put_bytes(record);
+    w.put_bytes(std::string_view());
+  }
+  if (first)
+    caf::anon_send(g_client->ctl, wire::submit_flush_atom::value);
+}
+
 void worker_client_kill_actor(object_state* via, bool no_restart) {
   if (!via || !via->is_proxy())
     throw invalid_argument_error("weft::kill: the actor_handle is invalid (default-constructed or moved-from)");

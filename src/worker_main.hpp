@@ -76,6 +76,11 @@ struct worker_actor_make {
 /// `reply` decodes (the handle's bytes). Throws what creating it threw in
 /// the driver (a name already taken, bad options).
 void worker_client_make_actor(const worker_actor_make& m, std::unique_ptr<worker_actor_call> reply);
+/// Asks the driver for the live actor named `name` in `ns` of the class
+/// `type` names; `reply` decodes the answer (a handle, or none). Throws
+/// what looking it up threw there (the actor is of another class).
+void worker_client_find_actor(const std::string& name, const std::string& ns, const std::type_info& (*type)() noexcept,
+                              ref_ops_fn handle_ops, std::unique_ptr<worker_actor_call> reply);
 /// Kills the actor whose handle the driver lent as `via` (after the calls
 /// this worker made before).
 void worker_client_kill_actor(object_state* via, bool no_restart);

@@ -34,7 +34,9 @@
 //                ref bundle): a call through a handle the node lent, or
 //                (actor make, seq, actor make record, ref bundle): an actor
 //                created there (its handle comes back as the result), or
-//                (actor kill, seq, holder id, u8 no_restart))
+//                (actor kill, seq, holder id, u8 no_restart), or (actor
+//                find, seq, (name, namespace, type code ref, handle ops code
+//                ref), ref bundle): get_actor there (a handle, or none, back))
 //   blocked      (job seq, blocked?) around a wait in get/wait: the job's
 //                CPUs are lent meanwhile
 //   fetch        object id: a proxy is waited for
@@ -368,7 +370,7 @@ struct submit_record {
 enum class result_kind : std::uint8_t { ok = 0, task_error = 1, crashed = 2, other = 3 };
 
 /// What an entry of a worker's w_submit batch is.
-enum class outbox_kind : std::uint8_t { task = 0, actor_call = 1, actor_make = 2, actor_kill = 3 };
+enum class outbox_kind : std::uint8_t { task = 0, actor_call = 1, actor_make = 2, actor_kill = 3, actor_find = 4 };
 
 /// An actor created in a worker (outbox entry actor_make: seq, this
 /// record, ref bundle): the driver creates it and answers with a handle

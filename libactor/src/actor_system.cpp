@@ -1291,10 +1291,11 @@ public:
     object_ptr via;
     actor_id id;
   };
-  make_reply(object_ptr cell, std::shared_ptr<answer> out, ref_ops_fn ops) :
+  make_reply(object_ptr cell, std::shared_ptr<answer> out, ref_ops_fn ops, bool none_ok = false) :
     cell_(std::move(cell)),
     out_(std::move(out)),
-    ops_(ops) {}
+    ops_(ops),
+    none_ok_(none_ok) {}
   actor_method_invoker invoker() const noexcept override { return nullptr; }
   const void* method_bytes() const noexcept override { return nullptr; }
   std::span<object_state* const> deps() const noexcept override { return {}; }
@@ -1302,6 +1303,8 @@ public:
   void decode_result(std::string_view in) override {
     std::uint64_t holder = 0, id = 0;
     decode_each(in, holder, id);
+    if (holder == 0 && none_ok_)
+      return; // (get_actor: no such actor)
     actor_ref ref;
     decode_handle(holder, ops_, ref, out_->via);
     if (!out_->via || holder == 0)
@@ -1314,6 +1317,7 @@ private:
   object_ptr cell_;
   std::shared_ptr<answer> out_;
   ref_ops_fn ops_;
+  bool none_ok_;
 };
 
 created_actor create_in_driver(const actor_factory& factory, const actor_options& options, ref_ops_fn handle_ops) {
@@ -1354,21 +1358,29 @@ private:
   forwarded_make m_;
 };
 
-forwarded_result make_for_worker(forwarded_make m) {
-  const actor_options options = decode_options(m.options);
-  const ref_ops_fn ops = m.handle_ops;
-  auto factory = std::make_unique<forwarded_actor_factory>(std::move(m));
-  actor_ref ref = actor_system::get("remote<T>().remote").create(std::move(factory), options);
-  const actor_id id = id_of(ref.get());
+/// The answer a worker reads with make_reply: the handle's wire form
+/// (holder, actor id), the holder lent with it; (0, 0) for no actor.
+forwarded_result handle_for_worker(const actor_ref& ref, ref_ops_fn ops) {
   forwarded_result out;
+  if (!ref) {
+    encode_each(out.bytes, std::uint64_t{0}, std::uint64_t{0});
+    return out;
+  }
   ref_collector refs;
   {
     ref_codec_scope scope(&refs);
     const std::uint64_t holder = encode_handle(ref, nullptr, ops);
-    encode_each(out.bytes, holder, id.value);
+    encode_each(out.bytes, holder, id_of(ref.get()).value);
   }
   out.refs = std::move(refs.refs);
   return out;
+}
+
+forwarded_result make_for_worker(forwarded_make m) {
+  const actor_options options = decode_options(m.options);
+  const ref_ops_fn ops = m.handle_ops;
+  auto factory = std::make_unique<forwarded_actor_factory>(std::move(m));
+  return handle_for_worker(actor_system::get("remote<T>().remote").create(std::move(factory), options), ops);
 }
 
 void kill_for_worker(object_state& holder, bool no_restart) {
@@ -1379,7 +1391,12 @@ void kill_for_worker(object_state& holder, bool no_restart) {
   kill_actor(h->value(), nullptr, no_restart);
 }
 
-const actor_maker g_maker{&make_for_worker, &kill_for_worker};
+forwarded_result find_for_worker(const std::string& name, const std::string& ns, const std::type_info& type,
+                                 ref_ops_fn ops) {
+  return handle_for_worker(actor_system::get("get_actor").find(name, ns, type), ops);
+}
+
+const actor_maker g_maker{&make_for_worker, &kill_for_worker, &find_for_worker};
 const bool maker_registered = (set_actor_maker(&g_maker), true);
 
 } // namespace
@@ -1505,8 +1522,18 @@ void submit_call(actor_call* call) {
   actor_system::submit(call);
 }
 
-actor_ref find_actor(const std::string& name, const std::string& ns, const std::type_info& type) {
-  return actor_system::get("get_actor").find(name, ns, type);
+created_actor find_actor(const std::string& name, const std::string& ns, const std::type_info& type,
+                         actor_type_fn type_fn, ref_ops_fn handle_ops) {
+  if (!runtime::current() && worker_client_active()) {
+    object_ptr cell(new value_object<int>());
+    auto answer = std::make_shared<make_reply::answer>();
+    worker_client_find_actor(name, ns, type_fn, handle_ops,
+                             std::make_unique<make_reply>(cell, answer, handle_ops, /*none_ok=*/true));
+    object_state* c = cell.get();
+    await_all(std::span<object_state* const>(&c, 1), 0, "get_actor"); // throws what the lookup threw
+    return created_actor{{}, std::move(answer->via), answer->id};
+  }
+  return created_actor{actor_system::get("get_actor").find(name, ns, type), {}, {}};
 }
 
 void kill_actor(const actor_ref& ref, object_state* via, bool no_restart) {

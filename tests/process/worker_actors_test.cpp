@@ -98,12 +98,24 @@ struct maker {
   weft::actor_handle<tally> handle() const { return made; }
 };
 
-std::string look_up(std::string name) {
+/// get_actor in a worker: the tally's sum after adding `x`, -1 if there
+/// is no such actor, or the error's message.
+std::string look_up(std::string name, int x) {
   try {
-    (void)weft::get_actor<tally>(name);
-    return "found";
-  } catch (const weft::not_initialized_error& e) {
+    auto t = weft::get_actor<tally>(name);
+    if (!t)
+      return "none";
+    return std::to_string(weft::get(t->task(&tally::add).remote(x)));
+  } catch (const weft::error& e) {
     return e.what();
+  }
+}
+
+std::string look_up_as_other(std::string name) {
+  try {
+    return weft::get_actor<other>(name) ? "found" : "none";
+  } catch (const weft::invalid_argument_error& e) {
+    return std::string("invalid_argument_error: ") + e.what();
   }
 }
 
@@ -117,10 +129,14 @@ TEST_CASE("an actor method in a worker creates an actor it keeps") {
   CHECK(weft::get(t.task(&tally::add).remote(5), bound) == 16);
 }
 
-TEST_CASE("get_actor inside a worker says it is not available there") {
+TEST_CASE("get_actor inside a worker finds a named actor of the driver") {
   weft_test::runtime_guard rt(processes);
-  CHECK_THAT(weft::get(weft::remote(look_up).remote(std::string("any")), bound),
-             Contains("not available inside a worker process"));
+  auto mine = weft::remote<tally>({.name = "shared"}).remote(100);
+  CHECK(weft::get(weft::remote(look_up).remote(std::string("shared"), 5), bound) == "105");
+  CHECK(weft::get(mine.task(&tally::add).remote(1), bound) == 106); // the same actor
+  CHECK(weft::get(weft::remote(look_up).remote(std::string("nobody"), 1), bound) == "none");
+  CHECK_THAT(weft::get(weft::remote(look_up_as_other).remote(std::string("shared")), bound),
+             Contains("invalid_argument_error"));
 }
 
 TEST_CASE("a task in a worker creates an actor and calls it") {

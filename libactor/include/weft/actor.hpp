@@ -149,7 +149,10 @@ struct created_actor {
 created_actor create_actor(std::unique_ptr<actor_factory> factory, const actor_options& options, ref_ops_fn handle_ops);
 /// Hands a built call to its actor (the call's `target` names it).
 void submit_call(actor_call* call);
-actor_ref find_actor(const std::string& name, const std::string& ns, const std::type_info& type);
+/// get_actor: a handle of the named actor, or none (ref and via null).
+/// `type_fn`/`handle_ops` name T for the driver when called in a worker.
+created_actor find_actor(const std::string& name, const std::string& ns, const std::type_info& type,
+                         actor_type_fn type_fn, ref_ops_fn handle_ops);
 /// `via`: a worker's handle (ref is null there).
 void kill_actor(const actor_ref& ref, object_state* via, bool no_restart);
 actor_id id_of(const actor_core* core) noexcept;
@@ -510,10 +513,12 @@ requires std::is_class_v<T> actor_class<T> remote(actor_options defaults = {}) {
 /// invalid_argument_error for an empty name, or when the actor is not a T.
 template <class T>
 std::optional<actor_handle<T>> get_actor(const std::string& name, const std::string& ns = "") {
-  detail::actor_ref r = detail::find_actor(name, ns, typeid(T));
-  if (!r)
-    return std::nullopt;
-  return actor_handle<T>(std::move(r));
+  detail::created_actor c = detail::find_actor(name, ns, typeid(T), &detail::actor_type_of<T>, &detail::handle_ops<T>);
+  if (c.ref)
+    return actor_handle<T>(std::move(c.ref));
+  if (c.via)
+    return actor_handle<T>(std::move(c.via), c.id);
+  return std::nullopt;
 }
 
 /// Ends the actor now: its running, queued and later calls fail with
