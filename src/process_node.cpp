@@ -1081,6 +1081,11 @@ void process_node::on_actor_make(std::int32_t worker_id, std::uint64_t seq, cons
         make.arg_refs.push_back(std::move(r));
     }
   }
+  answer_worker(worker_id, seq, refused, [&make](const actor_maker& m) { return m.make(std::move(make)); });
+}
+
+void process_node::answer_worker(int worker_id, std::uint64_t seq, std::exception_ptr refused,
+                                 const std::function<forwarded_result(const actor_maker&)>& produce) {
   object_ptr result(new value_object<forwarded_result>());
   auto* reply = new forward_reply(this, worker_id, seq, result);
   if (!result->add_waiter(reply)) {
@@ -1092,7 +1097,7 @@ void process_node::on_actor_make(std::int32_t worker_id, std::uint64_t seq, cons
       const actor_maker* maker = g_maker.load(std::memory_order_acquire);
       if (!maker)
         throw error("weft: no actor runtime in the driver (link weft::weft)");
-      static_cast<value_object<forwarded_result>&>(*result.get()).emplace(maker->make(std::move(make)));
+      static_cast<value_object<forwarded_result>&>(*result.get()).emplace(produce(*maker));
       result->complete_value();
       return;
     } catch (...) {
@@ -1120,27 +1125,10 @@ void process_node::on_actor_find(std::int32_t worker_id, std::uint64_t seq, cons
         !(handle = address_locked(h)))
       refused = std::make_exception_ptr(serialization_error("weft: a worker sent a corrupted get_actor"));
   }
-  object_ptr result(new value_object<forwarded_result>());
-  auto* reply = new forward_reply(this, worker_id, seq, result);
-  if (!result->add_waiter(reply)) {
-    delete reply;
-    return;
-  }
-  if (!refused) {
-    try {
-      const actor_maker* maker = g_maker.load(std::memory_order_acquire);
-      if (!maker)
-        throw error("weft: no actor runtime in the driver (link weft::weft)");
-      const auto type_of = reinterpret_cast<const std::type_info& (*)() noexcept>(const_cast<void*>(type));
-      static_cast<value_object<forwarded_result>&>(*result.get())
-        .emplace(maker->find(name, ns, type_of(), reinterpret_cast<ref_ops_fn>(const_cast<void*>(handle))));
-      result->complete_value();
-      return;
-    } catch (...) {
-      refused = std::current_exception();
-    }
-  }
-  result->complete_error(refused);
+  answer_worker(worker_id, seq, refused, [&](const actor_maker& m) {
+    const auto type_of = reinterpret_cast<const std::type_info& (*)() noexcept>(const_cast<void*>(type));
+    return m.find(name, ns, type_of(), reinterpret_cast<ref_ops_fn>(const_cast<void*>(handle)));
+  });
 }
 
 void process_node::on_actor_kill(std::int32_t worker_id, std::uint64_t holder, bool no_restart,

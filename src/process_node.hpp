@@ -290,6 +290,10 @@ private:
   code_ref locate(const void* code, const task_base& t);
   void finish(task_base* t, std::exception_ptr err);
   void wake_io();
+  /// Answers entry `seq` of `worker` with what `produce` makes with the
+  /// actor runtime (or `refused`, or what it throws).
+  void answer_worker(int worker, std::uint64_t seq, std::exception_ptr refused,
+                     const std::function<forwarded_result(const actor_maker&)>& produce);
   /// The lane reader's thread: reads every worker's lane.
   void read_lanes();
   void on_lane_message(int worker, lane_kind k, const std::string& body);

@@ -411,10 +411,7 @@ void runtime::submit(task_base* t, bool nested) {
     r->set_producer(t);
   auto deps = t->deps();
   if (deps.empty()) {
-    if (processes_ && !t->nested)
-      enqueue_and_dispatch(t);
-    else
-      enqueue(t);
+    enqueue(t, processes_ && !t->nested);
     return;
   }
   t->pending_deps.store(static_cast<std::uint32_t>(deps.size()) + 1, std::memory_order_relaxed);
@@ -451,33 +448,18 @@ void runtime::deps_ready(task_base* t) {
   enqueue(t);
 }
 
-void runtime::enqueue(task_base* t) {
+void runtime::enqueue(task_base* t, bool dispatch_here) {
   auto expected = task_phase::waiting_deps;
   if (!t->phase.compare_exchange_strong(expected, task_phase::queued, std::memory_order_acq_rel)) {
     t->release(); // cancelled before its arguments were ready
     return;
   }
-  if (!sched_.push(t)) {
-    expected = task_phase::queued;
-    if (t->phase.compare_exchange_strong(expected, task_phase::finished))
-      fail(t, std::make_exception_ptr(
-                runtime_shutdown_error("weft: task '" + task_name(*t) + "' did not run: the runtime shut down")));
-    else
-      t->release();
-  }
-}
-
-void runtime::enqueue_and_dispatch(task_base* t) {
-  // Worker processes, a task from outside any task: if its resources are
-  // free it goes to a worker from this thread, without waking an executor
-  // (a thread wake-up is tens of µs here: a third of a synchronous call).
-  auto expected = task_phase::waiting_deps;
-  if (!t->phase.compare_exchange_strong(expected, task_phase::queued, std::memory_order_acq_rel)) {
-    t->release();
-    return;
-  }
+  // dispatch_here (worker processes, a task from outside any task): if its
+  // resources are free it goes to a worker from this thread, without
+  // waking an executor (a thread wake-up is tens of µs here: a third of a
+  // synchronous call).
   bool pushed = false;
-  auto w = sched_.push_and_pop(t, pushed);
+  auto w = sched_.push_and_pop(t, pushed, dispatch_here);
   if (!pushed) {
     expected = task_phase::queued;
     if (t->phase.compare_exchange_strong(expected, task_phase::finished))

@@ -115,9 +115,9 @@ public:
 
 private:
   void deps_ready(task_base* t);
-  void enqueue(task_base* t);
-  /// Worker processes: enqueue(), and dispatch what can start now from here.
-  void enqueue_and_dispatch(task_base* t);
+  /// Queues a task whose arguments are ready; `dispatch_here` (worker
+  /// processes): also pops and dispatches what can start now, from here.
+  void enqueue(task_base* t, bool dispatch_here = false);
   /// Sends `t` (resources held) to a worker; fails it if the node cannot start.
   void dispatch_remote(task_base* t);
   void fail(task_base* t, std::exception_ptr e);

@@ -786,6 +786,32 @@ void worker_client_call_actor(object_state* via, std::unique_ptr<worker_actor_ca
     caf::anon_send(g_client->ctl, wire::submit_flush_atom::value);
 }
 
+namespace {
+/// Queues an outbox entry (kind, seq, record, bundle) for the driver;
+/// `reply` (if any) gets its answer, read like an actor call's result.
+/// `holds`: cells the record names, kept until it is sent.
+void queue_outbox(wire::outbox_kind kind, std::string_view record, std::string_view bundle,
+                  std::vector<object_ptr>& holds, std::unique_ptr<worker_actor_call> reply) {
+  bool first = false;
+  {
+    std::lock_guard<std::mutex> lock(g_client->mtx);
+    const auto seq = ++g_client->next;
+    if (reply)
+      g_client->calls.emplace(seq, std::move(reply));
+    first = g_client->outbox.empty();
+    wire::writer w(g_client->outbox);
+    w.put(kind);
+    w.put(seq);
+    w.put_bytes(record);
+    w.put_bytes(bundle);
+    for (auto& h : holds)
+      g_client->outbox_holds.push_back(std::move(h));
+  }
+  if (first)
+    caf::anon_send(g_client->ctl, wire::submit_flush_atom::value);
+}
+} // namespace
+
 void worker_client_make_actor(const worker_actor_make& m, std::unique_ptr<worker_actor_call> reply) {
   if (!m.constructor)
     throw error("weft: actors of this class (weft::queue, supervisors) stay in the driver and cannot be created "
@@ -803,22 +829,7 @@ void worker_client_make_actor(const worker_actor_make& m, std::unique_ptr<worker
     m.encode_arguments(args);
   }
   wire::actor_make_record{*ctor, *dtor, *type, *handle, args, m.options}.write(record);
-  bool first = false;
-  {
-    std::lock_guard<std::mutex> lock(g_client->mtx);
-    const auto seq = ++g_client->next;
-    g_client->calls.emplace(seq, std::move(reply)); // (its answer is read like a call's result)
-    first = g_client->outbox.empty();
-    wire::writer w(g_client->outbox);
-    w.put(wire::outbox_kind::actor_make);
-    w.put(seq);
-    w.put_bytes(record);
-    w.put_bytes(codec.bundle);
-    for (auto& h : codec.holds)
-      g_client->outbox_holds.push_back(std::move(h));
-  }
-  if (first)
-    caf::anon_send(g_client->ctl, wire::submit_flush_atom::value);
+  queue_outbox(wire::outbox_kind::actor_make, record, codec.bundle, codec.holds, std::move(reply));
 }
 
 void worker_client_find_actor(const std::string& name, const std::string& ns, const std::type_info& (*type)() noexcept,
@@ -833,20 +844,8 @@ void worker_client_find_actor(const std::string& name, const std::string& ns, co
   r.put_bytes(ns);
   wire::put_code_ref(record, *t);
   wire::put_code_ref(record, *h);
-  bool first = false;
-  {
-    std::lock_guard<std::mutex> lock(g_client->mtx);
-    const auto seq = ++g_client->next;
-    g_client->calls.emplace(seq, std::move(reply)); // (its answer is read like a call's result)
-    first = g_client->outbox.empty();
-    wire::writer w(g_client->outbox);
-    w.put(wire::outbox_kind::actor_find);
-    w.put(seq);
-    w.put_bytes(record);
-    w.put_bytes(std::string_view());
-  }
-  if (first)
-    caf::anon_send(g_client->ctl, wire::submit_flush_atom::value);
+  std::vector<object_ptr> none;
+  queue_outbox(wire::outbox_kind::actor_find, record, {}, none, std::move(reply));
 }
 
 void worker_client_kill_actor(object_state* via, bool no_restart) {
@@ -862,21 +861,7 @@ void worker_client_kill_actor(object_state* via, bool no_restart) {
   wire::writer k(record);
   k.put(holder);
   k.put(static_cast<std::uint8_t>(no_restart ? 1 : 0));
-  bool first = false;
-  {
-    std::lock_guard<std::mutex> lock(g_client->mtx);
-    const auto seq = ++g_client->next;
-    first = g_client->outbox.empty();
-    wire::writer w(g_client->outbox);
-    w.put(wire::outbox_kind::actor_kill);
-    w.put(seq);
-    w.put_bytes(record);
-    w.put_bytes(codec.bundle);
-    for (auto& h : codec.holds)
-      g_client->outbox_holds.push_back(std::move(h));
-  }
-  if (first)
-    caf::anon_send(g_client->ctl, wire::submit_flush_atom::value);
+  queue_outbox(wire::outbox_kind::actor_kill, record, codec.bundle, codec.holds, nullptr);
 }
 
 void worker_client_flush_results() noexcept {
