@@ -337,6 +337,60 @@ row array_in_worker_row(const settings& c) {
   return row{"array_get_in_worker", "processes", s_big.median, "s", {}, {}, s_big.spread, note};
 }
 
+/// In a worker: seconds for `n` puts of a small int.
+double puts_in_worker(int n) {
+  const auto t0 = clock_type::now();
+  for (int i = 0; i < n; ++i)
+    (void)weft::put(i);
+  return seconds_since(t0);
+}
+
+/// In a worker: seconds for `n` gets of a ready small object.
+double gets_in_worker(int n) {
+  auto r = weft::put(7);
+  long sink = 0;
+  const auto t0 = clock_type::now();
+  for (int i = 0; i < n; ++i)
+    sink += weft::get(r);
+  const double s = seconds_since(t0);
+  return sink == 7L * n ? s : -1.0; // (uses sink: the loop cannot be dropped)
+}
+
+/// In a worker: seconds to put `bytes` as a weft::array (a copy into the
+/// node's shared-memory store, where every process can read it).
+double put_bytes_in_worker(std::size_t bytes) {
+  std::vector<char> data(bytes, 1);
+  const auto t0 = clock_type::now();
+  auto ref = weft::put(weft::array<char>(data));
+  return seconds_since(t0);
+}
+
+/// put_calls / get_calls (calls per second) or put_gigabytes (GB/s) measured
+/// inside a task in a worker process: several runs, each timed there.
+row in_worker_row(const settings& c, const char* name) {
+  const std::string w = name;
+  std::vector<double> rates;
+  const int runs = c.quick ? 3 : 7;
+  const int n = c.quick ? 20'000 : 200'000;
+  const std::size_t bytes = c.quick ? 80'000'000 : 800'000'000;
+  for (int i = 0; i < runs; ++i) {
+    if (w == "put_calls")
+      rates.push_back(n / weft::get(weft::remote(puts_in_worker).remote(n)));
+    else if (w == "get_calls")
+      rates.push_back(n / weft::get(weft::remote(gets_in_worker).remote(n)));
+    else
+      rates.push_back(static_cast<double>(bytes) / weft::get(weft::remote(put_bytes_in_worker).remote(bytes)) / 1e9);
+  }
+  const auto s = summarize(rates);
+  if (w == "put_gigabytes")
+    return row{
+      name,     "processes",
+      s.median, "GB/s",
+      {},       {},
+      s.spread, std::string(c.quick ? "80 MB" : "800 MB") + " weft::array put inside a worker (into the shared store)"};
+  return row{name, "processes", s.median, "calls/s", {}, {}, s.spread, "inside a task in a worker"};
+}
+
 /// Ray's 1:1 actor calls sync and async; the same code in either worker mode.
 row actor_calls_sync_row(const settings& c, const char* mode) {
   auto h = weft::remote<bench_actor>().remote();
@@ -637,6 +691,12 @@ std::vector<workload> process_workloads() {
      [](const settings& c) { return returns_3000_row(c, "processes"); }},
     {"array_get_in_worker", "round trip of a task taking a 1 GiB weft::array (64 MiB with --quick)",
      [](const settings& c) { return array_in_worker_row(c); }},
+    {"put_calls", "put of a small int, inside a task in a worker process",
+     [](const settings& c) { return in_worker_row(c, "put_calls"); }},
+    {"get_calls", "get of a ready small object, inside a task in a worker process",
+     [](const settings& c) { return in_worker_row(c, "get_calls"); }},
+    {"put_gigabytes", "put of an 800 MB weft::array by copy, inside a task in a worker process",
+     [](const settings& c) { return in_worker_row(c, "put_gigabytes"); }},
   };
 }
 
