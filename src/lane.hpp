@@ -59,10 +59,13 @@ enum class lane_kind : std::uint8_t {
 };
 
 /// The node's doorbell: a shared page where the driver's lane reader sleeps.
+/// Every worker can write all of it, so the driver reads nothing here that
+/// decides more than whether to wake: what it must know (the count of
+/// helpers, whether its reader stops) it keeps in its own memory and
+/// writes here again at each change.
 struct doorbell {
   std::atomic<std::uint32_t> seq{0};      ///< futex word: bumped by every producer to the driver
   std::atomic<std::uint32_t> sleeping{0}; ///< the reader sleeps (or is about to)
-  std::atomic<std::uint32_t> stop{0};     ///< driver only: the reader ends
   /// Driver threads waiting in get that read the lanes meanwhile: while
   /// there are any, a producer does not wake the reader.
   std::atomic<std::uint32_t> helpers{0};

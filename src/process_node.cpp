@@ -1741,12 +1741,13 @@ bool process_node::drain_lanes() noexcept {
 }
 
 void process_node::helping(bool begin) noexcept {
+  // (Stored, not added to: a worker may have written anything there.)
   doorbell* bell = bell_.get();
   if (begin) {
-    bell->helpers.fetch_add(1, std::memory_order_seq_cst);
+    bell->helpers.store(++helpers_, std::memory_order_seq_cst);
     return;
   }
-  bell->helpers.fetch_sub(1, std::memory_order_seq_cst);
+  bell->helpers.store(--helpers_, std::memory_order_seq_cst);
   // A worker may have written after this thread last read, and not woken
   // the reader because it counted on this thread: wake it now.
   std::lock_guard<std::mutex> lock(lanes_mtx_);
@@ -1759,7 +1760,7 @@ void process_node::helping(bool begin) noexcept {
 
 void process_node::read_lanes() {
   doorbell* bell = bell_.get();
-  while (!bell->stop.load(std::memory_order_acquire)) {
+  while (!reader_stop_.load(std::memory_order_acquire)) {
     // (It does not spin when it runs out: on 2 cores a spinning reader
     // takes the core a worker or the waiting caller needs.)
     bool any = false;
@@ -1784,7 +1785,7 @@ void process_node::read_lanes() {
         ready = ready || l->readable_from_worker();
       }
     }
-    if (!ready && !bell->stop.load(std::memory_order_acquire))
+    if (!ready && !reader_stop_.load(std::memory_order_acquire))
       futex_wait_shared(bell->seq, seen, now_ns() + 200'000'000);
     bell->sleeping.store(0, std::memory_order_relaxed);
   }
@@ -1817,8 +1818,8 @@ void process_node::stop() {
   if (io_.joinable())
     io_.join(); // reaps every worker; tasks they ran fail in on_exit
   if (reader_.joinable()) {
-    bell_.get()->stop.store(1, std::memory_order_release);
-    bell_.ring();
+    reader_stop_.store(true, std::memory_order_release);
+    bell_.ring(true); // (even while a waiting thread helps)
     reader_.join();
     // No waiting thread reads the lanes from now on (one that does now
     // holds the flag: taking it waits for it).
