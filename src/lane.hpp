@@ -6,7 +6,8 @@
 // creates for the worker (fd 7 of the worker), one ring per direction, one
 // producer and one consumer each. A message is one or more fragments
 // (8-byte header: length, kind, last flag; the bytes, padded to 8); a
-// message larger than a quarter of the ring goes in pieces.
+// message larger than a quarter of the ring goes in pieces, each a quarter
+// of the ring but the last.
 //
 // Waking: a consumer with nothing to read spins a few tens of µs, then
 // sleeps on a futex word of its ring; a producer bumps that word after it
@@ -28,8 +29,9 @@
 // reader moves more in.
 //
 // Nothing read from a ring is trusted: a fragment longer than the ring
-// allows, or a head and tail that do not make sense, make the ring
-// *corrupt*: the reader stops reading it (the driver kills the worker).
+// allows, a piece that is neither whole nor the last, or a head and tail
+// that do not make sense, make the ring *corrupt*: the reader stops
+// reading it (the driver kills the worker).
 #pragma once
 
 #include <atomic>
