@@ -1,8 +1,12 @@
 // The lanes between the driver and its workers (src/lane.*) seen from a
 // program: a worker that writes garbage into the memory it shares with the
-// driver (the node's doorbell page) slows or stops no call.
+// driver (the node's doorbell page) slows or stops no call, and a thread
+// that waits in get while another driver thread reads a slow result keeps
+// its timeout and its CPU.
+#include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -42,6 +46,30 @@ int scribble_on_doorbell(int) {
   return 0;
 }
 
+/// A value that takes long to read in the driver, as a very large result
+/// does: whoever reads the lanes is busy with it meanwhile.
+std::atomic<bool> g_reading{false};
+struct slow_to_read {
+  int v = 0;
+  template <class Archive>
+  void serialize(Archive& ar, unsigned) {
+    ar& v;
+    if constexpr (Archive::is_loading::value) {
+      if (!weft::is_worker_process()) {
+        g_reading = true;
+        std::this_thread::sleep_for(1200ms);
+      }
+    }
+  }
+};
+slow_to_read make_slow_to_read(int v) { return {v}; }
+
+double cpu_seconds() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
 } // namespace lanes_test
 
 namespace lt = lanes_test;
@@ -58,4 +86,25 @@ TEST_CASE("a worker that scribbles over the doorbell page stops and slows no cal
   // 20 calls of 5 ms; a reader that is not woken finds each result at its
   // next 200 ms check only (4 s).
   CHECK(std::chrono::steady_clock::now() - start < 1s);
+}
+
+TEST_CASE("a get with a timeout returns on time and sleeps while another thread reads a slow result") {
+  weft_test::runtime_guard rt(lt::processes);
+  const auto sleeper = weft::remote(lt::nap).remote(2500); // never ready while we wait for it below
+  const auto slow = weft::remote(lt::make_slow_to_read).remote(7);
+  std::thread reader([&] { CHECK(weft::get(slow, weft_test::bound).v == 7); });
+  REQUIRE(weft_test::eventually([] { return lt::g_reading.load(); }));
+  // The slow result is being read (1.2 s) by the node's lane reader or by
+  // the thread above, which holds the lanes meanwhile.
+  const auto cpu0 = lt::cpu_seconds();
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(weft::get(sleeper, 300ms), weft::get_timeout_error);
+  const std::chrono::duration<double> took = std::chrono::steady_clock::now() - t0;
+  const double cpu = lt::cpu_seconds() - cpu0;
+  reader.join();
+  CHECK(took < 800ms);
+  // Every thread of the driver sleeps meanwhile (the one reading sleeps in
+  // the value's reader): a spinning waiter would use a core or two.
+  CHECK(cpu < 0.4 * took.count());
+  CHECK(weft::get(sleeper, weft_test::bound) == 2500);
 }
