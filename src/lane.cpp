@@ -260,7 +260,11 @@ bool lane::read_message(ring& r, std::byte* data, lane_kind& k, std::string& bod
     if (h.last) {
       k = partial_kind_;
       body = std::move(partial_);
+      // The move may hand body's old buffer to partial_: kept for the next
+      // message if small, but a large one would stay with the lane.
       partial_.clear();
+      if (partial_.capacity() > ring_bytes)
+        std::string().swap(partial_);
       return true;
     }
   }

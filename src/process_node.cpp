@@ -1745,6 +1745,8 @@ bool process_node::drain_lanes() noexcept {
       } catch (const std::exception& e) {
         log().error("weft: a message from worker {} failed: {}", id, e.what());
       }
+      if (drain_body_.capacity() > lane::ring_bytes) // (not kept while the node idles)
+        std::string().swap(drain_body_);
     }
     if (l->corrupt()) {
       log().error("weft: worker {} wrote garbage on its lane; it is killed", id);

@@ -306,3 +306,48 @@ TEST_CASE("a stream of empty pieces from a worker is refused instead of read for
   CHECK(p.driver->corrupt());
   CHECK(took < std::chrono::seconds(1));
 }
+
+TEST_CASE("a lane keeps no buffer of a large message once it is read") {
+  // Readers reuse one string for every message (the node's reader, the
+  // worker's lane thread). The bytes of a large message must go when a
+  // later message is read into it, not circulate between that string and
+  // the lane's own buffer for the life of the lane.
+  pair_of_ends p;
+  const std::string big = pattern(8 * lane::ring_bytes, 3);
+  std::thread producer([&] {
+    p.worker->post_to_driver(lane_kind::done, big);
+    for (int i = 0; i < 4; ++i)
+      p.worker->post_to_driver(lane_kind::done, pattern(100, static_cast<unsigned>(i)));
+  });
+  lane_kind k{};
+  std::string body;
+  REQUIRE(driver_take(*p.driver, k, body));
+  CHECK(body == big);
+  for (int i = 0; i < 4; ++i) {
+    REQUIRE(driver_take(*p.driver, k, body));
+    CHECK(body == pattern(100, static_cast<unsigned>(i)));
+    if (i >= 1) // (the first small one may still reuse it)
+      CHECK(body.capacity() <= lane::ring_bytes);
+  }
+  producer.join();
+
+  // The same from the driver to the worker.
+  p.driver->post_to_worker(lane_kind::call, big);
+  for (int i = 0; i < 4; ++i)
+    p.driver->post_to_worker(lane_kind::call, pattern(100, static_cast<unsigned>(i)));
+  std::atomic<bool> stop{false};
+  std::thread pumper([&] {
+    while (!stop.load())
+      p.driver->pump(), std::this_thread::yield();
+  });
+  REQUIRE(p.worker->take_from_driver(k, body, 1'000'000));
+  CHECK(body == big);
+  for (int i = 0; i < 4; ++i) {
+    REQUIRE(p.worker->take_from_driver(k, body, 1'000'000));
+    CHECK(body == pattern(100, static_cast<unsigned>(i)));
+    if (i >= 1)
+      CHECK(body.capacity() <= lane::ring_bytes);
+  }
+  stop = true;
+  pumper.join();
+}
