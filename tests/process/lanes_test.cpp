@@ -92,7 +92,21 @@ TEST_CASE("a get with a timeout returns on time and sleeps while another thread 
   weft_test::runtime_guard rt(lt::processes);
   const auto sleeper = weft::remote(lt::nap).remote(2500); // never ready while we wait for it below
   const auto slow = weft::remote(lt::make_slow_to_read).remote(7);
-  std::thread reader([&] { CHECK(weft::get(slow, weft_test::bound).v == 7); });
+  std::atomic<int> got{0};
+  std::thread waiter([&] { // (no Catch assertion on this thread)
+    try {
+      got = weft::get(slow, weft_test::bound).v;
+    } catch (...) {
+      got = -1;
+    }
+  });
+  struct join_at_exit {
+    std::thread& t;
+    ~join_at_exit() {
+      if (t.joinable())
+        t.join();
+    }
+  } join{waiter};
   REQUIRE(weft_test::eventually([] { return lt::g_reading.load(); }));
   // The slow result is being read (1.2 s) by the node's lane reader or by
   // the thread above, which holds the lanes meanwhile.
@@ -101,7 +115,8 @@ TEST_CASE("a get with a timeout returns on time and sleeps while another thread 
   CHECK_THROWS_AS(weft::get(sleeper, 300ms), weft::get_timeout_error);
   const std::chrono::duration<double> took = std::chrono::steady_clock::now() - t0;
   const double cpu = lt::cpu_seconds() - cpu0;
-  reader.join();
+  waiter.join();
+  CHECK(got.load() == 7);
   CHECK(took < 800ms);
   // Every thread of the driver sleeps meanwhile (the one reading sleeps in
   // the value's reader): a spinning waiter would use a core or two.
