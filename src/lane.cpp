@@ -233,8 +233,10 @@ bool lane::read_message(ring& r, std::byte* data, lane_kind& k, std::string& bod
     }
     copy_out(data, tail, &h, sizeof h);
     const std::uint64_t need = sizeof h + padded(h.len);
-    if (h.len > max_fragment || need > avail || !valid_kind(h.kind, driver_side) ||
-        (!partial_.empty() && static_cast<lane_kind>(h.kind) != partial_kind_) ||
+    // (Every piece but the last is a whole fragment: a stream of short
+    // pieces that never ends a message would keep the reader here.)
+    if (h.len > max_fragment || (!h.last && h.len != max_fragment) || need > avail ||
+        !valid_kind(h.kind, driver_side) || (!partial_.empty() && static_cast<lane_kind>(h.kind) != partial_kind_) ||
         (driver_side && partial_.size() + h.len > max_message_from_worker)) {
       corrupt_ = true;
       return false;
@@ -258,7 +260,11 @@ bool lane::read_message(ring& r, std::byte* data, lane_kind& k, std::string& bod
     if (h.last) {
       k = partial_kind_;
       body = std::move(partial_);
+      // The move may hand body's old buffer to partial_: kept for the next
+      // message if small, but a large one would stay with the lane.
       partial_.clear();
+      if (partial_.capacity() > ring_bytes)
+        std::string().swap(partial_);
       return true;
     }
   }

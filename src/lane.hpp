@@ -6,7 +6,8 @@
 // creates for the worker (fd 7 of the worker), one ring per direction, one
 // producer and one consumer each. A message is one or more fragments
 // (8-byte header: length, kind, last flag; the bytes, padded to 8); a
-// message larger than a quarter of the ring goes in pieces.
+// message larger than a quarter of the ring goes in pieces, each a quarter
+// of the ring but the last.
 //
 // Waking: a consumer with nothing to read spins a few tens of µs, then
 // sleeps on a futex word of its ring; a producer bumps that word after it
@@ -28,8 +29,9 @@
 // reader moves more in.
 //
 // Nothing read from a ring is trusted: a fragment longer than the ring
-// allows, or a head and tail that do not make sense, make the ring
-// *corrupt*: the reader stops reading it (the driver kills the worker).
+// allows, a piece that is neither whole nor the last, or a head and tail
+// that do not make sense, make the ring *corrupt*: the reader stops
+// reading it (the driver kills the worker).
 #pragma once
 
 #include <atomic>
@@ -59,10 +61,13 @@ enum class lane_kind : std::uint8_t {
 };
 
 /// The node's doorbell: a shared page where the driver's lane reader sleeps.
+/// Every worker can write all of it, so the driver reads nothing here that
+/// decides more than whether to wake: what it must know (the count of
+/// helpers, whether its reader stops) it keeps in its own memory and
+/// writes here again at each change.
 struct doorbell {
   std::atomic<std::uint32_t> seq{0};      ///< futex word: bumped by every producer to the driver
   std::atomic<std::uint32_t> sleeping{0}; ///< the reader sleeps (or is about to)
-  std::atomic<std::uint32_t> stop{0};     ///< driver only: the reader ends
   /// Driver threads waiting in get that read the lanes meanwhile: while
   /// there are any, a producer does not wake the reader.
   std::atomic<std::uint32_t> helpers{0};

@@ -139,19 +139,29 @@ caf::behavior node_behavior(caf::event_based_actor*, process_node* node) {
 const int node_key = 0;
 /// One reader of the lanes at a time: the reader thread, or a thread that
 /// waits for a cell and reads meanwhile (help_read_lanes). The flag also
-/// guards g_lane_node and g_lane_generation: a node stops only after it
-/// took the flag, so whoever holds it may use the node.
-std::atomic<bool> g_draining{false};
+/// guards g_lane_node and g_lane_generation for the reader: a node stops
+/// only after it took the flag, so whoever holds it may use the node.
+/// 0: free; 1: held; 2: held, and a thread may sleep on it (lock_drain):
+/// whoever holds it may handle a message for long (a large result to
+/// read, the next task's arguments to write), and no one waits by spinning.
+std::atomic<std::uint32_t> g_draining{0};
 thread_local bool tls_draining = false; ///< this thread holds the flag
 /// The node whose lanes waiting threads read (null once it stops), and its
 /// generation (a node that starts later is another one, at any address).
 std::atomic<process_node*> g_lane_node{nullptr};
 std::uint64_t g_lane_generation = 0;
+/// Guards g_lane_node and g_lane_generation (with the flag: a node starts
+/// and stops holding both) for threads that begin or end helping, which
+/// must not wait for the flag: their get would wait for whatever its
+/// holder handles, past its timeout.
+std::mutex g_lane_node_mtx;
 /// The generation of the node this thread counts itself a helper of.
 thread_local std::uint64_t tls_helping = 0;
 
 bool try_drain() noexcept {
-  if (g_draining.load(std::memory_order_relaxed) || g_draining.exchange(true, std::memory_order_acquire))
+  std::uint32_t free = 0;
+  if (g_draining.load(std::memory_order_relaxed) != 0 ||
+      !g_draining.compare_exchange_strong(free, 1, std::memory_order_acquire, std::memory_order_relaxed))
     return false;
   tls_draining = true;
   return true;
@@ -159,12 +169,20 @@ bool try_drain() noexcept {
 
 void end_drain() noexcept {
   tls_draining = false;
-  g_draining.store(false, std::memory_order_release);
+  if (g_draining.exchange(0, std::memory_order_release) == 2)
+    futex_wake_all(g_draining);
 }
 
+/// Takes the flag; sleeps while another thread holds it.
 void lock_drain() noexcept {
-  while (!try_drain())
+  for (int i = 0; i < 64; ++i) {
+    if (try_drain())
+      return;
     cpu_relax();
+  }
+  while (g_draining.exchange(2, std::memory_order_acquire) != 0)
+    futex_wait(g_draining, 2, 0);
+  tls_draining = true;
 }
 
 // The wait helper. A thread that already reads the lanes (a message's
@@ -181,22 +199,20 @@ void help_read_lanes() noexcept {
 void begin_helping() noexcept {
   if (tls_draining)
     return;
-  lock_drain();
+  std::lock_guard<std::mutex> lock(g_lane_node_mtx);
   if (process_node* n = g_lane_node.load(std::memory_order_relaxed)) {
     n->helping(true);
     tls_helping = g_lane_generation;
   }
-  end_drain();
 }
 
 void end_helping() noexcept {
   if (tls_draining || tls_helping == 0)
     return;
-  lock_drain();
+  std::lock_guard<std::mutex> lock(g_lane_node_mtx);
   if (process_node* n = g_lane_node.load(std::memory_order_relaxed); n && g_lane_generation == tls_helping)
     n->helping(false);
   tls_helping = 0;
-  end_drain();
 }
 
 const wait_helper g_lane_helper{&begin_helping, &help_read_lanes, &end_helping};
@@ -359,8 +375,11 @@ process_node::process_node(runtime& rt) :
   bell_ = doorbell_map::create();
   reader_ = std::thread([this] { read_lanes(); });
   lock_drain();
-  g_lane_node.store(this, std::memory_order_relaxed);
-  ++g_lane_generation;
+  {
+    std::lock_guard<std::mutex> lock(g_lane_node_mtx);
+    g_lane_node.store(this, std::memory_order_relaxed);
+    ++g_lane_generation;
+  }
   end_drain();
   set_wait_helper(&g_lane_helper);
   io_ = std::thread([this] { io_loop(); });
@@ -1867,6 +1886,8 @@ bool process_node::drain_lanes() noexcept {
       } catch (const std::exception& e) {
         log().error("weft: a message from worker {} failed: {}", id, e.what());
       }
+      if (drain_body_.capacity() > lane::ring_bytes) // (not kept while the node idles)
+        std::string().swap(drain_body_);
     }
     if (l->corrupt()) {
       log().error("weft: worker {} wrote garbage on its lane; it is killed", id);
@@ -1882,12 +1903,13 @@ bool process_node::drain_lanes() noexcept {
 }
 
 void process_node::helping(bool begin) noexcept {
+  // (Stored, not added to: a worker may have written anything there.)
   doorbell* bell = bell_.get();
   if (begin) {
-    bell->helpers.fetch_add(1, std::memory_order_seq_cst);
+    bell->helpers.store(++helpers_, std::memory_order_seq_cst);
     return;
   }
-  bell->helpers.fetch_sub(1, std::memory_order_seq_cst);
+  bell->helpers.store(--helpers_, std::memory_order_seq_cst);
   // A worker may have written after this thread last read, and not woken
   // the reader because it counted on this thread: wake it now.
   std::lock_guard<std::mutex> lock(lanes_mtx_);
@@ -1900,17 +1922,14 @@ void process_node::helping(bool begin) noexcept {
 
 void process_node::read_lanes() {
   doorbell* bell = bell_.get();
-  while (!bell->stop.load(std::memory_order_acquire)) {
-    // (It does not spin when it runs out: on 2 cores a spinning reader
-    // takes the core a worker or the waiting caller needs.)
-    bool any = false;
-    if (try_drain()) {
-      any = drain_lanes();
-      end_drain();
-    } else {
-      any = true; // another thread reads: look again soon
-      std::this_thread::yield();
-    }
+  while (!reader_stop_.load(std::memory_order_acquire)) {
+    // (It never spins: on 2 cores a spinning reader takes the core a
+    // worker or the waiting caller needs. When it runs out it sleeps on the
+    // bell; while another thread reads, perhaps busy with one message for
+    // long, it sleeps on the flag.)
+    lock_drain();
+    const bool any = drain_lanes();
+    end_drain();
     if (any)
       continue;
     // Sleep until a worker rings (checked once more after saying so).
@@ -1925,7 +1944,7 @@ void process_node::read_lanes() {
         ready = ready || l->readable_from_worker();
       }
     }
-    if (!ready && !bell->stop.load(std::memory_order_acquire))
+    if (!ready && !reader_stop_.load(std::memory_order_acquire))
       futex_wait_shared(bell->seq, seen, now_ns() + 200'000'000);
     bell->sleeping.store(0, std::memory_order_relaxed);
   }
@@ -1958,14 +1977,17 @@ void process_node::stop() {
   if (io_.joinable())
     io_.join(); // reaps every worker; tasks they ran fail in on_exit
   if (reader_.joinable()) {
-    bell_.get()->stop.store(1, std::memory_order_release);
-    bell_.ring();
+    reader_stop_.store(true, std::memory_order_release);
+    bell_.ring(true); // (even while a waiting thread helps)
     reader_.join();
     // No waiting thread reads the lanes from now on (one that does now
     // holds the flag: taking it waits for it).
     lock_drain();
-    g_lane_node.store(nullptr, std::memory_order_relaxed);
-    ++g_lane_generation;
+    {
+      std::lock_guard<std::mutex> lock(g_lane_node_mtx);
+      g_lane_node.store(nullptr, std::memory_order_relaxed);
+      ++g_lane_generation;
+    }
     end_drain();
     set_wait_helper(nullptr);
   }

@@ -344,6 +344,8 @@ private:
   /// The lanes of live workers, for the reader (it copies the list when
   /// the version changes).
   doorbell_map bell_;
+  std::atomic<bool> reader_stop_{false}; ///< the reader ends (not in bell_: workers write there)
+  std::uint32_t helpers_ = 0;            ///< what bell_'s helpers says (its callers take turns)
   std::mutex lanes_mtx_;
   std::vector<std::pair<int, std::shared_ptr<lane>>> lanes_;
   std::atomic<std::uint64_t> lanes_version_{0};

@@ -266,3 +266,88 @@ TEST_CASE("a file that is not a lane is refused with a clear error") {
   auto bell = doorbell_map::create();
   CHECK_THROWS_WITH(lane::attach(fd, bell.get()), Catch::Contains("is not a lane"));
 }
+
+TEST_CASE("a stream of empty pieces from a worker is refused instead of read forever") {
+  // Only the last piece of a message may be shorter than a whole fragment
+  // (lane.hpp). A worker that keeps writing empty pieces that are never the
+  // last must not keep the driver's reader in its lane (the other workers'
+  // lanes wait meanwhile).
+  pair_of_ends p;
+  void* m = ::mmap(nullptr, lane::file_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, p.driver->fd(), 0);
+  REQUIRE(m != MAP_FAILED);
+  auto* base = static_cast<std::byte*>(m);
+  // The ring to the driver: its head at byte 128 of the header page, its
+  // tail at byte 192, its bytes at to_driver_offset.
+  auto* head = reinterpret_cast<std::atomic<std::uint64_t>*>(base + 128);
+  auto* tail = reinterpret_cast<std::atomic<std::uint64_t>*>(base + 192);
+  std::byte* data = base + lane::to_driver_offset;
+  const unsigned char piece[8] = {0, 0, 0, 0, static_cast<unsigned char>(lane_kind::done), 0, 0, 0};
+  std::atomic<bool> stop{false};
+  std::thread worker([&] { // writes as fast as there is room, for 3 s at most
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (!stop.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() < until) {
+      const std::uint64_t h = head->load(std::memory_order_relaxed);
+      const std::uint64_t room = lane::ring_bytes - (h - tail->load(std::memory_order_acquire));
+      for (std::uint64_t at = 0; at < room; at += 8)
+        std::memcpy(data + (h + at) % lane::ring_bytes, piece, 8);
+      head->store(h + room, std::memory_order_release);
+    }
+  });
+  REQUIRE(weft_test::eventually([&] { return head->load() >= lane::ring_bytes; }));
+  const auto t0 = std::chrono::steady_clock::now();
+  lane_kind k{};
+  std::string body;
+  const bool read = p.driver->take_from_worker(k, body);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  stop = true;
+  worker.join();
+  ::munmap(m, lane::file_bytes);
+  CHECK_FALSE(read);
+  CHECK(p.driver->corrupt());
+  CHECK(took < std::chrono::seconds(1));
+}
+
+TEST_CASE("a lane keeps no buffer of a large message once it is read") {
+  // Readers reuse one string for every message (the node's reader, the
+  // worker's lane thread). The bytes of a large message must go when a
+  // later message is read into it, not circulate between that string and
+  // the lane's own buffer for the life of the lane.
+  pair_of_ends p;
+  const std::string big = pattern(8 * lane::ring_bytes, 3);
+  std::thread producer([&] {
+    p.worker->post_to_driver(lane_kind::done, big);
+    for (int i = 0; i < 4; ++i)
+      p.worker->post_to_driver(lane_kind::done, pattern(100, static_cast<unsigned>(i)));
+  });
+  lane_kind k{};
+  std::string body;
+  REQUIRE(driver_take(*p.driver, k, body));
+  CHECK(body == big);
+  for (int i = 0; i < 4; ++i) {
+    REQUIRE(driver_take(*p.driver, k, body));
+    CHECK(body == pattern(100, static_cast<unsigned>(i)));
+    if (i >= 1) // (the first small one may still reuse it)
+      CHECK(body.capacity() <= lane::ring_bytes);
+  }
+  producer.join();
+
+  // The same from the driver to the worker.
+  p.driver->post_to_worker(lane_kind::call, big);
+  for (int i = 0; i < 4; ++i)
+    p.driver->post_to_worker(lane_kind::call, pattern(100, static_cast<unsigned>(i)));
+  std::atomic<bool> stop{false};
+  std::thread pumper([&] {
+    while (!stop.load())
+      p.driver->pump(), std::this_thread::yield();
+  });
+  REQUIRE(p.worker->take_from_driver(k, body, 1'000'000));
+  CHECK(body == big);
+  for (int i = 0; i < 4; ++i) {
+    REQUIRE(p.worker->take_from_driver(k, body, 1'000'000));
+    CHECK(body == pattern(100, static_cast<unsigned>(i)));
+    if (i >= 1)
+      CHECK(body.capacity() <= lane::ring_bytes);
+  }
+  stop = true;
+  pumper.join();
+}
