@@ -1879,18 +1879,23 @@ bool process_node::drain_lanes() noexcept {
       l->pump();
     // (a bounded number per lane per round: one busy worker does not hold
     // back the others)
-    for (int n = 0; n < 64 && l->take_from_worker(drain_kind_, drain_body_); ++n) {
-      any = true;
-      try {
-        on_lane_message(id, drain_kind_, drain_body_);
-      } catch (const std::exception& e) {
-        log().error("weft: a message from worker {} failed: {}", id, e.what());
+    bool refused = false;
+    try {
+      for (int n = 0; n < 64 && l->take_from_worker(drain_kind_, drain_body_); ++n) {
+        any = true;
+        try {
+          on_lane_message(id, drain_kind_, drain_body_);
+        } catch (const std::exception& e) {
+          log().error("weft: a message from worker {} failed: {}", id, e.what());
+        }
+        if (drain_body_.capacity() > lane::ring_bytes) // (not kept while the node idles)
+          std::string().swap(drain_body_);
       }
-      if (drain_body_.capacity() > lane::ring_bytes) // (not kept while the node idles)
-        std::string().swap(drain_body_);
+    } catch (const std::bad_alloc&) {
+      refused = true; // a message too large to hold: treated like garbage
     }
-    if (l->corrupt()) {
-      log().error("weft: worker {} wrote garbage on its lane; it is killed", id);
+    if (refused || l->corrupt()) {
+      log().error("weft: worker {} wrote garbage (or more than fits in memory) on its lane; it is killed", id);
       {
         std::lock_guard<std::mutex> lock(mtx_);
         if (auto it = workers_.find(id); it != workers_.end() && it->second.pid > 0)
@@ -1914,7 +1919,7 @@ void process_node::helping(bool begin) noexcept {
   // the reader because it counted on this thread: wake it now.
   std::lock_guard<std::mutex> lock(lanes_mtx_);
   for (auto& [id, l] : lanes_)
-    if (l->readable_from_worker()) {
+    if (l->readable_from_worker() || l->has_overflow()) { // (room it made may not be used yet)
       bell_.ring(true);
       return;
     }
@@ -1927,7 +1932,14 @@ void process_node::read_lanes() {
     // worker or the waiting caller needs. When it runs out it sleeps on the
     // bell; while another thread reads, perhaps busy with one message for
     // long, it sleeps on the flag.)
-    lock_drain();
+    if (!try_drain()) {
+      // A thread waiting in get reads now: nap (1 ms at most, or until the
+      // flag moves) rather than queue for it. Queuing would make every
+      // release of the flag a wake-up, and a waiting thread polls often.
+      if (const auto seen = g_draining.load(std::memory_order_relaxed); seen != 0)
+        futex_wait(g_draining, seen, now_ns() + 1'000'000);
+      continue;
+    }
     const bool any = drain_lanes();
     end_drain();
     if (any)
