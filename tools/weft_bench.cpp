@@ -391,6 +391,28 @@ row in_worker_row(const settings& c, const char* name) {
   return row{name, "processes", s.median, "calls/s", {}, {}, s.spread, "inside a task in a worker"};
 }
 
+/// 1M tasks queued at once, then one get (the scale envelope's row).
+row queued_1m_row(const settings& c, const char* mode) {
+  const int n = c.quick ? 100'000 : 1'000'000;
+  auto s = timed(1, [&] {
+    std::vector<weft::object_ref<int>> refs;
+    refs.reserve(n);
+    const auto f = weft::remote(small_value);
+    for (int i = 0; i < n; ++i)
+      refs.push_back(f.remote());
+    weft::get(refs);
+  });
+  return row{"queued_1m_tasks",
+             mode,
+             s.median,
+             "s",
+             {},
+             {},
+             s.spread,
+             "peak RSS of the driver " + std::to_string(peak_rss_kb() / 1024) + " MB (with --only: this row's)" +
+               (c.quick ? ", 100k tasks in --quick" : "")};
+}
+
 /// Ray's 1:1 actor calls sync and async; the same code in either worker mode.
 row actor_calls_sync_row(const settings& c, const char* mode) {
   auto h = weft::remote<bench_actor>().remote();
@@ -609,26 +631,7 @@ std::vector<workload> workloads() {
                   "peak OS threads " + std::to_string(peak - 1) + " (without the watcher)"};
      }},
     {"queued_1m_tasks", "1,000,000 tasks submitted, then one get of all",
-     [](const settings& c) {
-       const int n = c.quick ? 100'000 : 1'000'000;
-       auto s = timed(1, [&] {
-         std::vector<weft::object_ref<int>> refs;
-         refs.reserve(n);
-         const auto f = weft::remote(small_value);
-         for (int i = 0; i < n; ++i)
-           refs.push_back(f.remote());
-         weft::get(refs);
-       });
-       return row{"queued_1m_tasks",
-                  "local",
-                  s.median,
-                  "s",
-                  {},
-                  {},
-                  s.spread,
-                  "peak RSS " + std::to_string(peak_rss_kb() / 1024) + " MB" +
-                    (c.quick ? ", 100k tasks in --quick" : "")};
-     }},
+     [](const settings& c) { return queued_1m_row(c, "local"); }},
   };
 }
 
@@ -691,6 +694,21 @@ std::vector<workload> process_workloads() {
      [](const settings& c) { return returns_3000_row(c, "processes"); }},
     {"array_get_in_worker", "round trip of a task taking a 1 GiB weft::array (64 MiB with --quick)",
      [](const settings& c) { return array_in_worker_row(c); }},
+    {"queued_1m_tasks", "1,000,000 tasks submitted, then one get of all (worker processes)",
+     [](const settings& c) { return queued_1m_row(c, "processes"); }},
+    {"fib14_nested", "fib(14) through nested tasks in workers that get their children (fib(10) with --quick)",
+     [](const settings& c) {
+       const int n = c.quick ? 10 : 14;
+       auto s = timed(c.quick ? 1 : 3, [&] { weft::get(weft::remote(fib).remote(n)); });
+       return row{"fib14_nested",
+                  "processes",
+                  s.median,
+                  "s",
+                  {},
+                  {},
+                  s.spread,
+                  c.quick ? "fib(10) in --quick" : "1,219 tasks, parents blocked in get"};
+     }},
     {"put_calls", "put of a small int, inside a task in a worker process",
      [](const settings& c) { return in_worker_row(c, "put_calls"); }},
     {"get_calls", "get of a ready small object, inside a task in a worker process",
