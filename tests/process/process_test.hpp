@@ -68,9 +68,16 @@ inline std::vector<std::string> lines_of(const std::string& path) {
   return out;
 }
 
+/// The file's contents; empty if it cannot be read, also when it vanishes
+/// while read (a /proc entry of a process that exits meanwhile: libstdc++
+/// then throws from the stream buffer).
 inline std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  try {
+    std::ifstream in(path, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  } catch (const std::exception&) {
+    return {};
+  }
 }
 
 /// Under AddressSanitizer, a worker would catch its own segfault, report it
