@@ -98,10 +98,15 @@ struct client_state {
 
 client_state* g_client = nullptr; // lives until the process ends (with _Exit)
 
+/// Held from taking the outbox until it is on the lane, so that whoever
+/// flushes next sees it sent (see post_after_outbox).
+std::mutex g_outbox_post_mtx;
+
 /// Sends the submissions collected so far in one message.
 void flush_submissions() {
   std::string batch;
   std::vector<object_ptr> holds;
+  std::lock_guard<std::mutex> posting(g_outbox_post_mtx);
   {
     std::lock_guard<std::mutex> lock(g_client->mtx);
     batch.swap(g_client->outbox);
@@ -109,6 +114,15 @@ void flush_submissions() {
   }
   if (!batch.empty())
     g_lane->post_to_driver(lane_kind::submit, batch);
+}
+
+/// Posts results to the driver after whatever the calls behind them
+/// queued (a kill, an actor call, a nested task): the driver then sees
+/// those first, as the code that made them ran first.
+void post_after_outbox(lane_kind kind, std::string_view out) {
+  if (g_client && g_client->active.load(std::memory_order_acquire))
+    flush_submissions();
+  g_lane->post_to_driver(kind, out);
 }
 
 /// Where `addr` (code here) lies in the driver's module numbering.
@@ -1001,7 +1015,7 @@ void run_worker() {
   auto serve_lane = [st] {
     lane_kind k{};
     std::string body;
-    auto post = [](lane_kind kind) { return [kind](std::string out) { g_lane->post_to_driver(kind, out); }; };
+    auto post = [](lane_kind kind) { return [kind](std::string out) { post_after_outbox(kind, out); }; };
     while (g_lane->take_from_driver(k, body, lane_spin_ns)) {
       switch (k) {
       case lane_kind::call:
@@ -1012,7 +1026,7 @@ void run_worker() {
       case lane_kind::actor_create: {
         std::string out;
         wire::writer(out).put_bytes(create_actor(body, st->map));
-        g_lane->post_to_driver(lane_kind::actor_done, out);
+        post_after_outbox(lane_kind::actor_done, out);
         break;
       }
       case lane_kind::actor_call:

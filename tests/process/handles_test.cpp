@@ -136,6 +136,19 @@ TEST_CASE("kill from a worker kills the actor after the calls made before it") {
   CHECK_THAT(weft_test::died_what(j.task(&journal::add).remote(1)), Contains("kill"));
 }
 
+TEST_CASE("a kill a worker made has taken effect when its task's result is read") {
+  // The kill goes out before the result: once the driver has the result,
+  // the actor is gone, without a wait.
+  weft_test::runtime_guard rt(processes);
+  for (int i = 0; i < 20; ++i) {
+    const auto name = "doomed-" + std::to_string(i);
+    auto j = weft::remote<journal>({.name = name}).remote();
+    REQUIRE(weft::get(j.task(&journal::add).remote(1), bound) == 1);
+    REQUIRE(weft::get(weft::remote(kill_from_worker).remote(j), bound) == "killed");
+    CHECK_FALSE(weft::get_actor<journal>(name).has_value());
+  }
+}
+
 TEST_CASE("a worker passes a ref on to an actor it calls") {
   weft_test::runtime_guard rt(processes);
   auto j = weft::remote<journal>().remote();
