@@ -1582,8 +1582,8 @@ void process_node::spawn_one(int actor_worker) {
   w.pid_fd = pidfd_open(pid);
   w.progress_page = page;
   w.started = static_cast<const std::atomic<std::uint64_t>*>(page);
-  if (stopping_ || w.ended)
-    ::kill(pid, SIGKILL); // stop() or end_actor() ran while it was being started: reap it with the rest
+  if (stopping_ || w.ended || w.garbage)
+    ::kill(pid, SIGKILL); // stop(), end_actor() or garbage on its lane came while it was being started
   log().debug("started worker process {} (worker {})", pid, id);
 }
 
@@ -1898,8 +1898,11 @@ bool process_node::drain_lanes() noexcept {
       log().error("weft: worker {} wrote garbage (or more than fits in memory) on its lane; it is killed", id);
       {
         std::lock_guard<std::mutex> lock(mtx_);
-        if (auto it = workers_.find(id); it != workers_.end() && it->second.pid > 0)
-          ::kill(it->second.pid, SIGKILL);
+        if (auto it = workers_.find(id); it != workers_.end()) {
+          it->second.garbage = true; // (its hello can come before spawn_one records its pid)
+          if (it->second.pid > 0)
+            ::kill(it->second.pid, SIGKILL);
+        }
       }
       drop_lane(id);
     }

@@ -241,7 +241,8 @@ private:
     std::uint32_t last_run_us = ~0u;            ///< run time of its last task (pipelining only short tasks)
     std::unordered_map<const void*, int> calls; ///< finished calls per function
     std::string out_line, err_line;
-    std::string refused; ///< why the node refused it, if it did
+    std::string refused;  ///< why the node refused it, if it did
+    bool garbage = false; ///< wrote garbage on its lane: killed as soon as its pid is known
     // ---- a worker started for an actor ----
     bool for_actor = false;
     bool ended = false;                          ///< end_actor() ran
