@@ -1694,8 +1694,12 @@ void process_node::io_loop() {
     for (std::size_t i = 1; i < fds.size(); ++i)
       someone_exited = someone_exited || (who[i].second == 2 && (fds[i].revents & POLLIN));
     if (someone_exited) {
+      // Rounds enough to empty a full ring of the smallest fragments (8
+      // bytes each, 64 a round): a dead worker's lane ends empty, and live
+      // workers that keep writing cannot keep this thread here forever.
+      constexpr std::size_t rounds = lane::ring_bytes / 8 / 64 + 1;
       lock_drain();
-      while (drain_lanes()) {
+      for (std::size_t i = 0; i < rounds && drain_lanes(); ++i) {
       }
       end_drain();
     }

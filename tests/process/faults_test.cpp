@@ -14,10 +14,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -357,6 +359,44 @@ TEST_CASE("a task that kills its worker fails alone while the short tasks around
   INFO("first innocent task failed with: " << first_error);
   CHECK(crashed == 0);
   CHECK(wrong == 0);
+}
+
+TEST_CASE("a worker's death is handled while another worker streams results without a pause") {
+  // A stream of short tasks, with a window of 1000 always in flight, keeps
+  // the other worker's lane busy; the dead worker's task still fails at
+  // once, not when the stream stops.
+  process_test::let_signals_through();
+  weft_test::runtime_guard rt(ft::processes);
+  ft::temp_dir dir;
+  const auto f = weft::remote(ft::twice);
+  for (int i = 0; i < 20; ++i) // both workers up
+    REQUIRE(weft::get(f.remote(i), weft_test::bound) == 2 * i);
+  std::atomic<bool> stop{false}, stream_ended{false};
+  std::atomic<long> streamed{0};
+  std::thread stream([&] {
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    std::deque<weft::object_ref<int>> window;
+    for (int i = 0; i < 1000; ++i)
+      window.push_back(f.remote(i));
+    while (!stop.load() && std::chrono::steady_clock::now() < until) {
+      weft::get(window.front(), weft_test::bound);
+      window.pop_front();
+      window.push_back(f.remote(1));
+      streamed.fetch_add(1);
+    }
+    stream_ended.store(true);
+    for (auto& r : window) // (all done before the runtime goes)
+      weft::get(r, weft_test::bound);
+  });
+  REQUIRE(weft_test::eventually([&] { return streamed.load() > 5000; }));
+  const auto err = ft::error_of<weft::worker_crashed_error>(
+    weft::remote(ft::crash_first, {.max_retries = 0}).remote(dir.file("crasher"), 100, ft::by_sigkill));
+  const bool during_stream = !stream_ended.load();
+  stop.store(true);
+  stream.join();
+  REQUIRE(err);
+  CHECK(err->signal() == SIGKILL);
+  CHECK(during_stream);
 }
 
 // ---------------------------------------------------------------- max_calls
