@@ -1324,6 +1324,7 @@ int process_node::start_actor(const actor_start& s, object_ptr built, std::funct
   rec.restarted = s.restarted;
   rec.name = s.name;
   rec.ns = s.ns;
+  rec.concurrency = static_cast<std::uint32_t>(std::max(1, s.concurrency));
   worker w;
   w.id = ++next_worker_;
   const std::string ids = lend_locked(w.id, s.refs);

@@ -135,7 +135,8 @@ struct actor_start {
   std::uint64_t actor_id = 0;
   bool restarted = false;
   std::string name, ns;
-  std::string what; ///< "counter actor#3", for errors
+  std::string what;    ///< "counter actor#3", for errors
+  int concurrency = 1; ///< max_concurrency
 };
 
 class process_node final : public runtime_service {

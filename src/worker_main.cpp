@@ -6,10 +6,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -66,7 +68,8 @@ struct hosted_actor {
   void* instance = nullptr;
   actor_destructor destroy = nullptr;
   worker_actor_info info;
-  bool exited = false; ///< exit_actor() ran: later calls are refused
+  bool exited = false;           ///< exit_actor() ran: later calls are refused
+  std::uint32_t concurrency = 1; ///< max_concurrency
 };
 hosted_actor g_actor;
 thread_local bool tls_in_actor_call = false;
@@ -77,7 +80,7 @@ void flush_batch_results() noexcept {
   if (tls_flush_results)
     (*tls_flush_results)();
 }
-bool g_exit_requested = false;
+thread_local bool tls_exit_requested = false; ///< exit_actor() ran in the call on this thread
 
 /// Nested tasks: what this worker submitted to its driver and waits for.
 struct client_state {
@@ -515,6 +518,7 @@ std::string create_actor(std::string_view rec, const std::vector<const module_ta
   const auto started = std::chrono::steady_clock::now();
   record_refs refs(c.refs);
   g_actor.info = worker_actor_info{c.actor_id, c.restarted, std::string(c.name), std::string(c.ns)};
+  g_actor.concurrency = c.concurrency;
   const void* ctor = resolve(c.constructor, map);
   const void* dtor = resolve(c.destructor, map);
   std::string payload;
@@ -523,7 +527,7 @@ std::string create_actor(std::string_view rec, const std::vector<const module_ta
     payload = "weft: the worker cannot find the actor's constructor (module " + std::to_string(c.constructor.module) +
               ", offset " + std::to_string(c.constructor.offset) + ")";
   } else {
-    g_exit_requested = false;
+    tls_exit_requested = false;
     tls_in_actor_call = true;
     st = run_guarded(
       [&] {
@@ -532,7 +536,7 @@ std::string create_actor(std::string_view rec, const std::vector<const module_ta
       },
       payload);
     tls_in_actor_call = false;
-    if (g_exit_requested && st == wire::status::ok) { // exit_actor() in the constructor
+    if (tls_exit_requested && st == wire::status::ok) { // exit_actor() in the constructor
       g_actor.exited = true;
       st = wire::status::ok_exit;
     }
@@ -567,7 +571,7 @@ std::string run_actor_call(std::string_view rec, const std::vector<const module_
     payload = "weft: the worker cannot find the method's code (module " + std::to_string(call.method.module) +
               ", offset " + std::to_string(call.method.offset) + ")";
   } else {
-    g_exit_requested = false;
+    tls_exit_requested = false;
     tls_in_actor_call = true;
     st = run_guarded(
       [&] {
@@ -575,7 +579,7 @@ std::string run_actor_call(std::string_view rec, const std::vector<const module_
       },
       payload);
     tls_in_actor_call = false;
-    if (g_exit_requested) {
+    if (tls_exit_requested) {
       g_actor.exited = true;
       if (st == wire::status::ok)
         st = wire::status::ok_exit;
@@ -617,6 +621,121 @@ void run_batch(const std::string& batch, Run&& run, Send&& send) {
   tls_flush_results = outer;
   flush();
 }
+
+/// An actor with max_concurrency > 1 runs its calls on threads of their
+/// own, yet one at a time, as on the fibers of an actor in the driver: the
+/// call that runs holds the baton and lets go of it only while it waits in
+/// get or wait, so a call that waits lets the next one in. Turns go in the
+/// order tickets were taken: calls start in the order they came.
+class call_baton {
+public:
+  std::uint64_t ticket() noexcept { return next_++; } // (under the caller's lock, or alone)
+  void take(std::uint64_t t) {
+    std::unique_lock<std::mutex> lock(mtx_);
+    turn_.wait(lock, [&] { return serving_ == t; });
+  }
+  /// Takes a turn behind those already waiting.
+  void take() {
+    std::unique_lock<std::mutex> lock(mtx_);
+    const auto t = next_++;
+    turn_.wait(lock, [&] { return serving_ == t; });
+  }
+  void give() {
+    {
+      std::lock_guard<std::mutex> lock(mtx_);
+      ++serving_;
+    }
+    turn_.notify_all();
+  }
+  std::mutex& mutex() noexcept { return mtx_; }
+
+private:
+  std::mutex mtx_;
+  std::condition_variable turn_;
+  std::uint64_t next_ = 0, serving_ = 0;
+};
+
+/// The threads that run the calls of an actor with max_concurrency > 1.
+class call_pool {
+public:
+  call_pool(std::uint32_t max, std::function<std::string(std::string_view, std::vector<object_ptr>&)> run) :
+    max_(max),
+    run_(std::move(run)) {}
+
+  /// Queues the records of a batch, in order; starts a thread for one if
+  /// none is idle (max_concurrency at most: no more are in progress).
+  void add_batch(const std::string& batch) {
+    wire::reader calls(batch);
+    std::lock_guard<std::mutex> lock(mtx_);
+    for (;;) {
+      auto rec = calls.get_bytes();
+      if (!calls.ok())
+        break;
+      queue_.emplace_back(rec);
+      if (idle_ > 0) {
+        --idle_;
+        more_.notify_one();
+      } else if (threads_ < max_) {
+        ++threads_;
+        std::thread([this] { serve(); }).detach();
+      }
+    }
+  }
+
+  /// Waits for the turn after every call in progress has finished or waits;
+  /// no call runs after (the process exits holding it).
+  void stop() { baton_.take(); }
+
+  /// The calling thread runs a call and holds the baton: gives it up for
+  /// a wait, takes it back after.
+  static void waiting(bool begins) {
+    if (!tls_pool)
+      return;
+    if (begins)
+      tls_pool->baton_.give();
+    else
+      tls_pool->baton_.take();
+  }
+
+private:
+  void serve() {
+    std::vector<object_ptr> holds;
+    for (;;) {
+      std::string rec;
+      std::uint64_t turn = 0;
+      {
+        std::unique_lock<std::mutex> lock(mtx_);
+        while (queue_.empty())
+          more_.wait(lock);
+        rec = std::move(queue_.front());
+        queue_.pop_front();
+        std::lock_guard<std::mutex> b(baton_.mutex());
+        turn = baton_.ticket(); // in the order the calls came
+      }
+      baton_.take(turn);
+      tls_pool = this;
+      std::string result = run_(rec, holds);
+      tls_pool = nullptr;
+      baton_.give();
+      std::string out;
+      wire::writer(out).put_bytes(result);
+      post_after_outbox(lane_kind::actor_done, out);
+      holds.clear();
+      std::lock_guard<std::mutex> lock(mtx_);
+      ++idle_;
+    }
+  }
+
+  static thread_local call_pool* tls_pool;
+  const std::uint32_t max_;
+  std::function<std::string(std::string_view, std::vector<object_ptr>&)> run_;
+  std::mutex mtx_;
+  std::condition_variable more_;
+  std::deque<std::string> queue_;
+  std::uint32_t threads_ = 0, idle_ = 0;
+  call_baton baton_;
+};
+thread_local call_pool* call_pool::tls_pool = nullptr;
 
 /// Runs one call record; returns the result record.
 std::string run_call(std::string_view rec, const std::vector<const module_table::module*>& map,
@@ -887,6 +1006,7 @@ void worker_client_flush_results() noexcept {
 void worker_client_blocked(bool blocked) noexcept {
   if (blocked)
     worker_client_flush_results();
+  call_pool::waiting(blocked); // (a concurrent actor's call lets the next one in)
   const auto job = g_running_seq.load(std::memory_order_acquire);
   if (!worker_client_active() || job == 0)
     return; // (an actor's worker holds no CPUs of a task)
@@ -902,7 +1022,7 @@ const worker_actor_info* worker_current_actor() noexcept { return tls_in_actor_c
 bool worker_request_actor_exit() noexcept {
   if (!tls_in_actor_call)
     return false;
-  g_exit_requested = true;
+  tls_exit_requested = true;
   return true;
 }
 
@@ -1015,6 +1135,7 @@ void run_worker() {
   auto serve_lane = [st] {
     lane_kind k{};
     std::string body;
+    std::unique_ptr<call_pool> pool; // (max_concurrency > 1; never freed: the process exits)
     auto post = [](lane_kind kind) { return [kind](std::string out) { post_after_outbox(kind, out); }; };
     while (g_lane->take_from_driver(k, body, lane_spin_ns)) {
       switch (k) {
@@ -1030,12 +1151,23 @@ void run_worker() {
         break;
       }
       case lane_kind::actor_call:
+        if (g_actor.concurrency > 1) {
+          if (!pool)
+            pool = std::make_unique<call_pool>(g_actor.concurrency,
+                                               [st](std::string_view rec, std::vector<object_ptr>& holds) {
+                                                 return run_actor_call(rec, st->map, holds);
+                                               });
+          pool->add_batch(body);
+          break;
+        }
         run_batch(
           body,
           [&](std::string_view rec, std::vector<object_ptr>& holds) { return run_actor_call(rec, st->map, holds); },
           post(lane_kind::actor_done));
         break;
       case lane_kind::actor_quit:
+        if (pool)
+          pool->stop(); // (the calls in progress have finished or wait; none runs after)
         if (g_actor.instance && g_actor.destroy) {
           tls_in_actor_call = true;
           g_actor.destroy(g_actor.instance);

@@ -254,7 +254,8 @@ struct actor_create_record {
   bool restarted = false;
   std::string_view name;
   std::string_view ns;
-  std::string_view refs; ///< ids of the refs the arguments carry
+  std::string_view refs;         ///< ids of the refs the arguments carry
+  std::uint32_t concurrency = 1; ///< max_concurrency: calls in progress at once
 
   void write(std::string& out) const {
     writer w(out);
@@ -268,6 +269,7 @@ struct actor_create_record {
     w.put_bytes(name);
     w.put_bytes(ns);
     w.put_bytes(refs);
+    w.put(concurrency);
   }
   bool read(std::string_view in) {
     reader r(in);
@@ -281,7 +283,8 @@ struct actor_create_record {
     name = r.get_bytes();
     ns = r.get_bytes();
     refs = r.get_bytes();
-    return r.ok() && refs.size() % sizeof(std::uint64_t) == 0;
+    concurrency = r.get<std::uint32_t>();
+    return r.ok() && refs.size() % sizeof(std::uint64_t) == 0 && concurrency >= 1;
   }
 };
 

@@ -330,6 +330,7 @@ void* incarnation::construct_remote() {
   s.name = core->name;
   s.ns = core->ns;
   s.what = core->describe();
+  s.concurrency = core->max_concurrency;
   object_ptr built(new value_object<actor_reply>());
   object_state* cell = built.get();
   caf::actor target = me;
