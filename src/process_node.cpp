@@ -223,6 +223,7 @@ namespace {
 
 std::atomic<actor_call_forwarder> g_forwarder{nullptr};
 std::atomic<const actor_maker*> g_maker{nullptr};
+std::atomic<std::int64_t> g_worker_monitors{0};
 
 /// A task that a task in a worker submitted: code refs and argument bytes
 /// as the worker sent them (and the refs they carry); its one result stays
@@ -328,6 +329,10 @@ void release_dropped(const wire::done_record& d) {
 void set_actor_call_forwarder(actor_call_forwarder f) noexcept { g_forwarder.store(f, std::memory_order_release); }
 
 void set_actor_maker(const actor_maker* m) noexcept { g_maker.store(m, std::memory_order_release); }
+
+std::int64_t worker_monitors_registered() noexcept { return g_worker_monitors.load(std::memory_order_acquire); }
+
+void count_worker_monitor(int delta) noexcept { g_worker_monitors.fetch_add(delta, std::memory_order_acq_rel); }
 
 actor_reply::~actor_reply() {
   if (!taken)
@@ -829,8 +834,16 @@ std::vector<std::pair<task_base*, std::exception_ptr>> process_node::on_exit(wor
   w.state = wstate::dead;
   w.actor.reset();
   w.ctl.reset();
-  drop_lane(w.id);   // (the I/O thread read it to the end before: a dead worker writes no more)
-  lent_.erase(w.id); // what it borrowed is given back with it
+  drop_lane(w.id);     // (the I/O thread read it to the end before: a dead worker writes no more)
+  lent_.erase(w.id);   // what it borrowed is given back with it
+  nested_.erase(w.id); // its children still run; no one cancels them now
+  if (auto m = monitors_.find(w.id); m != monitors_.end()) {
+    // Its monitors go with it (dropped once mtx_ is let go).
+    for (auto& [seq, registration] : m->second)
+      if (registration)
+        dropped_monitors_.push_back(std::move(registration));
+    monitors_.erase(m);
+  }
   std::erase_if(cancelled_in_flight_, [&w](auto& entry) {
     if (entry.second.first != w.id)
       return false;
@@ -991,6 +1004,12 @@ void process_node::on_submit(std::int32_t worker_id, std::uint64_t seq, const st
       auto* t = new forwarded_task(fn, reinterpret_cast<remote_invoker>(const_cast<void*>(inv)), std::move(options),
                                    std::string(rec.args), std::move(arg_refs), std::move(submitter));
       cell = t->result();
+      {
+        // Found by seq for a cancel from that worker until it ends.
+        std::lock_guard<std::mutex> lock(mtx_);
+        if (auto w = workers_.find(worker_id); w != workers_.end() && w->second.ctl)
+          nested_[worker_id].emplace(seq, cell);
+      }
       auto* reply = new forward_reply(this, worker_id, seq, cell);
       if (!cell->add_waiter(reply))
         delete reply;
@@ -1175,9 +1194,137 @@ void process_node::on_actor_kill(std::int32_t worker_id, std::uint64_t holder, b
   }
 }
 
+void process_node::on_actor_monitor(std::int32_t worker_id, std::uint64_t seq, std::uint64_t holder,
+                                    const std::string& bundle) {
+  object_ptr holder_cell;
+  std::exception_ptr refused;
+  {
+    std::lock_guard<std::mutex> lock(mtx_);
+    auto it = workers_.find(worker_id);
+    if (it == workers_.end() || !it->second.ctl) { // its worker is gone: no one waits for it
+      release_bundle(bundle);
+      return;
+    }
+    ref_table refs;
+    if (!pin_locked(worker_id, bundle, refs))
+      refused = std::make_exception_ptr(serialization_error("weft: a worker sent a corrupted monitor"));
+    else if (auto h = refs.refs.find(holder); h == refs.refs.end())
+      refused = std::make_exception_ptr(serialization_error("weft: a worker monitored an actor it holds no handle of"));
+    else
+      holder_cell = h->second.cell;
+    if (!refused)
+      monitors_[worker_id].emplace(seq, nullptr); // (an end that comes at once finds it)
+  }
+  std::shared_ptr<void> registration;
+  if (!refused) {
+    try {
+      const actor_maker* maker = g_maker.load(std::memory_order_acquire);
+      if (!maker)
+        throw error("weft: no actor runtime in the driver (link weft::weft)");
+      registration = maker->watch(*holder_cell.get(),
+                                  [this, worker_id, seq](std::uint64_t actor, bool normal, const std::string& cause) {
+                                    monitor_fired(worker_id, seq, actor, normal, cause);
+                                  });
+    } catch (...) {
+      refused = std::current_exception();
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mtx_);
+    if (auto m = monitors_.find(worker_id); m != monitors_.end()) {
+      if (auto it = m->second.find(seq); it != m->second.end()) {
+        if (refused)
+          m->second.erase(it);
+        else
+          it->second = std::move(registration); // else: it fired, or the worker died, meanwhile
+        if (m->second.empty())
+          monitors_.erase(m);
+      }
+    }
+  }
+  registration.reset(); // (unregisters one whose worker died meanwhile; takes the actor's lock)
+  // The answer goes after an end that came at once: the worker has run the
+  // callback when its monitor() returns, as in the driver.
+  std::string payload;
+  auto kind = wire::result_kind::ok;
+  if (refused)
+    kind = static_cast<wire::result_kind>(encode_error(refused, payload));
+  send_result(worker_id, seq, static_cast<std::uint8_t>(kind), std::move(payload), {}, {});
+}
+
+void process_node::monitor_fired(int worker_id, std::uint64_t seq, std::uint64_t actor, bool normal,
+                                 const std::string& cause) {
+  std::shared_ptr<void> registration; // (let go after mtx_)
+  {
+    std::lock_guard<std::mutex> lock(mtx_);
+    auto m = monitors_.find(worker_id);
+    if (m == monitors_.end())
+      return; // its worker died: no one to tell
+    auto it = m->second.find(seq);
+    if (it == m->second.end())
+      return;
+    registration = std::move(it->second);
+    m->second.erase(it);
+    if (m->second.empty())
+      monitors_.erase(m);
+  }
+  std::string payload;
+  wire::writer w(payload);
+  w.put(actor);
+  w.put(static_cast<std::uint8_t>(normal ? 1 : 0));
+  w.put_bytes(cause);
+  send_result(worker_id, seq, static_cast<std::uint8_t>(wire::result_kind::monitor_down), std::move(payload), {}, {});
+}
+
+void process_node::on_cancel(std::int32_t worker_id, std::uint64_t target, std::uint64_t holder, bool force,
+                             const std::string& bundle) {
+  object_ptr cell;
+  {
+    std::lock_guard<std::mutex> lock(mtx_);
+    if (workers_.find(worker_id) == workers_.end()) {
+      release_bundle(bundle);
+      return;
+    }
+    if (target != 0) {
+      // A task it submitted; not found: it ended (its end is on its way).
+      if (auto n = nested_.find(worker_id); n != nested_.end())
+        if (auto it = n->second.find(target); it != n->second.end())
+          cell = it->second;
+    } else {
+      ref_table refs;
+      if (!pin_locked(worker_id, bundle, refs)) {
+        log().error("weft: worker {} sent a corrupted cancel", worker_id);
+        return;
+      }
+      auto h = refs.refs.find(holder);
+      if (h == refs.refs.end()) {
+        log().error("weft: worker {} cancelled an object it does not hold", worker_id);
+        return;
+      }
+      cell = h->second.cell;
+    }
+  }
+  if (!cell)
+    return;
+  // As weft::cancel() in the driver: the task producing it, if any.
+  if (task_base* t = cell->acquire_producer()) {
+    rt_.cancel(t, force);
+    t->release();
+  }
+}
+
 void process_node::send_result(int worker_id, std::uint64_t seq, std::uint8_t kind, std::string payload,
                                const std::vector<carried_ref>& refs, const std::string& handed) {
+  object_ptr ended; // (let go after mtx_)
   std::lock_guard<std::mutex> lock(mtx_);
+  if (auto n = nested_.find(worker_id); n != nested_.end()) {
+    if (auto it = n->second.find(seq); it != n->second.end()) {
+      ended = std::move(it->second);
+      n->second.erase(it);
+      if (n->second.empty())
+        nested_.erase(n);
+    }
+  }
   auto it = workers_.find(worker_id);
   if (it == workers_.end() || !it->second.ctl || it->second.state == wstate::dead) {
     release_handed_references(handed); // its worker is gone: no one reads it
@@ -1760,10 +1907,13 @@ void process_node::io_loop() {
     std::vector<task_base*> orphans;
     failed.swap(failed_followers_);
     orphans.swap(orphans_);
+    std::vector<std::shared_ptr<void>> dead_monitors;
+    dead_monitors.swap(dropped_monitors_);
     lock.unlock();
     // The store references the dead held go back (unless a task one of them
     // submitted still runs on its arguments: then when that task ends).
     dead_ledgers.clear();
+    dead_monitors.clear(); // unregistered from their actors
     for (auto& [t, e] : done)
       finish(t, e);
     settle(failed, orphans);
@@ -1795,6 +1945,32 @@ void process_node::on_submit_batch(std::int32_t worker, const std::string& batch
         break;
       }
       on_actor_find(worker, seq, record);
+      continue;
+    }
+    if (kind == wire::outbox_kind::actor_monitor) {
+      // (the record is the holder's id)
+      wire::reader m(record);
+      const auto holder = m.get<std::uint64_t>();
+      const std::string bundle(r.get_bytes());
+      if (!r.ok() || !m.ok() || !m.at_end()) {
+        log().error("weft: worker {} sent a corrupted submission batch", worker);
+        break;
+      }
+      on_actor_monitor(worker, seq, holder, bundle);
+      continue;
+    }
+    if (kind == wire::outbox_kind::cancel) {
+      // (the record is the task's seq or the object's id, and the force flag)
+      wire::reader c(record);
+      const auto target = c.get<std::uint64_t>();
+      const auto holder = c.get<std::uint64_t>();
+      const auto force = c.get<std::uint8_t>();
+      const std::string bundle(r.get_bytes());
+      if (!r.ok() || !c.ok() || !c.at_end()) {
+        log().error("weft: worker {} sent a corrupted submission batch", worker);
+        break;
+      }
+      on_cancel(worker, target, holder, force != 0, bundle);
       continue;
     }
     if (kind == wire::outbox_kind::actor_kill) {
@@ -1996,6 +2172,21 @@ void process_node::stop() {
   wake_io();
   if (io_.joinable())
     io_.join(); // reaps every worker; tasks they ran fail in on_exit
+  {
+    // (Every worker is gone, so these are empty but for one registering now.)
+    std::vector<std::shared_ptr<void>> monitors;
+    std::unordered_map<int, std::unordered_map<std::uint64_t, object_ptr>> nested;
+    {
+      std::lock_guard<std::mutex> lock(mtx_);
+      monitors.swap(dropped_monitors_);
+      for (auto& [id, table] : monitors_)
+        for (auto& [seq, registration] : table)
+          if (registration)
+            monitors.push_back(std::move(registration));
+      monitors_.clear();
+      nested.swap(nested_);
+    }
+  }
   if (reader_.joinable()) {
     reader_stop_.store(true, std::memory_order_release);
     bell_.ring(true); // (even while a waiting thread helps)

@@ -113,6 +113,10 @@ struct forwarded_make {
   std::vector<carried_ref> arg_refs;
   std::string options; ///< encoded actor_options
 };
+/// What a monitor a worker asked for is told when its actor ends: (actor
+/// id, normal exit, cause), as in weft::actor_exit.
+using actor_down_fn = std::function<void(std::uint64_t, bool, const std::string&)>;
+
 /// The actor runtime creates the actor and returns its handle as a result
 /// for the worker (the holder it lends in `refs`). Throws what creating
 /// it throws. `kill` kills the actor whose handle `holder` holds.
@@ -123,8 +127,21 @@ struct actor_maker {
   /// none (holder 0). Throws when it is of another class.
   forwarded_result (*find)(const std::string& name, const std::string& ns, const std::type_info& type,
                            ref_ops_fn handle_ops);
+  /// monitor() for a worker: `down` runs once when the actor whose handle
+  /// `holder` holds is dead for good, as a monitor of the driver would.
+  /// Returns the registration, which unregisters `down` when dropped; null
+  /// when `down` ran at once (the actor was dead already). Does not keep
+  /// the actor alive. Throws when `holder` holds no handle.
+  std::shared_ptr<void> (*watch)(object_state& holder, actor_down_fn down);
 };
 void set_actor_maker(const actor_maker* m) noexcept;
+
+/// Monitors registered on actors on behalf of workers and not yet fired or
+/// unregistered (a worker that dies takes its own with it). For tests.
+std::int64_t worker_monitors_registered() noexcept;
+/// The actor runtime counts them: +1 when it registers one, -1 when it is
+/// gone (fired or unregistered).
+void count_worker_monitor(int delta) noexcept;
 
 /// What start_actor() needs to build an actor's object in its worker.
 struct actor_start {
@@ -205,6 +222,14 @@ public:
   void on_actor_find(std::int32_t worker, std::uint64_t seq, const std::string& record);
   /// A task in `worker` kills the actor whose handle `holder` holds.
   void on_actor_kill(std::int32_t worker, std::uint64_t holder, bool no_restart, const std::string& bundle);
+  /// A task in `worker` monitors the actor whose handle `holder` holds: the
+  /// node registers the monitor for it and answers entry `seq`; the actor's
+  /// end goes to the worker as a monitor_down result of `seq`.
+  void on_actor_monitor(std::int32_t worker, std::uint64_t seq, std::uint64_t holder, const std::string& bundle);
+  /// A task in `worker` cancels the task it submitted as `target` (non-zero),
+  /// or the task producing the object `holder` it was lent.
+  void on_cancel(std::int32_t worker, std::uint64_t target, std::uint64_t holder, bool force,
+                 const std::string& bundle);
   /// `worker` let go of objects: packed (u64 id, i64 count) pairs.
   void on_release(std::int32_t worker, const std::string& pairs);
   /// Sends object `r`'s value (done) to `worker` (fetch_reply calls it).
@@ -301,6 +326,9 @@ private:
   void on_lane_message(int worker, lane_kind k, const std::string& body);
   void add_lane(int worker, std::shared_ptr<lane> l);
   void drop_lane(int worker);
+  /// The actor of monitor `seq` of `worker` ended: tells the worker, and
+  /// forgets the registration.
+  void monitor_fired(int worker, std::uint64_t seq, std::uint64_t actor, bool normal, const std::string& cause);
 
   runtime& rt_;
   std::unique_ptr<caf::actor> node_;
@@ -337,6 +365,15 @@ private:
   /// to be settled once mtx_ is let go.
   std::vector<std::pair<task_base*, std::exception_ptr>> failed_followers_;
   std::vector<task_base*> orphans_;
+  /// The tasks each worker submitted and that have not ended, by the
+  /// worker's seq: their result cells (which find the task, for cancel).
+  std::unordered_map<int, std::unordered_map<std::uint64_t, object_ptr>> nested_;
+  /// The monitors each worker asked for, by its seq: the registrations,
+  /// which unregister when dropped (null while being registered).
+  std::unordered_map<int, std::unordered_map<std::uint64_t, std::shared_ptr<void>>> monitors_;
+  /// Registrations of dead workers, dropped once mtx_ is let go (they take
+  /// an actor's lock).
+  std::vector<std::shared_ptr<void>> dropped_monitors_;
   /// Tasks in flight per worker when they are short (pipelining).
   static constexpr std::size_t pipeline_depth = 64;
   static constexpr std::uint32_t pipeline_below_us = 1000;

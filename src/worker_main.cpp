@@ -4,6 +4,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -31,6 +32,7 @@
 
 #include "futex.hpp"
 #include "lane.hpp"
+#include "log.hpp"
 #include "modules.hpp"
 #include "node_store.hpp"
 #include "ref_codec.hpp"
@@ -81,6 +83,9 @@ void flush_batch_results() noexcept {
     (*tls_flush_results)();
 }
 thread_local bool tls_exit_requested = false; ///< exit_actor() ran in the call on this thread
+/// True on the control actor's thread while a monitor callback runs: a
+/// monitor() there must not wait for the answer that thread delivers.
+thread_local bool tls_in_monitor_callback = false;
 
 /// Nested tasks: what this worker submitted to its driver and waits for.
 struct client_state {
@@ -91,6 +96,7 @@ struct client_state {
   std::mutex mtx;
   std::unordered_map<std::uint64_t, task_base*> pending;
   std::unordered_map<std::uint64_t, std::unique_ptr<worker_actor_call>> calls; ///< actor calls, same numbering
+  std::unordered_map<std::uint64_t, worker_monitor_fn> monitors;               ///< registered monitors, same numbering
   std::uint64_t next = 0;
   caf::actor ctl; ///< this worker's control actor
   /// Submissions not sent yet ((seq, record) pairs), and the cells their
@@ -356,8 +362,45 @@ void proxy_value(std::uint64_t id, std::uint8_t kind, const std::string& payload
   uncredit_refs(ids);
 }
 
-/// The control actor got the end of a task this worker submitted.
+/// An actor this worker monitors ended: runs the monitor's callback here,
+/// on the control actor's thread (as the driver runs its own on one of its
+/// threads).
+void monitor_down(std::uint64_t seq, std::string_view payload) {
+  worker_monitor_fn fn;
+  {
+    std::lock_guard<std::mutex> lock(g_client->mtx);
+    auto it = g_client->monitors.find(seq);
+    if (it == g_client->monitors.end())
+      return;
+    fn = std::move(it->second);
+    g_client->monitors.erase(it);
+  }
+  wire::reader r(payload);
+  const auto id = r.get<std::uint64_t>();
+  const auto normal = r.get<std::uint8_t>();
+  const std::string cause(r.get_bytes());
+  if (!r.ok()) {
+    log().error("weft: the driver sent a corrupted actor end for a monitor");
+    return;
+  }
+  tls_in_monitor_callback = true;
+  try {
+    fn(id, normal != 0, cause);
+  } catch (const std::exception& e) {
+    log().error("a monitor callback of actor#{:x} threw: {}", id, e.what());
+  } catch (...) {
+    log().error("a monitor callback of actor#{:x} threw", id);
+  }
+  tls_in_monitor_callback = false;
+}
+
+/// The control actor got the end of a task this worker submitted (or of an
+/// actor call, or another entry of its outbox that has an answer).
 void client_result(std::uint64_t seq, std::uint8_t kind, const std::string& payload, const std::string& ids) {
+  if (kind == static_cast<std::uint8_t>(wire::result_kind::monitor_down)) {
+    monitor_down(seq, payload);
+    return;
+  }
   credit_refs(ids);
   struct uncredit {
     const std::string& ids;
@@ -373,6 +416,8 @@ void client_result(std::uint64_t seq, std::uint8_t kind, const std::string& payl
     } else if (auto c = g_client->calls.find(seq); c != g_client->calls.end()) {
       call = std::move(c->second);
       g_client->calls.erase(c);
+      if (kind != static_cast<std::uint8_t>(wire::result_kind::ok))
+        g_client->monitors.erase(seq); // (a monitor the driver refused)
     } else {
       return;
     }
@@ -922,15 +967,19 @@ void worker_client_call_actor(object_state* via, std::unique_ptr<worker_actor_ca
 namespace {
 /// Queues an outbox entry (kind, seq, record, bundle) for the driver;
 /// `reply` (if any) gets its answer, read like an actor call's result.
-/// `holds`: cells the record names, kept until it is sent.
+/// `holds`: cells the record names, kept until it is sent. `monitor` (if
+/// any) is registered under the entry's seq before it can be answered.
 void queue_outbox(wire::outbox_kind kind, std::string_view record, std::string_view bundle,
-                  std::vector<object_ptr>& holds, std::unique_ptr<worker_actor_call> reply) {
+                  std::vector<object_ptr>& holds, std::unique_ptr<worker_actor_call> reply,
+                  worker_monitor_fn monitor = nullptr) {
   bool first = false;
   {
     std::lock_guard<std::mutex> lock(g_client->mtx);
     const auto seq = ++g_client->next;
     if (reply)
       g_client->calls.emplace(seq, std::move(reply));
+    if (monitor)
+      g_client->monitors.emplace(seq, std::move(monitor));
     first = g_client->outbox.empty();
     wire::writer w(g_client->outbox);
     w.put(kind);
@@ -995,6 +1044,76 @@ void worker_client_kill_actor(object_state* via, bool no_restart) {
   k.put(holder);
   k.put(static_cast<std::uint8_t>(no_restart ? 1 : 0));
   queue_outbox(wire::outbox_kind::actor_kill, record, codec.bundle, codec.holds, nullptr);
+}
+
+namespace {
+/// The driver's answer to an entry that returns nothing: done, or failed
+/// with what the driver threw.
+class ack_reply final : public worker_actor_call {
+public:
+  explicit ack_reply(object_ptr cell) : cell_(std::move(cell)) {}
+  actor_method_invoker invoker() const noexcept override { return nullptr; }
+  const void* method_bytes() const noexcept override { return nullptr; }
+  std::span<object_state* const> deps() const noexcept override { return {}; }
+  void encode_arguments(std::string&) const override {}
+  void decode_result(std::string_view) override { static_cast<value_object<int>&>(*cell_.get()).emplace(0); }
+  object_state& result() noexcept override { return *cell_.get(); }
+
+private:
+  object_ptr cell_;
+};
+} // namespace
+
+void worker_client_monitor_actor(object_state* via, worker_monitor_fn fn) {
+  if (!via || !via->is_proxy())
+    throw invalid_argument_error("weft::monitor: the actor_handle is invalid (default-constructed or moved-from)");
+  worker_codec codec; // holds the handle's proxy until sent
+  std::uint64_t holder = 0;
+  {
+    ref_codec_scope scope(&codec);
+    holder = codec.encode(via, nullptr);
+  }
+  std::string record;
+  wire::writer(record).put(holder);
+  object_ptr cell(new value_object<int>());
+  queue_outbox(wire::outbox_kind::actor_monitor, record, codec.bundle, codec.holds, std::make_unique<ack_reply>(cell),
+               std::move(fn));
+  if (tls_in_monitor_callback)
+    return; // this thread delivers the answer; a refusal drops the monitor
+  // Registered once this returns: an actor already dead has run `fn` (its
+  // end comes before the answer), as monitor() does in the driver.
+  object_state* c = cell.get();
+  await_all(std::span<object_state* const>(&c, 1), 0, "monitor");
+}
+
+void worker_client_cancel(object_state* cell, bool force) {
+  if (cell->done())
+    return; // finished: nothing to cancel, as in the driver
+  std::uint64_t target = 0;
+  std::uint64_t holder = 0;
+  worker_codec codec; // holds a lent object's proxy until sent
+  if (cell->is_proxy()) {
+    ref_codec_scope scope(&codec);
+    holder = codec.encode(cell, nullptr);
+  } else {
+    // A task this worker submitted: the driver knows it by its seq.
+    std::lock_guard<std::mutex> lock(g_client->mtx);
+    for (const auto& [seq, t] : g_client->pending) {
+      const auto r = t->returns();
+      if (std::any_of(r.begin(), r.end(), [cell](const object_ptr& p) { return p.get() == cell; })) {
+        target = seq;
+        break;
+      }
+    }
+    if (target == 0)
+      return; // made by put() or an actor call: no task to cancel
+  }
+  std::string record;
+  wire::writer w(record);
+  w.put(target);
+  w.put(holder);
+  w.put(static_cast<std::uint8_t>(force ? 1 : 0));
+  queue_outbox(wire::outbox_kind::cancel, record, codec.bundle, codec.holds, nullptr);
 }
 
 void worker_client_flush_results() noexcept {

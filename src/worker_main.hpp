@@ -84,6 +84,20 @@ void worker_client_find_actor(const std::string& name, const std::string& ns, co
 /// Kills the actor whose handle the driver lent as `via` (after the calls
 /// this worker made before).
 void worker_client_kill_actor(object_state* via, bool no_restart);
+/// What a worker's monitor is told when its actor ends: (actor id, normal
+/// exit, cause).
+using worker_monitor_fn = std::function<void(std::uint64_t, bool, const std::string&)>;
+/// Monitors the actor whose handle the driver lent as `via`: the driver
+/// registers the monitor, and `fn` runs on this worker's control thread
+/// when the actor ends (before this returns if it already has). Blocks
+/// for the driver's answer, except inside a monitor callback (which must
+/// not block).
+void worker_client_monitor_actor(object_state* via, worker_monitor_fn fn);
+/// Cancels, through the driver, the task producing `cell`: a task this
+/// worker submitted, or one of the driver's whose ref it was lent. Nothing
+/// for an object that is done or that no task produces (put(), an actor
+/// call's result), as in the driver. Does not block.
+void worker_client_cancel(object_state* cell, bool force);
 
 /// True in a process started as a worker (the environment says so).
 bool started_as_worker() noexcept;

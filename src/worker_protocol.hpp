@@ -12,7 +12,8 @@
 //   node   -> worker (retire)                  exit (max_calls reached)
 //   node   -> control (w_result, (seq, result kind, payload, ref ids) tuples)
 //                    ends of nested tasks and actor calls made in the
-//                    worker; results that end together leave together
+//                    worker, and of actors it monitors (monitor_down);
+//                    results that end together leave together
 //   node   -> control (w_value,  object id, kind, payload, ids, handed)
 //                    the value of a lent object a proxy waits for
 //   control -> itself (w_rflush / w_sflush)  send the releases / submissions
@@ -36,7 +37,13 @@
 //                created there (its handle comes back as the result), or
 //                (actor kill, seq, holder id, u8 no_restart), or (actor
 //                find, seq, (name, namespace, type code ref, handle ops code
-//                ref), ref bundle): get_actor there (a handle, or none, back))
+//                ref), ref bundle): get_actor there (a handle, or none, back),
+//                or (actor monitor, seq, holder id, ref bundle): monitor()
+//                there (an empty result once registered; the actor's end
+//                later comes as a result of kind monitor_down with the same
+//                seq), or (cancel, seq, (nested task seq, holder id, u8
+//                force), ref bundle): cancel() there of a task it submitted
+//                (by its seq) or of an object the node lent it (holder id))
 //   blocked      (job seq, blocked?) around a wait in get/wait: the job's
 //                CPUs are lent meanwhile
 //   fetch        object id: a proxy is waited for
@@ -370,10 +377,20 @@ struct submit_record {
 /// How a nested task ended, for the worker that submitted it. Payloads:
 /// ok: result bytes; task_error: (type, message, chain); crashed: (message,
 /// signal, exit code); other: (weft error class name, message).
-enum class result_kind : std::uint8_t { ok = 0, task_error = 1, crashed = 2, other = 3 };
+/// monitor_down: an actor a worker monitors ended; payload (u64 actor id,
+/// u8 normal, cause bytes), seq: the monitor's.
+enum class result_kind : std::uint8_t { ok = 0, task_error = 1, crashed = 2, other = 3, monitor_down = 4 };
 
 /// What an entry of a worker's w_submit batch is.
-enum class outbox_kind : std::uint8_t { task = 0, actor_call = 1, actor_make = 2, actor_kill = 3, actor_find = 4 };
+enum class outbox_kind : std::uint8_t {
+  task = 0,
+  actor_call = 1,
+  actor_make = 2,
+  actor_kill = 3,
+  actor_find = 4,
+  actor_monitor = 5,
+  cancel = 6
+};
 
 /// An actor created in a worker (outbox entry actor_make: seq, this
 /// record, ref bundle): the driver creates it and answers with a handle

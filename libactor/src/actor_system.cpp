@@ -1161,7 +1161,7 @@ void actor_system::incarnation_ended(actor_core* core) {
 void actor_system::finish_for_good(actor_core* core, std::vector<actor_call*> to_fail) {
   std::exception_ptr e;
   std::vector<actor_core*> children;
-  std::vector<std::function<void(const actor_exit&)>> monitors;
+  std::vector<std::pair<std::uint64_t, std::function<void(const actor_exit&)>>> monitors;
   actor_exit exit_info;
   bool granted = false;
   {
@@ -1187,7 +1187,7 @@ void actor_system::finish_for_good(actor_core* core, std::vector<actor_call*> to
       rt_.sched().cancel_reservation(&core->gpu_ids);
   }
   log().debug("actor {} ended: {}", core->describe(), exit_info.cause);
-  for (auto& fn : monitors) {
+  for (auto& [id, fn] : monitors) {
     try {
       fn(exit_info);
     } catch (const std::exception& ex) {
@@ -1397,7 +1397,57 @@ forwarded_result find_for_worker(const std::string& name, const std::string& ns,
   return handle_for_worker(actor_system::get("get_actor").find(name, ns, type), ops);
 }
 
-const actor_maker g_maker{&make_for_worker, &kill_for_worker, &find_for_worker};
+/// A worker's monitor, counted while an actor holds it.
+struct counted_monitor {
+  actor_down_fn down;
+  explicit counted_monitor(actor_down_fn d) : down(std::move(d)) { count_worker_monitor(1); }
+  ~counted_monitor() { count_worker_monitor(-1); }
+  counted_monitor(const counted_monitor&) = delete;
+  counted_monitor& operator=(const counted_monitor&) = delete;
+};
+
+/// Unregisters a worker's monitor (one that has not fired) when the
+/// driver drops it.
+struct monitor_registration {
+  core_ptr core;
+  std::uint64_t id = 0;
+  ~monitor_registration() {
+    std::function<void(const actor_exit&)> gone; // destroyed after the lock
+    std::lock_guard<std::mutex> lock(core->mtx);
+    auto& m = core->monitors;
+    if (auto it = std::find_if(m.begin(), m.end(), [this](const auto& e) { return e.first == id; }); it != m.end()) {
+      gone = std::move(it->second);
+      m.erase(it);
+    }
+  }
+};
+
+std::shared_ptr<void> watch_for_worker(object_state& holder, actor_down_fn down) {
+  auto* h = dynamic_cast<value_object<actor_ref>*>(&holder);
+  if (!h || !h->done() || h->failed() || !h->value())
+    throw serialization_error("weft: a worker monitored an actor through " + to_string(holder.id()) +
+                              ", which holds no actor_handle (corrupted input)");
+  static std::atomic<std::uint64_t> next_id{0};
+  actor_core* core = h->value().get();
+  const std::uint64_t id = next_id.fetch_add(1, std::memory_order_relaxed) + 1;
+  auto counted = std::make_shared<counted_monitor>(std::move(down));
+  actor_exit now;
+  {
+    std::lock_guard<std::mutex> lock(core->mtx);
+    if (!core->finalized) {
+      core->monitors.emplace_back(id, [counted](const actor_exit& e) { counted->down(e.id.value, e.normal, e.cause); });
+      auto r = std::make_shared<monitor_registration>();
+      r->core = core_ptr(core);
+      r->id = id;
+      return r;
+    }
+    now = actor_exit{core->id, core->normal_exit, core->cause};
+  }
+  counted->down(now.id.value, now.normal, now.cause); // dead already: at once, as monitor() does
+  return nullptr;
+}
+
+const actor_maker g_maker{&make_for_worker, &kill_for_worker, &find_for_worker, &watch_for_worker};
 const bool maker_registered = (set_actor_maker(&g_maker), true);
 
 } // namespace
@@ -1556,19 +1606,27 @@ void kill_actor(const actor_ref& ref, object_state* via, bool no_restart) {
 
 actor_id id_of(const actor_core* core) noexcept { return core->id; }
 
-void monitor_actor(const actor_ref& ref, std::function<void(const actor_exit&)> fn) {
-  if (!ref && started_as_worker())
-    throw not_initialized_error("weft::monitor: not available inside a worker process yet; see docs/processes.md");
-  if (!ref)
-    throw invalid_argument_error("weft::monitor: the actor_handle is invalid (default-constructed or moved-from)");
+void monitor_actor(const actor_ref& ref, object_state* via, std::function<void(const actor_exit&)> fn) {
   if (!fn)
     throw invalid_argument_error("weft::monitor: the callback is empty");
+  if (!ref && via && !runtime::current() && worker_client_active()) {
+    // In a worker: the driver watches the actor, and fn runs here.
+    worker_client_monitor_actor(via, [fn = std::move(fn)](std::uint64_t id, bool normal, const std::string& cause) {
+      fn(actor_exit{actor_id{id}, normal, cause});
+    });
+    return;
+  }
+  if (!ref && started_as_worker())
+    throw not_initialized_error("weft::monitor: not available inside a worker process that is not connected to its "
+                                "driver; see docs/processes.md");
+  if (!ref)
+    throw invalid_argument_error("weft::monitor: the actor_handle is invalid (default-constructed or moved-from)");
   actor_core* core = ref.get();
   actor_exit now;
   {
     std::lock_guard<std::mutex> lock(core->mtx);
     if (!core->finalized) {
-      core->monitors.push_back(std::move(fn));
+      core->monitors.emplace_back(0, std::move(fn));
       return;
     }
     now = actor_exit{core->id, core->normal_exit, core->cause};

@@ -93,7 +93,9 @@ public:
   bool finalized = false;            ///< dead and cleaned up
   std::vector<actor_core*> children; ///< owned actors (strong refs)
   bool normal_exit = false;          ///< exit_actor() or last handle dropped
-  std::vector<std::function<void(const actor_exit&)>> monitors;
+  /// (id, callback); id 0 for the driver's own, else a worker's (which
+  /// the driver unregisters by id when that worker dies first).
+  std::vector<std::pair<std::uint64_t, std::function<void(const actor_exit&)>>> monitors;
 
 private:
   ~actor_core();

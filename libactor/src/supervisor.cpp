@@ -325,7 +325,7 @@ private:
     core_ptr self = self_;
     // The notification is posted before the cell completes: a supervisor
     // that waits on the cell finds it queued ahead of later calls.
-    monitor_actor(r.ref(), [death, self](const actor_exit& e) {
+    monitor_actor(r.ref(), nullptr, [death, self](const actor_exit& e) {
       auto* v = static_cast<value_object<actor_exit>*>(death.get());
       v->emplace(e);
       try {

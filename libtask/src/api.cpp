@@ -178,8 +178,8 @@ struct lend_cpus_while_waiting {
 
 void require_initialized(const char* what) {
   if (!runtime::current() && started_as_worker()) {
-    // A task in a worker may submit tasks and use put/get/wait there.
-    if (worker_client_active() && std::string_view(what) != "cancel")
+    // A task in a worker may submit tasks and use put/get/wait/cancel there.
+    if (worker_client_active())
       return;
     throw not_initialized_error(std::string("weft::") + what +
                                 ": not available inside a worker process yet; see docs/processes.md");
@@ -368,6 +368,10 @@ void cancel(object_state* cell, bool force) {
   require_initialized("cancel"); // force kills a worker process; local tasks cannot be killed
   if (!cell)
     throw invalid_argument_error("weft::cancel: object_ref is invalid (default-constructed or moved-from)");
+  if (!runtime::current() && worker_client_active()) {
+    worker_client_cancel(cell, force); // in a worker process: the driver cancels it
+    return;
+  }
   task_base* t = cell->acquire_producer();
   if (!t)
     return; // already finished, or made by put()

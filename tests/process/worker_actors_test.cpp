@@ -1,10 +1,13 @@
 // Actors created inside worker processes: a task creates an actor (the
 // driver creates it, in a worker of its own), calls it, passes the handle
-// back; names, options, errors and lifetimes behave as in the driver.
+// back, monitors it; names, options, errors and lifetimes behave as in the
+// driver.
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -13,6 +16,7 @@
 #include <catch2/catch.hpp>
 
 #include "process/process_test.hpp"
+#include "src/process_node.hpp"
 #include "weft_test.hpp"
 #include <weft/weft.hpp>
 
@@ -119,6 +123,60 @@ std::string look_up_as_other(std::string name) {
   }
 }
 
+/// What the monitors of this process saw, in order (in a watcher's worker).
+std::mutex g_seen_mtx;
+std::vector<std::string> g_seen;
+
+std::string describe(const weft::actor_exit& e) {
+  return weft::to_string(e.id) + (e.normal ? " normal: " : " abnormal: ") + e.cause;
+}
+
+void record_exit(const weft::actor_exit& e) {
+  std::lock_guard<std::mutex> lock(g_seen_mtx);
+  g_seen.push_back(describe(e));
+}
+
+std::vector<std::string> seen_here() {
+  std::lock_guard<std::mutex> lock(g_seen_mtx);
+  return g_seen;
+}
+
+/// An actor (in a worker of its own) that monitors other actors.
+struct watcher {
+  /// Monitors `t`; returns what its monitors saw by the time monitor()
+  /// returned.
+  std::vector<std::string> watch(weft::actor_handle<tally> t) {
+    weft::monitor(t, record_exit);
+    return seen_here();
+  }
+  std::vector<std::string> seen() const { return seen_here(); }
+  int pid() const { return static_cast<int>(::getpid()); }
+};
+
+/// A task that monitors `t`: what its monitor saw when monitor() returned.
+std::vector<std::string> watch_in_task(weft::actor_handle<tally> t) {
+  weft::monitor(t, record_exit);
+  return seen_here();
+}
+
+std::vector<std::string> seen_by(const weft::actor_handle<watcher>& w) {
+  return weft::get(w.task(&watcher::seen).remote(), bound);
+}
+
+/// Kills `t` from the driver and waits until it is dead for good; returns
+/// what the driver's own monitor saw.
+std::string kill_and_wait(const weft::actor_handle<tally>& t) {
+  auto saw = std::make_shared<std::string>();
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  weft::monitor(t, [saw, done](const weft::actor_exit& e) {
+    *saw = describe(e);
+    *done = true;
+  });
+  weft::kill(t);
+  REQUIRE(eventually([&] { return done->load(); }));
+  return *saw;
+}
+
 } // namespace
 
 TEST_CASE("an actor method in a worker creates an actor it keeps") {
@@ -216,4 +274,71 @@ TEST_CASE("an owned actor created in a worker ends when that worker is killed") 
 TEST_CASE("an actor class that stays in the driver cannot be created in a worker") {
   weft_test::runtime_guard rt(processes);
   CHECK_THAT(weft::get(weft::remote(make_queue).remote(0), bound), Contains("stay in the driver"));
+}
+
+TEST_CASE("monitor in a worker runs its callback there when the driver kills the actor") {
+  weft_test::runtime_guard rt(processes);
+  auto t = weft::remote<tally>().remote(1);
+  auto w = weft::remote<watcher>().remote();
+  CHECK(weft::get(w.task(&watcher::watch).remote(t), bound).empty());
+  CHECK(weft::detail::worker_monitors_registered() == 1);
+  CHECK(seen_by(w).empty());
+  const std::string driver_saw = kill_and_wait(t);
+  CHECK_THAT(driver_saw, Contains("abnormal: killed by kill()"));
+  REQUIRE(eventually([&] { return !seen_by(w).empty(); }));
+  CHECK(seen_by(w) == std::vector<std::string>{driver_saw}); // the same actor_exit, once
+  CHECK(eventually([] { return weft::detail::worker_monitors_registered() == 0; }));
+}
+
+TEST_CASE("monitor in a worker fires when the actor's process is killed and no restarts are left") {
+  process_test::let_signals_through();
+  weft_test::runtime_guard rt(processes);
+  auto t = weft::remote<tally>({.max_restarts = 1}).remote(1);
+  auto w = weft::remote<watcher>().remote();
+  CHECK(weft::get(w.task(&watcher::watch).remote(t), bound).empty());
+  const int first = weft::get(t.task(&tally::pid).remote(), bound);
+  ::kill(first, SIGKILL);
+  // A restart does not count: the monitor waits on.
+  int second = first;
+  REQUIRE(eventually([&] {
+    try {
+      second = weft::get(t.task(&tally::pid).remote(), bound);
+    } catch (const weft::actor_died_error&) {
+    }
+    return second != first;
+  }));
+  CHECK(seen_by(w).empty());
+  ::kill(second, SIGKILL);
+  REQUIRE(eventually([&] { return !seen_by(w).empty(); }));
+  const auto seen = seen_by(w);
+  REQUIRE(seen.size() == 1);
+  CHECK_THAT(seen[0], Contains(weft::to_string(t.id()) + " abnormal: "));
+  CHECK_THAT(seen[0], Contains("SIGKILL"));
+}
+
+TEST_CASE("monitor in a worker of an actor that is already dead fires before it returns") {
+  weft_test::runtime_guard rt(processes);
+  auto t = weft::remote<tally>().remote(1);
+  weft::get(t.task(&tally::add).remote(0), bound);
+  const std::string driver_saw = kill_and_wait(t);
+  auto w = weft::remote<watcher>().remote();
+  CHECK(weft::get(w.task(&watcher::watch).remote(t), bound) == std::vector<std::string>{driver_saw});
+  CHECK(weft::get(weft::remote(watch_in_task).remote(t), bound) == std::vector<std::string>{driver_saw});
+  CHECK(weft::detail::worker_monitors_registered() == 0);
+}
+
+TEST_CASE("a worker that monitored an actor and died leaves no monitor behind") {
+  process_test::let_signals_through();
+  weft_test::runtime_guard rt(processes);
+  auto t = weft::remote<tally>().remote(1);
+  auto w = weft::remote<watcher>().remote();
+  CHECK(weft::get(w.task(&watcher::watch).remote(t), bound).empty());
+  CHECK(weft::detail::worker_monitors_registered() == 1);
+  const int pid = weft::get(w.task(&watcher::pid).remote(), bound);
+  ::kill(pid, SIGKILL);
+  CHECK(eventually([] { return weft::detail::worker_monitors_registered() == 0; }));
+  // The actor is untouched; its end tells the driver's monitors and no one else.
+  CHECK(weft::get(t.task(&tally::add).remote(1), bound) == 2);
+  CHECK_THAT(kill_and_wait(t), Contains("killed by kill()"));
+  CHECK(weft::get(weft::remote(make_and_use).remote(0), bound).size() == 5); // the node goes on
 }

@@ -542,15 +542,17 @@ struct actor_exit {
 };
 
 namespace detail {
-void monitor_actor(const actor_ref& ref, std::function<void(const actor_exit&)> fn);
+void monitor_actor(const actor_ref& ref, object_state* via, std::function<void(const actor_exit&)> fn);
 }
 
 /// Calls `fn` once, when the actor is dead for good (at once if it already
 /// is); restarts do not count. `fn` runs on a weft thread and must not
-/// block. Does not keep the actor alive. Thread-safe.
+/// block. Does not keep the actor alive. Thread-safe. Inside a worker
+/// process, `fn` runs in that worker (the driver watches the actor for it)
+/// and this call waits for the driver to register it.
 template <class T>
 void monitor(const actor_handle<T>& h, std::function<void(const actor_exit&)> fn) {
-  detail::monitor_actor(h.ref(), std::move(fn));
+  detail::monitor_actor(h.ref(), h.via(), std::move(fn));
 }
 
 /// Inside an actor method: the actor exits gracefully once this call
