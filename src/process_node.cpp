@@ -1038,7 +1038,10 @@ void process_node::on_actor_submit(std::int32_t worker_id, std::uint64_t seq, st
     } else {
       // (It stays among the call's refs: the arguments may name it too.)
       holder_cell = h->second.cell;
-      call.invoker = reinterpret_cast<actor_method_invoker>(const_cast<void*>(inv));
+      if (rec.in_driver)
+        call.driver_builder = inv;
+      else
+        call.invoker = reinterpret_cast<actor_method_invoker>(const_cast<void*>(inv));
       call.method[0] =
         rec.is_virtual ? static_cast<std::uintptr_t>(rec.vword) : reinterpret_cast<std::uintptr_t>(method);
       call.method[1] = static_cast<std::uintptr_t>(rec.adjust);
@@ -1090,8 +1093,12 @@ void process_node::on_actor_make(std::int32_t worker_id, std::uint64_t seq, cons
         !pin_locked(worker_id, bundle, refs)) {
       refused = std::make_exception_ptr(serialization_error("weft: a worker sent a corrupted actor creation"));
     } else {
-      make.constructor = reinterpret_cast<actor_constructor>(const_cast<void*>(ctor));
-      make.destructor = reinterpret_cast<actor_destructor>(const_cast<void*>(dtor));
+      if (rec.in_driver) {
+        make.driver_factory = ctor;
+      } else {
+        make.constructor = reinterpret_cast<actor_constructor>(const_cast<void*>(ctor));
+        make.destructor = reinterpret_cast<actor_destructor>(const_cast<void*>(dtor));
+      }
       make.type = reinterpret_cast<const std::type_info& (*)() noexcept>(const_cast<void*>(type));
       make.handle_ops = reinterpret_cast<ref_ops_fn>(const_cast<void*>(handle));
       make.args = rec.args;

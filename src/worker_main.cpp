@@ -746,9 +746,12 @@ void worker_client_submit(task_base* t) {
 void worker_client_call_actor(object_state* via, std::unique_ptr<worker_actor_call> call) {
   if (!via || !via->is_proxy())
     throw invalid_argument_error("weft: actor method call through an invalid actor_handle");
-  if (!call->invoker())
-    throw error("weft: actors of this class (weft::queue, supervisors) stay in the driver and cannot be called "
-                "from a worker process yet");
+  // An actor that stays in the driver (weft::queue) runs the call there:
+  // the record names what builds it in the driver instead of an invoker.
+  const void* code = call->invoker() ? reinterpret_cast<const void*>(call->invoker()) : call->driver_builder();
+  if (!code)
+    throw error("weft: this method of an actor that stays in the driver cannot be called from a worker process: "
+                "its parameters or result are not serializable (see weft::is_serializable_v); call it in the driver");
   if (auto e = await_arguments(call->deps(), "an actor method call made in a worker")) {
     call->result().complete_error(e);
     return;
@@ -756,7 +759,8 @@ void worker_client_call_actor(object_state* via, std::unique_ptr<worker_actor_ca
   std::uintptr_t words[2];
   std::memcpy(words, call->method_bytes(), sizeof words);
   wire::actor_call_record rec;
-  const auto inv = driver_code_ref(reinterpret_cast<const void*>(call->invoker()));
+  const auto inv = driver_code_ref(code);
+  rec.in_driver = !call->invoker();
   rec.is_virtual = (words[0] & 1) != 0;
   std::optional<code_ref> method;
   if (rec.is_virtual)
@@ -827,11 +831,16 @@ void queue_outbox(wire::outbox_kind kind, std::string_view record, std::string_v
 } // namespace
 
 void worker_client_make_actor(const worker_actor_make& m, std::unique_ptr<worker_actor_call> reply) {
-  if (!m.constructor)
-    throw error("weft: actors of this class (weft::queue, supervisors) stay in the driver and cannot be created "
-                "in a worker process yet");
-  const auto ctor = driver_code_ref(reinterpret_cast<const void*>(m.constructor));
-  const auto dtor = driver_code_ref(reinterpret_cast<const void*>(m.destructor));
+  // A class that stays in the driver (weft::queue) is built there: the
+  // record names what rebuilds its factory instead of a constructor.
+  const bool in_driver = !m.constructor;
+  if (in_driver && !m.driver_factory)
+    throw error("weft: an actor of class " + m.class_name +
+                ", which stays in the driver, cannot be created in a worker process: its constructor arguments are "
+                "not serializable (see weft::is_serializable_v); create it in the driver and pass its handle");
+  const auto ctor = driver_code_ref(in_driver ? m.driver_factory : reinterpret_cast<const void*>(m.constructor));
+  // (The destructor is unused for a class of the driver: name the factory.)
+  const auto dtor = driver_code_ref(in_driver ? m.driver_factory : reinterpret_cast<const void*>(m.destructor));
   const auto type = driver_code_ref(reinterpret_cast<const void*>(m.type));
   const auto handle = driver_code_ref(reinterpret_cast<const void*>(m.handle_ops));
   if (!ctor || !dtor || !type || !handle)
@@ -842,7 +851,7 @@ void worker_client_make_actor(const worker_actor_make& m, std::unique_ptr<worker
     ref_codec_scope scope(&codec);
     m.encode_arguments(args);
   }
-  wire::actor_make_record{*ctor, *dtor, *type, *handle, args, m.options}.write(record);
+  wire::actor_make_record{*ctor, *dtor, *type, *handle, args, m.options, in_driver}.write(record);
   queue_outbox(wire::outbox_kind::actor_make, record, codec.bundle, codec.holds, std::move(reply));
 }
 
