@@ -198,6 +198,9 @@ public:
   void on_submit_batch(std::int32_t worker, const std::string& batch);
   /// The task running in `worker` (job `job`) waits in get/wait, or goes on.
   void on_blocked(std::int32_t worker, std::uint64_t job, bool blocked);
+  /// `worker` will not run the tasks `seqs` of its line (packed u64): they
+  /// go back to the scheduler's queue.
+  void on_recalled(std::int32_t worker, const std::string& seqs);
   /// A proxy in `worker` wants the value of object `id`, which the node lent it.
   void on_fetch(std::int32_t worker, std::uint64_t id);
   /// A task in `worker` calls a method of the actor whose handle the cell

@@ -51,6 +51,11 @@ std::atomic<std::uint64_t> g_running_seq{0};
 /// Calls cancelled before they ran (the control actor fills it).
 std::mutex g_cancelled_mtx;
 std::unordered_set<std::uint64_t> g_cancelled;
+/// Calls of the line the node runs elsewhere, because the call ahead of
+/// them waits in get (under g_cancelled_mtx, as is the end of each call:
+/// the control actor decides while that call still runs, so none of them
+/// has started).
+std::unordered_set<std::uint64_t> g_recalled;
 
 /// The progress page shared with the driver (see worker_protocol.hpp).
 std::atomic<std::uint64_t>* g_started = nullptr;
@@ -414,6 +419,23 @@ bool take_cancelled(std::uint64_t seq) {
   return g_cancelled.erase(seq) != 0;
 }
 
+bool take_recalled(std::uint64_t seq) {
+  std::lock_guard<std::mutex> lock(g_cancelled_mtx);
+  return g_recalled.erase(seq) != 0;
+}
+
+/// The node asks for the calls `seqs` behind `front` back, because `front`
+/// waits in get and they might be what it waits for. Granted only while
+/// `front` still runs (then none of them started); the answer goes on the
+/// lane before front's result.
+void recall(std::uint64_t front, const std::string& seqs) {
+  std::lock_guard<std::mutex> lock(g_cancelled_mtx);
+  if (g_running_seq.load(std::memory_order_acquire) != front)
+    return; // it went on: its line runs here as sent
+  for_each_packed_id(seqs, [](std::uint64_t seq) { g_recalled.insert(seq); });
+  g_lane->post_to_driver(lane_kind::recalled, seqs);
+}
+
 [[noreturn]] void die(const std::string& why, int code) {
   std::fprintf(stderr, "weft worker %d: %s\n", static_cast<int>(::getpid()), why.c_str());
   std::fflush(stderr);
@@ -607,7 +629,8 @@ void run_batch(const std::string& batch, Run&& run, Send&& send) {
     auto rec = calls.get_bytes();
     if (!calls.ok())
       break;
-    wire::writer(out).put_bytes(run(rec, holds));
+    if (std::string result = run(rec, holds); !result.empty()) // (empty: skipped, recalled)
+      wire::writer(out).put_bytes(result);
     auto now = std::chrono::steady_clock::now();
     if (now - flushed > std::chrono::microseconds(200)) {
       flush();
@@ -618,7 +641,8 @@ void run_batch(const std::string& batch, Run&& run, Send&& send) {
   flush();
 }
 
-/// Runs one call record; returns the result record.
+/// Runs one call record; returns the result record (none for a call the
+/// node recalled).
 std::string run_call(std::string_view rec, const std::vector<const module_table::module*>& map,
                      std::vector<object_ptr>& holds) {
   wire::call_record call;
@@ -628,6 +652,8 @@ std::string run_call(std::string_view rec, const std::vector<const module_table:
   if (!call.read(rec))
     die("corrupted call record from the driver", 5);
   record_refs refs(call.refs);
+  if (take_recalled(call.seq))
+    return {}; // it runs elsewhere: no result from here
   const void* inv = resolve(call.invoker, map);
   const void* fn = resolve(call.fn, map);
   std::vector<exception_filter::matcher> matchers;
@@ -653,6 +679,7 @@ std::string run_call(std::string_view rec, const std::vector<const module_table:
     g_running_seq.store(call.seq, std::memory_order_release);
     st = run_guarded([&] { reinterpret_cast<remote_invoker>(const_cast<void*>(inv))(fn, call.args, payload); }, payload,
                      matchers);
+    std::lock_guard<std::mutex> lock(g_cancelled_mtx); // (after a recall that saw it run: see recall())
     g_running_seq.store(0, std::memory_order_release);
   }
   refs.keep(holds);
@@ -1007,6 +1034,7 @@ void run_worker() {
         [](wire::value_atom, std::uint64_t id, std::uint8_t kind, const std::string& payload, const std::string& ids,
            const std::string& handed) { proxy_value(id, kind, payload, ids, handed); },
         [](wire::release_flush_atom) { flush_releases(); },
+        [](wire::recall_atom, std::uint64_t front, const std::string& seqs) { recall(front, seqs); },
         [](wire::cancel_atom, std::uint64_t seq) {
           if (g_running_seq.load(std::memory_order_acquire) == seq) {
             g_cancel.store(true, std::memory_order_release);

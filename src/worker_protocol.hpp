@@ -10,6 +10,11 @@
 //                                              true; queued: skipped (also
 //                                              when the cancel overtakes the call)
 //   node   -> worker (retire)                  exit (max_calls reached)
+//   node   -> control (w_recall, seq, seqs)    the task `seq` waits in get:
+//                                              if it still runs, the tasks
+//                                              behind it in the worker's line
+//                                              (packed u64) are skipped there,
+//                                              and the worker says so (recalled)
 //   node   -> control (w_result, (seq, result kind, payload, ref ids) tuples)
 //                    ends of nested tasks and actor calls made in the
 //                    worker; results that end together leave together
@@ -41,6 +46,8 @@
 //                CPUs are lent meanwhile
 //   fetch        object id: a proxy is waited for
 //   release      (id, count) pairs: proxies let go
+//   recalled     packed u64 seqs: tasks of its line it will not run (w_recall);
+//                sent before the result of the task they waited behind
 //
 // Object refs as themselves (see ref_codec.hpp): records from the node list
 // the ids of the refs they carry, which the node counts as borrowed by
@@ -71,6 +78,7 @@ using welcome_atom = caf::atom_constant<caf::atom("w_welcome")>;
 using refuse_atom = caf::atom_constant<caf::atom("w_refuse")>;
 using cancel_atom = caf::atom_constant<caf::atom("w_cancel")>;
 using retire_atom = caf::atom_constant<caf::atom("w_retire")>;
+using recall_atom = caf::atom_constant<caf::atom("w_recall")>;
 using result_atom = caf::atom_constant<caf::atom("w_result")>;
 using actor_flush_atom = caf::atom_constant<caf::atom("a_flush")>; ///< node to itself: send an actor's outbox
 using value_atom = caf::atom_constant<caf::atom("w_value")>;

@@ -41,6 +41,8 @@ std::vector<int> consume(weft::queue<int> q, int n) {
 
 int take_one(weft::queue<int> q) { return q.get(); }
 
+int noop(int x) { return x; }
+
 /// What a get with a timeout, a get_nowait and a put_nowait on a full
 /// queue throw in a worker (the queue is empty and holds at most one).
 std::vector<std::string> refusals(weft::queue<int> q) {
@@ -161,6 +163,28 @@ TEST_CASE("a get waiting in a worker lends its CPU to the task that puts") {
   CHECK(got[0] == 0);
   CHECK(got[2] == 2);
   weft::get(producer, bound);
+}
+
+TEST_CASE("a consumer waiting in get does not hold up the short tasks sent ahead behind it in its worker") {
+  // Short tasks are sent ahead to busy workers (pipelining): the producer,
+  // or any task, may sit behind the consumer in its worker's line. Once the
+  // consumer waits, they are taken back and run elsewhere.
+  weft_test::runtime_guard rt(processes);
+  for (int round = 0; round < 3; ++round) {
+    weft::queue<int> q;
+    std::vector<weft::object_ref<int>> around;
+    for (int i = 0; i < 500; ++i)
+      around.push_back(weft::remote(noop).remote(i));
+    auto consumer = weft::remote(consume).remote(q, 5);
+    auto producer = weft::remote(produce).remote(q, 5);
+    for (int i = 0; i < 500; ++i)
+      around.push_back(weft::remote(noop).remote(i));
+    weft::get(around, bound);
+    const auto got = weft::get(consumer, bound);
+    REQUIRE(got.size() == 6);
+    CHECK(got[4] == 4);
+    weft::get(producer, bound);
+  }
 }
 
 TEST_CASE("get with a timeout and the nowait calls in a worker throw the queue errors of the driver") {
