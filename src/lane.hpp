@@ -58,6 +58,7 @@ enum class lane_kind : std::uint8_t {
   blocked = 19,    ///< u64 job, u8 blocked: the running task waits in get, or goes on
   fetch = 20,      ///< u64 id: a proxy wants the value of a lent object
   release = 21,    ///< (u64 id, i64 count) pairs: objects let go
+  recalled = 22,   ///< packed u64 seqs: tasks of its line the worker will not run
 };
 
 /// The node's doorbell: a shared page where the driver's lane reader sleeps.

@@ -1057,7 +1057,10 @@ void process_node::on_actor_submit(std::int32_t worker_id, std::uint64_t seq, st
     } else {
       // (It stays among the call's refs: the arguments may name it too.)
       holder_cell = h->second.cell;
-      call.invoker = reinterpret_cast<actor_method_invoker>(const_cast<void*>(inv));
+      if (rec.in_driver)
+        call.driver_builder = inv;
+      else
+        call.invoker = reinterpret_cast<actor_method_invoker>(const_cast<void*>(inv));
       call.method[0] =
         rec.is_virtual ? static_cast<std::uintptr_t>(rec.vword) : reinterpret_cast<std::uintptr_t>(method);
       call.method[1] = static_cast<std::uintptr_t>(rec.adjust);
@@ -1109,8 +1112,12 @@ void process_node::on_actor_make(std::int32_t worker_id, std::uint64_t seq, cons
         !pin_locked(worker_id, bundle, refs)) {
       refused = std::make_exception_ptr(serialization_error("weft: a worker sent a corrupted actor creation"));
     } else {
-      make.constructor = reinterpret_cast<actor_constructor>(const_cast<void*>(ctor));
-      make.destructor = reinterpret_cast<actor_destructor>(const_cast<void*>(dtor));
+      if (rec.in_driver) {
+        make.driver_factory = ctor;
+      } else {
+        make.constructor = reinterpret_cast<actor_constructor>(const_cast<void*>(ctor));
+        make.destructor = reinterpret_cast<actor_destructor>(const_cast<void*>(dtor));
+      }
       make.type = reinterpret_cast<const std::type_info& (*)() noexcept>(const_cast<void*>(type));
       make.handle_ops = reinterpret_cast<ref_ops_fn>(const_cast<void*>(handle));
       make.args = rec.args;
@@ -1445,11 +1452,57 @@ void process_node::on_blocked(std::int32_t worker_id, std::uint64_t job_seq, boo
   if (blocked == j.blocked)
     return;
   j.blocked = blocked;
-  wit->second.blocked = blocked;
-  if (blocked)
-    rt_.sched().release_cpu(j.t); // other tasks (its nested ones) may start, on new workers if need be
-  else
+  worker& w = wit->second;
+  w.blocked = blocked;
+  if (!blocked) {
     rt_.sched().reacquire_cpu(j.t);
+    return;
+  }
+  rt_.sched().release_cpu(j.t); // other tasks (its nested ones) may start, on new workers if need be
+  // The tasks sent ahead behind it in the worker's line may be what it
+  // waits for (a producer for its queue.get()): asked back, they run
+  // elsewhere. The worker grants it only while this task still runs.
+  if (w.assigned.size() > 1 && w.ctl) {
+    std::string seqs;
+    for (auto it = std::next(w.assigned.begin()); it != w.assigned.end(); ++it)
+      seqs.append(reinterpret_cast<const char*>(&*it), sizeof(std::uint64_t));
+    caf::anon_send(*w.ctl, wire::recall_atom::value, job_seq, std::move(seqs));
+  }
+}
+
+void process_node::on_recalled(std::int32_t worker_id, const std::string& seqs) {
+  std::vector<std::pair<task_base*, std::exception_ptr>> failed;
+  std::vector<task_base*> orphans;
+  {
+    std::lock_guard<std::mutex> lock(mtx_);
+    auto wit = workers_.find(worker_id);
+    if (wit == workers_.end())
+      return;
+    worker& w = wit->second;
+    for_each_packed_id(seqs, [&](std::uint64_t seq) {
+      if (auto held = cancelled_in_flight_.extract(seq); !held.empty()) {
+        held.mapped().second->release(); // (cancelled meanwhile: the worker skips it without a word)
+        return;
+      }
+      // Only one behind the first: a worker grants a recall while the
+      // first runs, and says so before its result.
+      auto pos =
+        w.assigned.empty() ? w.assigned.end() : std::find(std::next(w.assigned.begin()), w.assigned.end(), seq);
+      if (pos == w.assigned.end())
+        return;
+      w.assigned.erase(pos);
+      auto it = jobs_.find(seq);
+      if (it == jobs_.end())
+        return;
+      task_base* t = it->second.t;
+      jobs_.erase(it);
+      if (!rt_.sched().requeue_follower(t)) // (it holds no resources: the first one does)
+        orphans_.push_back(t);
+    });
+    failed.swap(failed_followers_);
+    orphans.swap(orphans_);
+  }
+  settle(failed, orphans);
 }
 
 void process_node::fail_replies_locked(worker& w, const std::exception_ptr& e) {
@@ -2028,6 +2081,12 @@ void process_node::on_lane_message(int worker, lane_kind k, const std::string& b
   }
   case lane_kind::release:
     on_release(worker, body);
+    return;
+  case lane_kind::recalled:
+    if (body.size() % sizeof(std::uint64_t) == 0)
+      on_recalled(worker, body);
+    else
+      log().error("weft: worker {} sent a corrupted recalled message", worker);
     return;
   default:
     log().error("weft: worker {} sent a message of kind {} on its lane", worker, static_cast<int>(k));

@@ -89,6 +89,9 @@ void store_forwarded_result(object_state& cell, std::string_view bytes);
 /// A method call a worker made through a handle the driver lent it.
 struct forwarded_call {
   actor_method_invoker invoker = nullptr;
+  /// Instead, on an actor that stays in the driver: what builds the typed
+  /// call here (libactor's driver_call_builder).
+  const void* driver_builder = nullptr;
   std::uintptr_t method[2] = {0, 0}; ///< the member-function pointer's words, in this process
   const void* method_id = nullptr;   ///< for names in errors (null for a virtual method)
   std::string args;
@@ -107,6 +110,9 @@ void set_actor_call_forwarder(actor_call_forwarder f) noexcept;
 struct forwarded_make {
   actor_constructor constructor = nullptr;
   actor_destructor destructor = nullptr;
+  /// Instead, for a class that stays in the driver: what builds its factory
+  /// here from the arguments (libactor's driver_factory_builder).
+  const void* driver_factory = nullptr;
   const std::type_info& (*type)() noexcept = nullptr;
   ref_ops_fn handle_ops = nullptr;
   std::string args;
@@ -210,6 +216,9 @@ public:
   void on_submit_batch(std::int32_t worker, const std::string& batch);
   /// The task running in `worker` (job `job`) waits in get/wait, or goes on.
   void on_blocked(std::int32_t worker, std::uint64_t job, bool blocked);
+  /// `worker` will not run the tasks `seqs` of its line (packed u64): they
+  /// go back to the scheduler's queue.
+  void on_recalled(std::int32_t worker, const std::string& seqs);
   /// A proxy in `worker` wants the value of object `id`, which the node lent it.
   void on_fetch(std::int32_t worker, std::uint64_t id);
   /// A task in `worker` calls a method of the actor whose handle the cell

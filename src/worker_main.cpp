@@ -55,6 +55,11 @@ std::atomic<std::uint64_t> g_running_seq{0};
 /// Calls cancelled before they ran (the control actor fills it).
 std::mutex g_cancelled_mtx;
 std::unordered_set<std::uint64_t> g_cancelled;
+/// Calls of the line the node runs elsewhere, because the call ahead of
+/// them waits in get (under g_cancelled_mtx, as is the end of each call:
+/// the control actor decides while that call still runs, so none of them
+/// has started).
+std::unordered_set<std::uint64_t> g_recalled;
 
 /// The progress page shared with the driver (see worker_protocol.hpp).
 std::atomic<std::uint64_t>* g_started = nullptr;
@@ -462,6 +467,23 @@ bool take_cancelled(std::uint64_t seq) {
   return g_cancelled.erase(seq) != 0;
 }
 
+bool take_recalled(std::uint64_t seq) {
+  std::lock_guard<std::mutex> lock(g_cancelled_mtx);
+  return g_recalled.erase(seq) != 0;
+}
+
+/// The node asks for the calls `seqs` behind `front` back, because `front`
+/// waits in get and they might be what it waits for. Granted only while
+/// `front` still runs (then none of them started); the answer goes on the
+/// lane before front's result.
+void recall(std::uint64_t front, const std::string& seqs) {
+  std::lock_guard<std::mutex> lock(g_cancelled_mtx);
+  if (g_running_seq.load(std::memory_order_acquire) != front)
+    return; // it went on: its line runs here as sent
+  for_each_packed_id(seqs, [](std::uint64_t seq) { g_recalled.insert(seq); });
+  g_lane->post_to_driver(lane_kind::recalled, seqs);
+}
+
 [[noreturn]] void die(const std::string& why, int code) {
   std::fprintf(stderr, "weft worker %d: %s\n", static_cast<int>(::getpid()), why.c_str());
   std::fflush(stderr);
@@ -656,7 +678,8 @@ void run_batch(const std::string& batch, Run&& run, Send&& send) {
     auto rec = calls.get_bytes();
     if (!calls.ok())
       break;
-    wire::writer(out).put_bytes(run(rec, holds));
+    if (std::string result = run(rec, holds); !result.empty()) // (empty: skipped, recalled)
+      wire::writer(out).put_bytes(result);
     auto now = std::chrono::steady_clock::now();
     if (now - flushed > std::chrono::microseconds(200)) {
       flush();
@@ -782,7 +805,8 @@ private:
 };
 thread_local call_pool* call_pool::tls_pool = nullptr;
 
-/// Runs one call record; returns the result record.
+/// Runs one call record; returns the result record (none for a call the
+/// node recalled).
 std::string run_call(std::string_view rec, const std::vector<const module_table::module*>& map,
                      std::vector<object_ptr>& holds) {
   wire::call_record call;
@@ -792,6 +816,8 @@ std::string run_call(std::string_view rec, const std::vector<const module_table:
   if (!call.read(rec))
     die("corrupted call record from the driver", 5);
   record_refs refs(call.refs);
+  if (take_recalled(call.seq))
+    return {}; // it runs elsewhere: no result from here
   const void* inv = resolve(call.invoker, map);
   const void* fn = resolve(call.fn, map);
   std::vector<exception_filter::matcher> matchers;
@@ -817,6 +843,7 @@ std::string run_call(std::string_view rec, const std::vector<const module_table:
     g_running_seq.store(call.seq, std::memory_order_release);
     st = run_guarded([&] { reinterpret_cast<remote_invoker>(const_cast<void*>(inv))(fn, call.args, payload); }, payload,
                      matchers);
+    std::lock_guard<std::mutex> lock(g_cancelled_mtx); // (after a recall that saw it run: see recall())
     g_running_seq.store(0, std::memory_order_release);
   }
   refs.keep(holds);
@@ -910,9 +937,12 @@ void worker_client_submit(task_base* t) {
 void worker_client_call_actor(object_state* via, std::unique_ptr<worker_actor_call> call) {
   if (!via || !via->is_proxy())
     throw invalid_argument_error("weft: actor method call through an invalid actor_handle");
-  if (!call->invoker())
-    throw error("weft: actors of this class (weft::queue, supervisors) stay in the driver and cannot be called "
-                "from a worker process yet");
+  // An actor that stays in the driver (weft::queue) runs the call there:
+  // the record names what builds it in the driver instead of an invoker.
+  const void* code = call->invoker() ? reinterpret_cast<const void*>(call->invoker()) : call->driver_builder();
+  if (!code)
+    throw error("weft: this method of an actor that stays in the driver cannot be called from a worker process: "
+                "its parameters or result are not serializable (see weft::is_serializable_v); call it in the driver");
   if (auto e = await_arguments(call->deps(), "an actor method call made in a worker")) {
     call->result().complete_error(e);
     return;
@@ -920,7 +950,8 @@ void worker_client_call_actor(object_state* via, std::unique_ptr<worker_actor_ca
   std::uintptr_t words[2];
   std::memcpy(words, call->method_bytes(), sizeof words);
   wire::actor_call_record rec;
-  const auto inv = driver_code_ref(reinterpret_cast<const void*>(call->invoker()));
+  const auto inv = driver_code_ref(code);
+  rec.in_driver = !call->invoker();
   rec.is_virtual = (words[0] & 1) != 0;
   std::optional<code_ref> method;
   if (rec.is_virtual)
@@ -995,11 +1026,16 @@ void queue_outbox(wire::outbox_kind kind, std::string_view record, std::string_v
 } // namespace
 
 void worker_client_make_actor(const worker_actor_make& m, std::unique_ptr<worker_actor_call> reply) {
-  if (!m.constructor)
-    throw error("weft: actors of this class (weft::queue, supervisors) stay in the driver and cannot be created "
-                "in a worker process yet");
-  const auto ctor = driver_code_ref(reinterpret_cast<const void*>(m.constructor));
-  const auto dtor = driver_code_ref(reinterpret_cast<const void*>(m.destructor));
+  // A class that stays in the driver (weft::queue) is built there: the
+  // record names what rebuilds its factory instead of a constructor.
+  const bool in_driver = !m.constructor;
+  if (in_driver && !m.driver_factory)
+    throw error("weft: an actor of class " + m.class_name +
+                ", which stays in the driver, cannot be created in a worker process: its constructor arguments are "
+                "not serializable (see weft::is_serializable_v); create it in the driver and pass its handle");
+  const auto ctor = driver_code_ref(in_driver ? m.driver_factory : reinterpret_cast<const void*>(m.constructor));
+  // (The destructor is unused for a class of the driver: name the factory.)
+  const auto dtor = driver_code_ref(in_driver ? m.driver_factory : reinterpret_cast<const void*>(m.destructor));
   const auto type = driver_code_ref(reinterpret_cast<const void*>(m.type));
   const auto handle = driver_code_ref(reinterpret_cast<const void*>(m.handle_ops));
   if (!ctor || !dtor || !type || !handle)
@@ -1010,7 +1046,7 @@ void worker_client_make_actor(const worker_actor_make& m, std::unique_ptr<worker
     ref_codec_scope scope(&codec);
     m.encode_arguments(args);
   }
-  wire::actor_make_record{*ctor, *dtor, *type, *handle, args, m.options}.write(record);
+  wire::actor_make_record{*ctor, *dtor, *type, *handle, args, m.options, in_driver}.write(record);
   queue_outbox(wire::outbox_kind::actor_make, record, codec.bundle, codec.holds, std::move(reply));
 }
 
@@ -1237,6 +1273,7 @@ void run_worker() {
         [](wire::value_atom, std::uint64_t id, std::uint8_t kind, const std::string& payload, const std::string& ids,
            const std::string& handed) { proxy_value(id, kind, payload, ids, handed); },
         [](wire::release_flush_atom) { flush_releases(); },
+        [](wire::recall_atom, std::uint64_t front, const std::string& seqs) { recall(front, seqs); },
         [](wire::cancel_atom, std::uint64_t seq) {
           if (g_running_seq.load(std::memory_order_acquire) == seq) {
             g_cancel.store(true, std::memory_order_release);

@@ -51,6 +51,9 @@ public:
   virtual ~worker_actor_call() = default;
   /// Null for an actor class that stays in the driver.
   virtual actor_method_invoker invoker() const noexcept = 0;
+  /// For an actor class that stays in the driver: the code that builds the
+  /// call there (a driver_call_builder), null when the call cannot cross.
+  virtual const void* driver_builder() const noexcept { return nullptr; }
   virtual const void* method_bytes() const noexcept = 0;
   virtual std::span<object_state* const> deps() const noexcept = 0;
   virtual void encode_arguments(std::string& out) const = 0;
@@ -66,6 +69,10 @@ void worker_client_call_actor(object_state* via, std::unique_ptr<worker_actor_ca
 /// An actor created in this worker: what the driver needs to create it.
 struct worker_actor_make {
   actor_constructor constructor = nullptr; ///< null: a class that stays in the driver
+  /// A class that stays in the driver: what builds its factory there (a
+  /// driver_factory_builder), null when its arguments cannot cross.
+  const void* driver_factory = nullptr;
+  std::string class_name; ///< for errors
   actor_destructor destructor = nullptr;
   const std::type_info& (*type)() noexcept = nullptr; ///< the class's type (same binary there)
   ref_ops_fn handle_ops = nullptr;                    ///< the ref ops of its handles (handle_ops<T>)

@@ -10,6 +10,11 @@
 //                                              true; queued: skipped (also
 //                                              when the cancel overtakes the call)
 //   node   -> worker (retire)                  exit (max_calls reached)
+//   node   -> control (w_recall, seq, seqs)    the task `seq` waits in get:
+//                                              if it still runs, the tasks
+//                                              behind it in the worker's line
+//                                              (packed u64) are skipped there,
+//                                              and the worker says so (recalled)
 //   node   -> control (w_result, (seq, result kind, payload, ref ids) tuples)
 //                    ends of nested tasks and actor calls made in the
 //                    worker, and of actors it monitors (monitor_down);
@@ -48,6 +53,8 @@
 //                CPUs are lent meanwhile
 //   fetch        object id: a proxy is waited for
 //   release      (id, count) pairs: proxies let go
+//   recalled     packed u64 seqs: tasks of its line it will not run (w_recall);
+//                sent before the result of the task they waited behind
 //
 // Object refs as themselves (see ref_codec.hpp): records from the node list
 // the ids of the refs they carry, which the node counts as borrowed by
@@ -78,6 +85,7 @@ using welcome_atom = caf::atom_constant<caf::atom("w_welcome")>;
 using refuse_atom = caf::atom_constant<caf::atom("w_refuse")>;
 using cancel_atom = caf::atom_constant<caf::atom("w_cancel")>;
 using retire_atom = caf::atom_constant<caf::atom("w_retire")>;
+using recall_atom = caf::atom_constant<caf::atom("w_recall")>;
 using result_atom = caf::atom_constant<caf::atom("w_result")>;
 using actor_flush_atom = caf::atom_constant<caf::atom("a_flush")>; ///< node to itself: send an actor's outbox
 using value_atom = caf::atom_constant<caf::atom("w_value")>;
@@ -298,11 +306,14 @@ struct actor_create_record {
 /// One actor method call: seq, invoker, the member-function pointer (a
 /// code ref for a non-virtual method; for a virtual one the raw first word,
 /// 1 + vtable offset, which means the same in every process), its
-/// this-adjustment, and the argument bytes.
+/// this-adjustment, and the argument bytes. A worker's call on an actor
+/// that stays in the driver (`in_driver`) names a driver_call_builder as
+/// its invoker.
 struct actor_call_record {
   std::uint64_t seq = 0;
   code_ref invoker;
   bool is_virtual = false;
+  bool in_driver = false;
   code_ref method;         ///< non-virtual
   std::uint64_t vword = 0; ///< virtual
   std::int64_t adjust = 0;
@@ -314,7 +325,7 @@ struct actor_call_record {
     w.put(seq);
     w.put(invoker.module);
     w.put(invoker.offset);
-    w.put(static_cast<std::uint8_t>(is_virtual));
+    w.put(static_cast<std::uint8_t>((is_virtual ? 1 : 0) | (in_driver ? 2 : 0)));
     w.put(method.module);
     w.put(method.offset);
     w.put(vword);
@@ -327,14 +338,16 @@ struct actor_call_record {
     seq = r.get<std::uint64_t>();
     invoker.module = r.get<std::uint32_t>();
     invoker.offset = r.get<std::uint64_t>();
-    is_virtual = r.get<std::uint8_t>() != 0;
+    const auto flags = r.get<std::uint8_t>();
+    is_virtual = (flags & 1) != 0;
+    in_driver = (flags & 2) != 0;
     method.module = r.get<std::uint32_t>();
     method.offset = r.get<std::uint64_t>();
     vword = r.get<std::uint64_t>();
     adjust = r.get<std::int64_t>();
     args = r.get_bytes();
     refs = r.get_bytes();
-    return r.ok() && refs.size() % sizeof(std::uint64_t) == 0;
+    return r.ok() && flags <= 3 && refs.size() % sizeof(std::uint64_t) == 0;
   }
 };
 
@@ -394,7 +407,9 @@ enum class outbox_kind : std::uint8_t {
 
 /// An actor created in a worker (outbox entry actor_make: seq, this
 /// record, ref bundle): the driver creates it and answers with a handle
-/// (the holder it lends, and the actor's id) as the entry's result.
+/// (the holder it lends, and the actor's id) as the entry's result. For a
+/// class that stays in the driver (`in_driver`), `constructor` names a
+/// driver_factory_builder and `destructor` is unused.
 struct actor_make_record {
   code_ref constructor;
   code_ref destructor;
@@ -402,6 +417,7 @@ struct actor_make_record {
   code_ref handle; ///< the ref ops of the class's handles (handle_ops<T>)
   std::string_view args;
   std::string_view options; ///< encoded actor_options
+  bool in_driver = false;
 
   void write(std::string& out) const {
     writer w(out);
@@ -411,6 +427,7 @@ struct actor_make_record {
     }
     w.put_bytes(args);
     w.put_bytes(options);
+    w.put(static_cast<std::uint8_t>(in_driver));
   }
   bool read(std::string_view in) {
     reader r(in);
@@ -420,7 +437,9 @@ struct actor_make_record {
     }
     args = r.get_bytes();
     options = r.get_bytes();
-    return r.ok() && r.at_end();
+    const auto flag = r.get<std::uint8_t>();
+    in_driver = flag != 0;
+    return r.ok() && r.at_end() && flag <= 1;
   }
 };
 

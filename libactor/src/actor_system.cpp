@@ -1325,6 +1325,8 @@ created_actor create_in_driver(const actor_factory& factory, const actor_options
   worker_actor_make m;
   m.constructor = factory.remote_constructor();
   m.destructor = factory.remote_destructor();
+  m.driver_factory = reinterpret_cast<const void*>(factory.driver_factory());
+  m.class_name = demangled(factory.type().name());
   m.type = factory.type_function();
   m.handle_ops = handle_ops;
   m.encode_arguments = [&factory](std::string& out) { factory.encode_arguments(out); };
@@ -1377,10 +1379,31 @@ forwarded_result handle_for_worker(const actor_ref& ref, ref_ops_fn ops) {
   return out;
 }
 
+/// The refs a message from a worker carried, by id again (to decode its
+/// bytes here).
+ref_table table_of(const std::vector<carried_ref>& refs) {
+  ref_table t;
+  for (const auto& r : refs)
+    t.refs.emplace(r.cell->id().value, r);
+  return t;
+}
+
 forwarded_result make_for_worker(forwarded_make m) {
   const actor_options options = decode_options(m.options);
   const ref_ops_fn ops = m.handle_ops;
-  auto factory = std::make_unique<forwarded_actor_factory>(std::move(m));
+  std::unique_ptr<actor_factory> factory;
+  if (m.driver_factory) {
+    // A class that stays in the driver (weft::queue): built here, like
+    // one the driver creates.
+    ref_table refs = table_of(m.arg_refs);
+    ref_codec_scope scope(&refs);
+    factory.reset(reinterpret_cast<driver_factory_builder>(const_cast<void*>(m.driver_factory))(m.args));
+    if (factory->remote_constructor() || factory->type() != m.type())
+      throw serialization_error("weft: a worker created an actor of class " + demangled(m.type().name()) +
+                                " as one that stays in the driver, which it is not (corrupted input)");
+  } else {
+    factory = std::make_unique<forwarded_actor_factory>(std::move(m));
+  }
   return handle_for_worker(actor_system::get("remote<T>().remote").create(std::move(factory), options), ops);
 }
 
@@ -1468,6 +1491,7 @@ public:
   explicit worker_call_adapter(actor_call* c) noexcept : c_(c) {}
   ~worker_call_adapter() override { c_->release(); }
   actor_method_invoker invoker() const noexcept override { return c_->remote_invoker(); }
+  const void* driver_builder() const noexcept override { return reinterpret_cast<const void*>(c_->driver_builder()); }
   const void* method_bytes() const noexcept override { return c_->method_bytes(); }
   std::span<object_state* const> deps() const noexcept override { return c_->deps(); }
   void encode_arguments(std::string& out) const override { c_->encode_arguments(out); }
@@ -1504,15 +1528,78 @@ private:
   object_ptr ret_;
 };
 
+/// The end of a worker's call on an actor that stays in the driver: its
+/// value, encoded, becomes the forwarded result that goes back.
+struct driver_call_reply final : completion_waiter {
+  object_ptr result; ///< a value_object<forwarded_result>
+  ref_ops_fn ops;
+  driver_call_reply(object_ptr r, ref_ops_fn o) : result(std::move(r)), ops(o) {}
+  void on_complete(object_state& obj) noexcept override {
+    if (obj.failed()) {
+      result->complete_error(obj.error());
+    } else {
+      forwarded_result out;
+      std::string* before = collect_handed_references(&out.handed);
+      try {
+        ref_collector refs; // the refs the value carries are lent with it
+        {
+          ref_codec_scope scope(&refs);
+          hand_over_references hand_over; // the worker's copy owns its own store references
+          ops(ref_op::encode_value, &obj, {}, &out.bytes);
+        }
+        collect_handed_references(before);
+        out.refs = std::move(refs.refs);
+        static_cast<value_object<forwarded_result>&>(*result.get()).emplace(std::move(out));
+        result->complete_value();
+      } catch (...) {
+        collect_handed_references(before);
+        release_handed_references(out.handed);
+        result->complete_error(std::current_exception());
+      }
+    }
+    delete this;
+  }
+};
+
 void forward_call(object_state& holder, forwarded_call f) {
   // (The worker names the holder: it may be any object lent to it.)
   auto* h = dynamic_cast<value_object<actor_ref>*>(&holder);
   if (!h || !h->done() || h->failed())
     throw serialization_error("weft: a worker called an actor through " + to_string(holder.id()) +
                               ", which holds no actor_handle (corrupted input)");
-  auto* c = new forwarded_actor_call(std::move(f));
-  c->target = h->value();
-  submit_call(c);
+  const actor_ref& target = h->value();
+  // Where the actor lives decides how the call runs; the worker's record
+  // must agree (it names a builder for the driver, or an invoker).
+  if (target.get()->remote == (f.driver_builder != nullptr))
+    throw serialization_error("weft: a worker called " + target.get()->describe() + " as one that " +
+                              (f.driver_builder ? "stays in the driver" : "lives in a worker") +
+                              ", which it does not (corrupted input)");
+  if (!f.driver_builder) {
+    auto* c = new forwarded_actor_call(std::move(f));
+    c->target = target;
+    submit_call(c);
+    return;
+  }
+  // An actor that stays in the driver (weft::queue): the call is built and
+  // made here as if the driver had made it; its value goes back encoded.
+  ref_ops_fn ops = nullptr;
+  actor_call* c = nullptr;
+  {
+    ref_table refs = table_of(f.arg_refs);
+    ref_codec_scope scope(&refs);
+    c = reinterpret_cast<driver_call_builder>(const_cast<void*>(f.driver_builder))(f.method, f.args, &ops);
+  }
+  c->target = target;
+  object_ptr value = c->returns()[0];
+  auto* reply = new driver_call_reply(f.result, ops);
+  if (!value->add_waiter(reply))
+    delete reply; // (a new cell: not done)
+  try {
+    submit_call(c);
+  } catch (...) {
+    value->complete_error(std::current_exception()); // the reply goes with it
+    throw;
+  }
 }
 
 const bool forwarder_registered = (set_actor_call_forwarder(&forward_call), true);
@@ -1636,6 +1723,18 @@ void monitor_actor(const actor_ref& ref, object_state* via, std::function<void(c
 
 bool suspend_actor_call_on(object_state* cell) {
   incarnation* inc = current_incarnation();
+  if (!inc && worker_current_actor()) {
+    // An actor in a worker process runs its calls one at a time on the
+    // lane's thread: the coroutine waits there, like get (its error, if
+    // any, is thrown where it resumes).
+    try {
+      await_all(std::span<object_state* const>(&cell, 1), 0, "co_await");
+    } catch (...) {
+      if (!cell->done())
+        throw;
+    }
+    return false;
+  }
   if (!inc)
     throw error("weft: co_await on an object_ref works only inside a weft::coro actor method run by weft");
   auto* c = static_cast<actor_call*>(current_fiber()->payload);

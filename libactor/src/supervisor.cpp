@@ -494,6 +494,10 @@ namespace weft {
 using detail::supervisor_actor;
 
 supervisor supervisor::start(const supervisor_flags& flags, std::vector<child_spec> children) {
+  if (is_worker_process())
+    throw error("weft::supervisor::start: a supervisor cannot be started in a worker process: it runs in the "
+                "driver, and its child specs' start functions are closures of this process, which cannot travel "
+                "there; start the supervisor in the driver and pass its children's actor handles to tasks");
   if (flags.intensity < 0)
     throw invalid_argument_error("weft::supervisor: flag intensity = " + std::to_string(flags.intensity) +
                                  " is invalid; expected >= 0");

@@ -458,6 +458,21 @@ std::string strip_prefix(const char* why) {
 }
 } // namespace
 
+namespace {
+thread_local bool tls_decoding = false;
+} // namespace
+
+bool decoding_values() noexcept { return tls_decoding; }
+
+decoding_scope::decoding_scope() noexcept : before_(tls_decoding) { tls_decoding = true; }
+
+void decoding_scope::end() noexcept {
+  if (!ended_) {
+    ended_ = true;
+    tls_decoding = before_;
+  }
+}
+
 void throw_encode_failed(const std::type_info& type, const char* why) {
   throw serialization_error("weft: cannot serialize a value of type " + demangled(type.name()) + ": " +
                             strip_prefix(why));

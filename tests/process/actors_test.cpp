@@ -107,6 +107,40 @@ struct square final : shape, tagged {
   std::string name() const override { return "square in " + std::to_string(::getpid()); }
 };
 
+int slow_value(int x) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  return x;
+}
+
+int no_value(int) { throw std::runtime_error("no value today"); }
+
+/// Coroutine methods that co_await refs in the actor's worker.
+struct awaiter {
+  int awaited = 0;
+  weft::coro<int> twice(weft::object_ref<int> r) {
+    const int v = co_await r;
+    ++awaited;
+    co_return 2 * v;
+  }
+  /// Awaits a task it submits from its worker.
+  weft::coro<int> plus_one_later(int x) {
+    auto r = weft::remote(slow_value).remote(x);
+    const int v = co_await r;
+    ++awaited;
+    co_return v + 1;
+  }
+  weft::coro<std::string> failing(weft::object_ref<int> r) {
+    try {
+      co_await r;
+      co_return "no error";
+    } catch (const weft::task_error& e) {
+      co_return std::string("task_error: ") + e.what();
+    }
+  }
+  int count() const { return awaited; }
+  int pid() const { return static_cast<int>(::getpid()); }
+};
+
 struct quits_in_constructor {
   quits_in_constructor() { weft::exit_actor(); }
   int get() const { return 1; }
@@ -363,4 +397,25 @@ TEST_CASE("a weft::queue stays in the driver in process mode and still works") {
   q.put(2);
   CHECK(q.get() == 1);
   CHECK(q.get() == 2);
+}
+
+TEST_CASE("a coroutine method in a worker co_awaits object_refs and its later calls wait behind it") {
+  weft_test::runtime_guard rt(processes);
+  auto a = weft::remote<awaiter>().remote();
+  CHECK(weft::get(a.task(&awaiter::pid).remote(), bound) != static_cast<int>(::getpid()));
+  auto slow = weft::remote(slow_value).remote(21); // not ready when the method awaits it
+  auto twice = a.task(&awaiter::twice).remote(slow);
+  auto count = a.task(&awaiter::count).remote(); // runs once twice has finished
+  CHECK(weft::get(twice, bound) == 42);
+  CHECK(weft::get(count, bound) == 1);
+  CHECK(weft::get(a.task(&awaiter::plus_one_later).remote(7), bound) == 8);
+  CHECK(weft::get(a.task(&awaiter::count).remote(), bound) == 2);
+}
+
+TEST_CASE("a coroutine method in a worker sees the error of the ref it co_awaits") {
+  weft_test::runtime_guard rt(processes);
+  auto a = weft::remote<awaiter>().remote();
+  auto bad = weft::remote(no_value, {.max_retries = 0}).remote(0);
+  const auto what = weft::get(a.task(&awaiter::failing).remote(bad), bound);
+  CHECK_THAT(what, Contains("task_error") && Contains("no value today"));
 }

@@ -83,10 +83,10 @@ int make_named_and_hang(std::string name) {
   return 0;
 }
 
-std::string make_queue(int) {
+std::string start_supervisor(int) {
   try {
-    weft::queue<int> q;
-    return "created";
+    weft::supervisor::start({}, {weft::worker_spec<tally>("t", 1)});
+    return "started";
   } catch (const weft::error& e) {
     return e.what();
   }
@@ -271,9 +271,10 @@ TEST_CASE("an owned actor created in a worker ends when that worker is killed") 
   CHECK(eventually([&] { return ended.load(); }));
 }
 
-TEST_CASE("an actor class that stays in the driver cannot be created in a worker") {
+TEST_CASE("a supervisor cannot be started in a worker and the error says why") {
   weft_test::runtime_guard rt(processes);
-  CHECK_THAT(weft::get(weft::remote(make_queue).remote(0), bound), Contains("stay in the driver"));
+  CHECK_THAT(weft::get(weft::remote(start_supervisor).remote(0), bound),
+             Contains("weft::supervisor::start") && Contains("worker process") && Contains("start functions"));
 }
 
 TEST_CASE("monitor in a worker runs its callback there when the driver kills the actor") {

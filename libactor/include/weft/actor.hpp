@@ -179,12 +179,14 @@ void run_remote_method(void* instance, const void* method, std::string_view in, 
   M m;
   std::memcpy(static_cast<void*>(&m), method, sizeof m);
   T& self = *static_cast<T*>(instance);
+  decoding_scope decoding;
   std::tuple<std::remove_cvref_t<Params>...> args;
   std::apply([&in](auto&... a) { decode_each(in, a...); }, args);
+  decoding.end();
   auto call = [&] { return std::apply([&](auto&... a) { return (self.*m)(std::move(a)...); }, args); };
   if constexpr (is_coro_v<R>) {
     R c = call();
-    if (!c.step()) // a worker has no object store to wait on (co_await throws there first)
+    if (!c.step()) // (co_await waits in a worker: it never suspends there)
       throw error("weft: a coroutine actor method suspended in a worker process");
     if constexpr (std::is_void_v<typename call_value<R>::type>) {
       c.take();
@@ -205,10 +207,32 @@ void run_remote_method(void* instance, const void* method, std::string_view in, 
 template <class T, class M, class R, class ParamTuple, class StoredTuple>
 class actor_call_impl;
 
+/// The driver's side of a call a worker made on an actor that stays in the
+/// driver: decodes the arguments and builds the typed call, as if the
+/// driver had made it.
+template <class T, class M, class R, class... Params>
+actor_call* build_driver_call(const void* method, std::string_view in, ref_ops_fn* result_ops) {
+  using value_t = typename call_value<R>::type;
+  using call_type = actor_call_impl<T, M, R, std::tuple<Params...>, std::tuple<std::remove_cvref_t<Params>...>>;
+  M m;
+  std::memcpy(static_cast<void*>(&m), method, sizeof m);
+  decoding_scope decoding;
+  std::tuple<std::remove_cvref_t<Params>...> args;
+  std::apply([&in](auto&... a) { decode_each(in, a...); }, args);
+  decoding.end();
+  *result_ops = &ref_ops<value_t>;
+  return std::apply(
+    [&](auto&... a) { return new call_type(m, object_ptr(new value_object<value_t>()), std::move(a)...); }, args);
+}
+
 template <class T, class M, class R, class... Params, class... Stored>
 class actor_call_impl<T, M, R, std::tuple<Params...>, std::tuple<Stored...>> final : public actor_call {
   static constexpr std::size_t num_deps = (std::size_t{0} + ... + (resolves_v<Params, Stored> ? 1 : 0));
   using value_t = typename call_value<R>::type;
+  /// Its arguments and result can be sent (always so for an actor that may
+  /// live in a worker; for one that stays in the driver, a worker's call
+  /// needs them to).
+  static constexpr bool crosses = (is_serializable_v<Params> && ...) && is_serializable_v<value_t>;
 
 public:
   template <class... Args>
@@ -264,16 +288,22 @@ public:
   }
   const void* method_bytes() const noexcept override { return &method_; }
   void encode_arguments(std::string& out) const override {
-    if constexpr (!driver_only_actor<T>::value)
+    if constexpr (crosses)
       encode_args(out, std::index_sequence_for<Params...>{});
     else
       (void)out;
   }
   void decode_result(std::string_view in) override {
-    if constexpr (!driver_only_actor<T>::value && !std::is_void_v<value_t>)
+    if constexpr (crosses && !std::is_void_v<value_t>)
       cell().emplace(decode_value<value_t>(in));
     else
       (void)in;
+  }
+  driver_call_builder driver_builder() const noexcept override {
+    if constexpr (driver_only_actor<T>::value && crosses)
+      return &build_driver_call<T, M, R, Params...>;
+    else
+      return nullptr;
   }
 
 private:

@@ -17,7 +17,9 @@
 /// it returns: an item is never lost, duplicated, or handed to a caller that
 /// gave up. The queue ends when its last copy is gone (or with shutdown());
 /// one created inside an actor method is owned by that actor and ends with
-/// it. Local mode: items stay in this process.
+/// it. Local mode: items stay in this process. With worker processes the
+/// queue's actor stays in the driver; a copy passed to (or made in) a task
+/// or actor in a worker calls it there, so T must be serializable for that.
 #pragma once
 
 #include <chrono>
@@ -134,10 +136,8 @@ public:
   }
 
   /// Withdraws the waiting get `ticket`: true if it was still waiting (it
-  /// now ends without an item). False if it already got one; then, with
-  /// `requeue` (its caller is gone), that item goes back to the head of
-  /// the queue. `call` is the get call's own result.
-  bool withdraw_get(std::uint64_t ticket, object_ref<queue_get_reply<T>> call, bool requeue) {
+  /// now ends without an item), false if it already got one.
+  bool withdraw_get(std::uint64_t ticket) {
     for (auto it = getters_.begin(); it != getters_.end(); ++it) {
       if (it->ticket == ticket) {
         const object_ptr slot = std::move(it->slot);
@@ -148,9 +148,18 @@ public:
         return true;
       }
     }
+    return false;
+  }
+
+  /// withdraw_get for a caller that is gone: an item its get was handed
+  /// already goes back to the head of the queue. `call` is the get call's
+  /// own result (a ref of the driver: a worker's wait is never cut short).
+  bool abandon_get(std::uint64_t ticket, object_ref<queue_get_reply<T>> call) {
+    if (withdraw_get(ticket))
+      return true;
     // Handed an item already: its coroutine was resumed by a message that
     // arrived before this call, so its result is ready here.
-    if (requeue && call.is_ready() && !call.cell()->failed()) {
+    if (call.is_ready() && !call.cell()->failed()) {
       const auto& reply = static_cast<const value_object<queue_get_reply<T>>*>(call.cell())->value();
       if (reply.item)
         accept_at_head(T(*reply.item));
@@ -236,7 +245,7 @@ private:
 };
 
 /// Its getters and putters wait on cells of the driver: it stays there in
-/// worker-process mode too.
+/// worker-process mode too (a worker's calls run there, through the driver).
 template <class T>
 struct driver_only_actor<queue_actor<T>> : std::true_type {};
 
@@ -260,7 +269,8 @@ public:
   /// the actor's (name, lifetime, ...); a queue that restarts starts empty.
   /// Does not block. Throws what starting an actor throws.
   explicit queue(std::size_t maxsize = 0, const actor_options& options = {}) :
-    actor_(remote<actor_type>(options).remote(maxsize)),
+    // (One made by weft only to decode a queue into starts none.)
+    actor_(detail::decoding_values() ? actor_handle<actor_type>() : remote<actor_type>(options).remote(maxsize)),
     maxsize_(maxsize) {}
 
   /// Adds `item` at the tail. With block (default), waits while the queue is
@@ -308,7 +318,6 @@ public:
     detail::check_queue_timeout("get", timeout);
     const std::uint64_t ticket = detail::next_queue_ticket();
     auto call = actor_.task(&actor_type::get).remote(block, ticket);
-    auto withdraw = [&](bool requeue) { return actor_.task(&actor_type::withdraw_get).remote(ticket, call, requeue); };
     detail::queue_get_reply<T> reply;
     try {
       if (block && timeout)
@@ -316,13 +325,16 @@ public:
       else
         reply = weft::get(call);
     } catch (const get_timeout_error&) {
-      if (weft::get(withdraw(false)))
+      if (weft::get(actor_.task(&actor_type::withdraw_get).remote(ticket)))
         detail::throw_queue_empty_timeout(*timeout);
       reply = weft::get(call); // an item arrived just before it was withdrawn
     } catch (...) {
-      if (!call.is_ready())
+      // (Only a wait in the driver is cut short with the call still running:
+      // `call` is then the driver's.)
+      if (!call.is_ready() && actor_.ref())
         try {
-          withdraw(true); // the caller is going away: an item it was handed goes back
+          // The caller is going away: an item it was handed goes back.
+          actor_.task(&actor_type::abandon_get).remote(ticket, call);
         } catch (...) {
         }
       throw;

@@ -176,6 +176,8 @@ public:
   /// invalid_argument_error for bad flags or specs. Thread-safe; callable
   /// from actor methods (the supervisor is then owned by that actor, like
   /// any actor it creates), and from a child spec's start function to nest.
+  /// Throws weft::error in a worker process: supervisors run in the driver,
+  /// where the start functions (closures of this process) cannot go.
   static supervisor start(const supervisor_flags& flags, std::vector<child_spec> children);
 
   /// A child spec that starts a nested supervisor (type supervisor, no

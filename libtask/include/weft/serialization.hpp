@@ -271,6 +271,24 @@ struct require_serializable {
                 "(or a free serialize(Archive&, T&, unsigned) in its namespace); see docs/serialization.md.");
 };
 
+/// True while weft makes and fills values it decodes, on this thread: a
+/// value default-constructed then is only a target about to be
+/// overwritten (a weft::queue made so starts no actor).
+bool decoding_values() noexcept;
+/// Sets decoding_values() until end() or the end of the scope.
+class decoding_scope {
+public:
+  decoding_scope() noexcept;
+  ~decoding_scope() { end(); }
+  decoding_scope(const decoding_scope&) = delete;
+  decoding_scope& operator=(const decoding_scope&) = delete;
+  void end() noexcept;
+
+private:
+  bool before_;
+  bool ended_ = false;
+};
+
 [[noreturn]] void throw_encode_failed(const std::type_info& type, const char* why);
 [[noreturn]] void throw_decode_failed(const std::type_info& type, const char* why);
 [[noreturn]] void throw_trailing_bytes(const std::type_info& type, std::size_t left);
@@ -295,6 +313,7 @@ template <class T>
 void decode_from(std::string_view& in, T& value, bool whole = false) {
   static_assert(is_serializable_v<T>, "weft: decode of a type that is not serializable");
   std::size_t left = 0;
+  decoding_scope decoding;
   try {
     bytes_source source(in);
     {
@@ -330,6 +349,7 @@ template <class... T>
 void decode_each(std::string_view in, T&... values) {
   static_assert((is_serializable_v<T> && ...), "weft: decode of a type that is not serializable");
   std::size_t left = 0;
+  decoding_scope decoding;
   try {
     bytes_source source(in);
     iarchive ar(source);
@@ -346,6 +366,7 @@ void decode_each(std::string_view in, T&... values) {
 
 template <class T>
 T decode_value(std::string_view in) {
+  decoding_scope decoding;
   T value{};
   decode_each(in, value);
   return value;
@@ -363,6 +384,7 @@ object_state* ref_ops(ref_op op, object_state* cell, std::string_view in, std::s
     auto* c = new cell_t();
     if constexpr (!std::is_void_v<T>) {
       try {
+        decoding_scope decoding;
         T value{};
         decode_each(in, value);
         c->emplace(std::move(value));
@@ -378,8 +400,10 @@ object_state* ref_ops(ref_op op, object_state* cell, std::string_view in, std::s
     return new cell_t();
   case ref_op::fill:
     if constexpr (!std::is_void_v<T>) {
+      decoding_scope decoding;
       T value{};
       decode_each(in, value);
+      decoding.end();
       static_cast<cell_t*>(cell)->emplace(std::move(value));
     }
     cell->complete_value();
@@ -407,6 +431,7 @@ template <class T>
 T from_bytes(std::span<const std::byte> bytes) {
   static_assert(std::is_default_constructible_v<T>, "weft::from_bytes<T> needs a default-constructible T");
   std::string_view in(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  detail::decoding_scope decoding;
   T value{};
   detail::decode_from(in, value, true);
   return value;

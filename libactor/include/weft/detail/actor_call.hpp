@@ -43,9 +43,24 @@ class actor_core;
 
 /// weft's own actors that always live in the driver (their state holds
 /// driver objects): their constructor arguments and methods need not be
-/// serializable, and they never move to a worker process.
+/// serializable, and they never move to a worker process. A worker process
+/// still creates and calls one (through the driver) when the arguments and
+/// results at hand are serializable.
 template <class T>
 struct driver_only_actor : std::false_type {};
+
+class actor_call;
+class actor_factory;
+
+/// Worker processes, an actor that stays in the driver: the driver builds
+/// the typed call a worker made on it from the method's two words and the
+/// encoded arguments (the codec of the refs they carry installed), and
+/// learns the ref ops of the call's value type (to encode the result back).
+/// Named by code address, like an invoker. Throws serialization_error.
+using driver_call_builder = actor_call* (*)(const void* method, std::string_view args, ref_ops_fn* result_ops);
+/// ... and the factory of one a worker creates, from the encoded
+/// constructor arguments.
+using driver_factory_builder = actor_factory* (*)(std::string_view args);
 
 /// One counted handle on an actor (null allowed). Every live actor_ref
 /// keeps a non-detached actor alive; the last one going away ends it.
@@ -97,6 +112,9 @@ public:
   virtual void encode_arguments(std::string& out) const { (void)out; }
   /// Worker processes: names the class (actor_type_of<T>).
   virtual actor_type_fn type_function() const noexcept { return nullptr; }
+  /// Worker processes, an actor that stays in the driver: what rebuilds
+  /// this factory there; null when its arguments cannot cross.
+  virtual driver_factory_builder driver_factory() const noexcept { return nullptr; }
 };
 
 template <class T, class... Args>
@@ -123,15 +141,33 @@ public:
       return &destroy_remote;
   }
   void encode_arguments(std::string& out) const override {
-    if constexpr (!driver_only_actor<T>::value)
+    if constexpr (crosses)
       std::apply([&out](const Args&... a) { encode_each(out, a...); }, args_);
   }
   actor_type_fn type_function() const noexcept override { return &actor_type_of<T>; }
+  driver_factory_builder driver_factory() const noexcept override {
+    if constexpr (driver_only_actor<T>::value && crosses)
+      return &build_in_driver;
+    else
+      return nullptr;
+  }
 
 private:
-  static void* construct_remote(std::string_view in) {
+  /// The arguments can be sent (always so for an actor that may live in a worker).
+  static constexpr bool crosses = (is_serializable_v<Args> && ...);
+
+  static actor_factory* build_in_driver(std::string_view in) {
+    decoding_scope decoding;
     std::tuple<Args...> args;
     std::apply([&in](Args&... a) { decode_each(in, a...); }, args);
+    decoding.end();
+    return std::apply([](Args&... a) { return new actor_factory_impl(std::move(a)...); }, args);
+  }
+  static void* construct_remote(std::string_view in) {
+    decoding_scope decoding;
+    std::tuple<Args...> args;
+    std::apply([&in](Args&... a) { decode_each(in, a...); }, args);
+    decoding.end();
     return std::apply([](const Args&... a) { return static_cast<void*>(new T(a...)); }, args);
   }
   static void destroy_remote(void* instance) noexcept { delete static_cast<T*>(instance); }
@@ -181,6 +217,9 @@ public:
   virtual void encode_arguments(std::string& out) const { (void)out; }
   /// Stores (does not publish) the result the worker sent.
   virtual void decode_result(std::string_view in) { (void)in; }
+  /// Called in a worker on an actor that stays in the driver: what builds
+  /// the call there; null when its arguments or result cannot cross.
+  virtual driver_call_builder driver_builder() const noexcept { return nullptr; }
 
   void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
   void release() noexcept {

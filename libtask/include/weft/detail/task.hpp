@@ -224,12 +224,14 @@ const auto& encoded_argument(const S& s) {
 template <class R, std::size_t Split, class... Params>
 void run_remote(const void* fn_addr, std::string_view in, std::string& out) {
   auto fn = reinterpret_cast<R (*)(Params...)>(const_cast<void*>(fn_addr));
+  decoding_scope decoding;
   std::tuple<std::remove_cvref_t<Params>...> args;
   [[maybe_unused]] std::uint64_t count = 0; // num_returns(n): n
   if constexpr (Split == runtime_split)
     std::apply([&in, &count](auto&... a) { decode_each(in, a..., count); }, args);
   else
     std::apply([&in](auto&... a) { decode_each(in, a...); }, args);
+  decoding.end();
   if constexpr (std::is_void_v<R>) {
     std::apply([fn](auto&... a) { fn(std::move(a)...); }, args);
   } else {
