@@ -3,7 +3,7 @@
 // ceiling in the same run (raw CAF send and spawn, a blocking thread round
 // trip), and prints one table plus optional JSON. It asserts no speed.
 //
-//   weft-bench [--quick] [--only NAME] [--json FILE] [--list]
+//   weft-bench [--quick] [--only NAME] [--mode local|processes|both] [--json FILE] [--list]
 #include <weft/weft.hpp>
 
 #include <algorithm>
@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <dirent.h>
+#include <fcntl.h>
 #include <fstream>
 #include <functional>
 #include <mutex>
@@ -543,22 +544,48 @@ row get_10k_refs_row(const settings& c) {
   return row{"get_10k_refs", "processes", made.median, "s", {}, {}, made.spread, note};
 }
 
-/// Ceiling of actors in workers: a process start of this very program (the
-/// dynamic loading of weft, CAF and Boost included) that exits at once.
-/// Batches of starts, then the waits for all.
+/// Ceiling of actors in workers: starts of this very program (the dynamic
+/// loading of weft, CAF and Boost and their static initialisers included)
+/// until each has reached main, `n` at once, after a warm-up batch. The
+/// starts park there until the batch is timed, so their exits are not in it
+/// (a worker's exit is not in create_100_actors either). A start that fails
+/// counts as none.
 stats process_spawn_ceiling(const settings& cfg, const char* self) {
   const int n = cfg.quick ? 10 : 50;
-  return rate(cfg, n, [&] {
+  std::vector<double> rates;
+  for (int w = -1; w < cfg.windows; ++w) {
+    int ready[2];
+    int go[2];
+    if (pipe2(ready, O_CLOEXEC) != 0 || pipe2(go, O_CLOEXEC) != 0)
+      return {};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, ready[1], 3); // (dup2 clears O_CLOEXEC)
+    posix_spawn_file_actions_adddup2(&fa, go[0], 4);
+    char* argv[] = {const_cast<char*>(self), const_cast<char*>("--spawn-ceiling-child"), nullptr};
     std::vector<pid_t> pids;
+    const auto t0 = clock_type::now();
     for (int i = 0; i < n; ++i) {
-      char* argv[] = {const_cast<char*>(self), const_cast<char*>("--exit-at-once"), nullptr};
       pid_t pid = 0;
-      if (posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv, environ) == 0)
+      if (posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, argv, environ) == 0)
         pids.push_back(pid);
     }
+    close(ready[1]);
+    char byte = 0;
+    std::size_t started = 0;
+    while (started < pids.size() && read(ready[0], &byte, 1) == 1)
+      ++started;
+    const double s = seconds_since(t0);
+    close(go[1]); // the children read end of file and exit
     for (pid_t pid : pids)
       waitpid(pid, nullptr, 0);
-  });
+    close(ready[0]);
+    close(go[0]);
+    posix_spawn_file_actions_destroy(&fa);
+    if (w >= 0)
+      rates.push_back(static_cast<double>(started) / s);
+  }
+  return summarize(rates);
 }
 
 /// fib(n) through nested tasks in workers: each blocked parent holds a
@@ -948,7 +975,7 @@ std::vector<workload> process_workloads() {
      [](const settings& c) { return args_10k_row(c, "processes", "10,000 driver objects lent to the worker"); }},
     {"actor_calls_concurrent", "1:1 calls to a max_concurrency = 16 actor in a worker, 1000 then one get",
      [](const settings& c) { return actor_calls_concurrent_row(c, "processes"); }},
-    {"process_spawn_ceiling", "start of this program that exits at once, in batches (posix_spawn + waitpid)",
+    {"process_spawn_ceiling", "starts of this program until each reaches main, 50 at once (posix_spawn)",
      [](const settings& c) {
        auto s = process_spawn_ceiling(c, "weft-bench");
        return row{"process_spawn_ceiling", "processes", s.median, "processes/s", {}, {}, s.spread, ""};
@@ -994,9 +1021,17 @@ int usage(const char* msg) {
 } // namespace
 
 int main(int argc, char** argv) {
-  // Started by process_spawn_ceiling: the cost of a start of this program.
-  if (argc == 2 && std::strcmp(argv[1], "--exit-at-once") == 0)
+  // Started by process_spawn_ceiling: says it reached main (fd 3), then
+  // waits for the batch to be timed (end of file on fd 4).
+  if (argc == 2 && std::strcmp(argv[1], "--spawn-ceiling-child") == 0) {
+    char byte = 1;
+    const bool told = write(3, &byte, 1) == 1;
+    close(3); // a start that fails early must not keep the parent reading
+    if (told)
+      while (read(4, &byte, 1) > 0) {
+      }
     return 0;
+  }
   // Started again by weft as a worker process: serve, never return.
   if (weft::is_worker_process())
     weft::init(argc, argv);
