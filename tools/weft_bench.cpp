@@ -3,7 +3,7 @@
 // ceiling in the same run (raw CAF send and spawn, a blocking thread round
 // trip), and prints one table plus optional JSON. It asserts no speed.
 //
-//   weft-bench [--quick] [--only NAME] [--json FILE] [--list]
+//   weft-bench [--quick] [--only NAME] [--mode local|processes|both] [--json FILE] [--list]
 #include <weft/weft.hpp>
 
 #include <algorithm>
@@ -13,12 +13,16 @@
 #include <cstdio>
 #include <cstring>
 #include <dirent.h>
+#include <fcntl.h>
 #include <fstream>
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <spawn.h>
 #include <string>
+#include <sys/wait.h>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -104,6 +108,17 @@ long status_kb(const char* key) {
 
 long peak_rss_kb() { return status_kb("VmHWM:"); }
 
+/// A field of /proc/self/smaps_rollup (the whole process), in KiB.
+long smaps_kb(const char* key) {
+  std::ifstream in("/proc/self/smaps_rollup");
+  std::string line;
+  const std::size_t len = std::strlen(key);
+  while (std::getline(in, line))
+    if (line.compare(0, len, key) == 0)
+      return std::stol(line.substr(len));
+  return 0;
+}
+
 int thread_count() {
   int n = 0;
   if (DIR* d = opendir("/proc/self/task")) {
@@ -113,6 +128,59 @@ int thread_count() {
   }
   return n;
 }
+
+/// The processes this one started that are still alive (worker processes in
+/// process mode): the children of all its threads.
+int child_count() {
+  int n = 0;
+  if (DIR* d = opendir("/proc/self/task")) {
+    while (auto* e = readdir(d)) {
+      if (e->d_name[0] == '.')
+        continue;
+      std::ifstream in(std::string("/proc/self/task/") + e->d_name + "/children");
+      std::string pid;
+      while (in >> pid)
+        ++n;
+    }
+    closedir(d);
+  }
+  return n;
+}
+
+/// Waits (at most `limit_s`) until this process has at most `n` children:
+/// workers of dropped actors exit on their own, and a run that follows
+/// should not pay for their exits.
+void await_children_at_most(int n, double limit_s) {
+  const auto t0 = clock_type::now();
+  while (child_count() > n && seconds_since(t0) < limit_s)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
+
+/// Samples a peak every 5 ms while alive.
+class peak_watch {
+public:
+  explicit peak_watch(std::function<int()> probe) :
+    probe_(std::move(probe)),
+    thread_([this] {
+      while (!done_.load()) {
+        peak_ = std::max(peak_.load(), probe_());
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    }) {}
+  ~peak_watch() { stop(); }
+  int stop() {
+    done_ = true;
+    if (thread_.joinable())
+      thread_.join();
+    return peak_;
+  }
+
+private:
+  std::function<int()> probe_;
+  std::atomic<bool> done_{false};
+  std::atomic<int> peak_{0};
+  std::thread thread_;
+};
 
 // ---- remote functions of the workloads ----
 int small_value() { return 0; }
@@ -137,6 +205,8 @@ struct bench_actor {
   int small_value() { return 0; }
   int small_value_arg(int x) { return x; }
   int small_value_batch(int n) { return n; }
+  /// RSS and PSS of the process the actor lives in, KiB (for actors in workers).
+  std::vector<long> memory_kb() { return {status_kb("VmRSS:"), smaps_kb("Pss:")}; }
 };
 
 /// An actor that calls another actor, for the n:n workloads (a client).
@@ -391,6 +461,160 @@ row in_worker_row(const settings& c, const char* name) {
   return row{name, "processes", s.median, "calls/s", {}, {}, s.spread, "inside a task in a worker"};
 }
 
+/// In a worker: seconds of each of `rounds` puts of `bytes` by move (the
+/// vector stays in this worker's own store: O(1)); get copies it back for
+/// the next round (not timed), as in the local row.
+std::vector<double> put_move_in_worker(std::size_t bytes, int rounds) {
+  std::vector<char> data(bytes, 1);
+  std::vector<double> times;
+  for (int r = 0; r < rounds; ++r) {
+    const auto t0 = clock_type::now();
+    auto ref = weft::put(std::move(data));
+    times.push_back(seconds_since(t0));
+    data = weft::get(ref);
+  }
+  return times;
+}
+
+row put_move_in_worker_row(const settings& c) {
+  const std::size_t bytes = c.quick ? 80'000'000 : 800'000'000;
+  const auto s = summarize(weft::get(weft::remote(put_move_in_worker).remote(bytes, 3)));
+  return row{"put_gigabytes_move",
+             "processes",
+             s.median,
+             "s",
+             {},
+             {},
+             s.spread,
+             std::string(c.quick ? "80 MB" : "800 MB") + " std::vector put by move inside a worker"};
+}
+
+/// Ray's create_object_containing_ref, in a worker: 10,000 puts of a small
+/// int, returned as refs (the worker owns the objects).
+std::vector<weft::object_ref<int>> put_refs(int n) {
+  std::vector<weft::object_ref<int>> refs;
+  refs.reserve(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i)
+    refs.push_back(weft::put(1));
+  return refs;
+}
+
+/// In a worker: seconds of the get of a driver's object holding refs.
+double get_holder_in_worker(weft::object_ref<std::vector<weft::object_ref<int>>> holder) {
+  const auto t0 = clock_type::now();
+  const auto refs = weft::get(holder);
+  const double s = seconds_since(t0);
+  return refs.size() == 10'000 ? s : -1.0;
+}
+
+/// get_10k_refs across processes, both ways: the driver gets the result of a
+/// task that put 10,000 objects in its worker and returned their refs
+/// (Ray's definition: the object is made by a worker task; each run a new
+/// one, since a second get of it is the local-mode code), and a worker gets
+/// a driver's object holding 10,000 refs.
+row get_10k_refs_row(const settings& c) {
+  const auto make = weft::remote(put_refs);
+  const int runs = c.quick ? 3 : 10;
+  const auto made = timed(runs, [&] {
+    if (weft::get(make.remote(10'000)).size() != 10'000)
+      std::fprintf(stderr, "get_10k_refs: wrong count\n");
+  });
+  // New objects each run: a worker that still holds the proxies of the run
+  // before (its release not sent yet) would find the values there.
+  const auto reader = weft::remote(get_holder_in_worker);
+  std::vector<double> in_worker;
+  std::vector<double> calls;
+  for (int r = -1; r < runs; ++r) {
+    std::vector<weft::object_ref<int>> refs;
+    for (int i = 0; i < 10'000; ++i)
+      refs.push_back(weft::put(i));
+    const auto holder = weft::put(refs);
+    const auto t0 = clock_type::now();
+    const double in_get = weft::get(reader.remote(holder));
+    if (r >= 0) {
+      calls.push_back(seconds_since(t0));
+      in_worker.push_back(in_get);
+    }
+  }
+  char note[320];
+  std::snprintf(note, sizeof note,
+                "driver's get of a worker task's result holding 10,000 refs to objects it put (the whole call, the "
+                "puts included); a worker's get of a driver's object holding 10,000 refs: %.2f ms (%.2f ms the call)",
+                summarize(in_worker).median * 1e3, summarize(calls).median * 1e3);
+  return row{"get_10k_refs", "processes", made.median, "s", {}, {}, made.spread, note};
+}
+
+/// Ceiling of actors in workers: starts of this very program (the dynamic
+/// loading of weft, CAF and Boost and their static initialisers included)
+/// until each has reached main, `n` at once, after a warm-up batch. The
+/// starts park there until the batch is timed, so their exits are not in it
+/// (a worker's exit is not in create_100_actors either). A start that fails
+/// counts as none.
+stats process_spawn_ceiling(const settings& cfg, const char* self) {
+  const int n = cfg.quick ? 10 : 50;
+  std::vector<double> rates;
+  for (int w = -1; w < cfg.windows; ++w) {
+    int ready[2];
+    int go[2];
+    if (pipe2(ready, O_CLOEXEC) != 0 || pipe2(go, O_CLOEXEC) != 0)
+      return {};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, ready[1], 3); // (dup2 clears O_CLOEXEC)
+    posix_spawn_file_actions_adddup2(&fa, go[0], 4);
+    char* argv[] = {const_cast<char*>(self), const_cast<char*>("--spawn-ceiling-child"), nullptr};
+    std::vector<pid_t> pids;
+    const auto t0 = clock_type::now();
+    for (int i = 0; i < n; ++i) {
+      pid_t pid = 0;
+      if (posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, argv, environ) == 0)
+        pids.push_back(pid);
+    }
+    close(ready[1]);
+    char byte = 0;
+    std::size_t started = 0;
+    while (started < pids.size() && read(ready[0], &byte, 1) == 1)
+      ++started;
+    const double s = seconds_since(t0);
+    close(go[1]); // the children read end of file and exit
+    for (pid_t pid : pids)
+      waitpid(pid, nullptr, 0);
+    close(ready[0]);
+    close(go[0]);
+    posix_spawn_file_actions_destroy(&fa);
+    if (w >= 0)
+      rates.push_back(static_cast<double>(started) / s);
+  }
+  return summarize(rates);
+}
+
+/// fib(n) through nested tasks in workers: each blocked parent holds a
+/// worker process, so the peak of live workers is reported beside the time.
+row fib_in_workers_row(const settings& c, const char* name, int n, int quick_n, const char* tasks) {
+  if (c.quick)
+    n = quick_n;
+  const auto f = weft::remote(fib);
+  peak_watch workers(child_count);
+  peak_watch threads(thread_count);
+  auto s = timed(c.quick ? 1 : 3, [&] { weft::get(f.remote(n)); });
+  const int peak_workers = workers.stop();
+  const int peak_threads = threads.stop() - 2; // without the two watchers
+  char note[200];
+  if (c.quick)
+    std::snprintf(note, sizeof note, "fib(%d) in --quick; ", n);
+  else
+    std::snprintf(note, sizeof note, "%s tasks, parents blocked in get; ", tasks);
+  return row{name,
+             "processes",
+             s.median,
+             "s",
+             {},
+             {},
+             s.spread,
+             std::string(note) + "peak worker processes " + std::to_string(peak_workers) + ", driver threads " +
+               std::to_string(peak_threads)};
+}
+
 /// 1M tasks queued at once, then one get (the scale envelope's row).
 row queued_1m_row(const settings& c, const char* mode) {
   const int n = c.quick ? 100'000 : 1'000'000;
@@ -466,6 +690,81 @@ row n_to_n_row(const settings& c, const char* mode, bool put_arg) {
              ""};
 }
 
+row actor_calls_concurrent_row(const settings& c, const char* mode) {
+  auto s = async_calls(c, {weft::remote<bench_actor>().options({.max_concurrency = 16}).remote()});
+  return row{"actor_calls_concurrent", mode, s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
+}
+
+/// Ray's "single client wait 1k refs": 1000 tasks, then wait for one at a
+/// time until none is left.
+row wait_1k_row(const settings& c, const char* mode) {
+  const auto f = weft::remote(small_value);
+  auto s = timed(c.quick ? 1 : 3, [&] {
+    std::vector<weft::object_ref<int>> refs;
+    for (int i = 0; i < 1000; ++i)
+      refs.push_back(f.remote());
+    while (!refs.empty())
+      refs = weft::wait(refs, 1).not_ready;
+  });
+  return row{"wait_1k_refs", mode, s.median, "s", {}, {}, s.spread, ""};
+}
+
+/// 10,000 args to one task: weft's functions have a fixed arity, so the
+/// refs go in one vector (they cross as refs) and the task gets them all.
+/// New objects each run (not timed): in process mode a worker may still
+/// hold the proxies of the run before, values included.
+row args_10k_row(const settings& c, const char* mode, std::string note) {
+  const auto f = weft::remote(count_refs);
+  std::vector<double> times;
+  for (int r = -1; r < (c.quick ? 1 : 3); ++r) {
+    std::vector<weft::object_ref<int>> refs;
+    for (int i = 0; i < 10'000; ++i)
+      refs.push_back(weft::put(i));
+    const auto t0 = clock_type::now();
+    if (weft::get(f.remote(refs)) != refs.size())
+      std::fprintf(stderr, "args_10k: wrong count\n");
+    if (r >= 0)
+      times.push_back(seconds_since(t0));
+  }
+  const auto s = summarize(times);
+  return row{"args_10k", mode, s.median, "s", {}, {}, s.spread, std::move(note)};
+}
+
+/// Creates `n` actors and makes one call on each, `runs` times after a
+/// warm-up; each time all are dropped after. Rate in actors per second; the
+/// RSS the driver grew by while they lived goes in `driver_kb`, and
+/// `per_actor` (when given) asks each actor for the memory of its process.
+stats create_actors(int n, int runs, long& driver_kb, std::vector<std::vector<long>>* per_actor) {
+  const int children_before = child_count();
+  std::vector<double> rates;
+  for (int r = -1; r < runs; ++r) {
+    const long before = current_rss_kb();
+    const auto t0 = clock_type::now();
+    std::vector<weft::actor_handle<bench_actor>> actors;
+    actors.reserve(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i)
+      actors.push_back(weft::remote<bench_actor>().remote());
+    std::vector<weft::object_ref<int>> refs;
+    refs.reserve(static_cast<std::size_t>(n));
+    for (auto& a : actors)
+      refs.push_back(a.task(&bench_actor::small_value).remote());
+    weft::get(refs);
+    if (r >= 0)
+      rates.push_back(n / seconds_since(t0));
+    driver_kb = std::max(driver_kb, current_rss_kb() - before);
+    if (per_actor) {
+      per_actor->clear();
+      for (auto& a : actors)
+        per_actor->push_back(weft::get(a.task(&bench_actor::memory_kb).remote()));
+    }
+    actors.clear();
+    // Workers of dropped actors exit on their own; the next run should not
+    // pay for that (not timed).
+    await_children_at_most(children_before, 30);
+  }
+  return summarize(rates);
+}
+
 struct workload {
   const char* name;
   const char* what;
@@ -499,10 +798,7 @@ std::vector<workload> workloads() {
     {"actor_calls_async", "1:1 actor calls, 1000 submitted then one get",
      [](const settings& c) { return actor_calls_async_row(c, "local"); }},
     {"actor_calls_concurrent", "1:1 actor calls to a max_concurrency = 16 actor, 1000 then one get",
-     [](const settings& c) {
-       auto s = async_calls(c, {weft::remote<bench_actor>().options({.max_concurrency = 16}).remote()});
-       return row{"actor_calls_concurrent", "local", s.median, "calls/s", "caf_send_ceiling", {}, s.spread, ""};
-     }},
+     [](const settings& c) { return actor_calls_concurrent_row(c, "local"); }},
     {"actor_calls_1_n", "1:n async calls: one client, n = 2 x CPUs actors, 1000 per batch",
      [](const settings& c) { return one_to_n_row(c, "local"); }},
     {"actor_calls_n_n", "n:n async calls: n client actors each calling its own actor, 1000 each",
@@ -513,22 +809,10 @@ std::vector<workload> workloads() {
      [](const settings& c) {
        const int n = c.quick ? 1000 : 10'000;
        long rss_cost_kb = 0;
-       auto s = timed(c.quick ? 1 : 3, [&] {
-         const long before = current_rss_kb();
-         std::vector<weft::actor_handle<bench_actor>> actors;
-         actors.reserve(static_cast<std::size_t>(n));
-         for (int i = 0; i < n; ++i)
-           actors.push_back(weft::remote<bench_actor>().remote());
-         std::vector<weft::object_ref<int>> refs;
-         refs.reserve(static_cast<std::size_t>(n));
-         for (auto& a : actors)
-           refs.push_back(a.task(&bench_actor::small_value).remote());
-         weft::get(refs);
-         rss_cost_kb = std::max(rss_cost_kb, current_rss_kb() - before);
-       });
+       auto s = create_actors(n, c.quick ? 1 : 3, rss_cost_kb, nullptr);
        return row{"create_10k_actors",
                   "local",
-                  n / s.median,
+                  s.median,
                   "actors/s",
                   "caf_spawn_ceiling",
                   {},
@@ -585,26 +869,9 @@ std::vector<workload> workloads() {
        return row{"get_10k_refs", "local", s.median, "s", {}, {}, s.spread, ""};
      }},
     {"wait_1k_refs", "wait on 1000 refs, one ready at a time",
-     [](const settings& c) {
-       const auto f = weft::remote(small_value);
-       auto s = timed(c.quick ? 1 : 3, [&] {
-         std::vector<weft::object_ref<int>> refs;
-         for (int i = 0; i < 1000; ++i)
-           refs.push_back(f.remote());
-         while (!refs.empty())
-           refs = weft::wait(refs, 1).not_ready;
-       });
-       return row{"wait_1k_refs", "local", s.median, "s", {}, {}, s.spread, ""};
-     }},
+     [](const settings& c) { return wait_1k_row(c, "local"); }},
     {"args_10k", "one task taking 10,000 refs (in a vector) and getting them",
-     [](const settings& c) {
-       const auto f = weft::remote(count_refs);
-       std::vector<weft::object_ref<int>> refs;
-       for (int i = 0; i < 10'000; ++i)
-         refs.push_back(weft::put(i));
-       auto s = timed(c.quick ? 1 : 3, [&] { weft::get(f.remote(refs)); });
-       return row{"args_10k", "local", s.median, "s", {}, {}, s.spread, ""};
-     }},
+     [](const settings& c) { return args_10k_row(c, "local", ""); }},
     {"returns_3000", "one task returning 3000 refs (num_returns(3000)), then a get of all",
      [](const settings& c) { return returns_3000_row(c, "local"); }},
     {"fib25_nested", "fib(25) through nested tasks that get their children",
@@ -697,18 +964,43 @@ std::vector<workload> process_workloads() {
     {"queued_1m_tasks", "1,000,000 tasks submitted, then one get of all (worker processes)",
      [](const settings& c) { return queued_1m_row(c, "processes"); }},
     {"fib14_nested", "fib(14) through nested tasks in workers that get their children (fib(10) with --quick)",
+     [](const settings& c) { return fib_in_workers_row(c, "fib14_nested", 14, 10, "1,219"); }},
+    {"fib20_nested", "fib(20) through nested tasks in workers that get their children (fib(12) with --quick)",
+     [](const settings& c) { return fib_in_workers_row(c, "fib20_nested", 20, 12, "21,891"); }},
+    {"get_10k_refs", "get of one object holding 10,000 refs, across processes (both ways)",
+     [](const settings& c) { return get_10k_refs_row(c); }},
+    {"wait_1k_refs", "wait on 1000 refs to tasks in workers, one ready at a time",
+     [](const settings& c) { return wait_1k_row(c, "processes"); }},
+    {"args_10k", "one task in a worker taking 10,000 refs (in a vector) and getting them",
+     [](const settings& c) { return args_10k_row(c, "processes", "10,000 driver objects lent to the worker"); }},
+    {"actor_calls_concurrent", "1:1 calls to a max_concurrency = 16 actor in a worker, 1000 then one get",
+     [](const settings& c) { return actor_calls_concurrent_row(c, "processes"); }},
+    {"process_spawn_ceiling", "starts of this program until each reaches main, 50 at once (posix_spawn)",
      [](const settings& c) {
-       const int n = c.quick ? 10 : 14;
-       auto s = timed(c.quick ? 1 : 3, [&] { weft::get(weft::remote(fib).remote(n)); });
-       return row{"fib14_nested",
-                  "processes",
-                  s.median,
-                  "s",
-                  {},
-                  {},
-                  s.spread,
-                  c.quick ? "fib(10) in --quick" : "1,219 tasks, parents blocked in get"};
+       auto s = process_spawn_ceiling(c, "weft-bench");
+       return row{"process_spawn_ceiling", "processes", s.median, "processes/s", {}, {}, s.spread, ""};
      }},
+    {"create_100_actors", "100 actors, each in a worker process of its own, each answering one call; then all dropped",
+     [](const settings& c) {
+       const int n = c.quick ? 10 : 100;
+       long driver_kb = 0;
+       std::vector<std::vector<long>> mem;
+       auto s = create_actors(n, c.quick ? 1 : 3, driver_kb, &mem);
+       std::vector<double> rss;
+       std::vector<double> pss;
+       for (const auto& m : mem) {
+         rss.push_back(static_cast<double>(m.at(0)));
+         pss.push_back(static_cast<double>(m.at(1)));
+       }
+       char note[240];
+       std::snprintf(note, sizeof note,
+                     "%d actors = %d worker processes; each worker %.1f MB RSS, %.1f MB PSS (median); the driver grew "
+                     "by %.1f MB",
+                     n, n, summarize(rss).median / 1024, summarize(pss).median / 1024, driver_kb / 1024.0);
+       return row{"create_100_actors", "processes", s.median, "actors/s", "process_spawn_ceiling", {}, s.spread, note};
+     }},
+    {"put_gigabytes_move", "put of an 800 MB std::vector by move, inside a task in a worker process",
+     [](const settings& c) { return put_move_in_worker_row(c); }},
     {"put_calls", "put of a small int, inside a task in a worker process",
      [](const settings& c) { return in_worker_row(c, "put_calls"); }},
     {"get_calls", "get of a ready small object, inside a task in a worker process",
@@ -729,6 +1021,17 @@ int usage(const char* msg) {
 } // namespace
 
 int main(int argc, char** argv) {
+  // Started by process_spawn_ceiling: says it reached main (fd 3), then
+  // waits for the batch to be timed (end of file on fd 4).
+  if (argc == 2 && std::strcmp(argv[1], "--spawn-ceiling-child") == 0) {
+    char byte = 1;
+    const bool told = write(3, &byte, 1) == 1;
+    close(3); // a start that fails early must not keep the parent reading
+    if (told)
+      while (read(4, &byte, 1) > 0) {
+      }
+    return 0;
+  }
   // Started again by weft as a worker process: serve, never return.
   if (weft::is_worker_process())
     weft::init(argc, argv);
@@ -783,7 +1086,9 @@ int main(int argc, char** argv) {
       if (!only.empty() && w.name != only)
         continue;
       std::fprintf(stderr, "running %s (%s) ...\n", w.name, label);
+      const auto t0 = clock_type::now();
       rows.push_back(w.run(cfg));
+      std::fprintf(stderr, "  %s (%s) took %.2f s\n", w.name, label, seconds_since(t0));
     }
     weft::shutdown();
   };

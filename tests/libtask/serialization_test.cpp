@@ -546,6 +546,57 @@ TEST_CASE("arithmetic types round-trip with their exact values") {
   CHECK(round_trip(1.25L) == 1.25L);
 }
 
+namespace {
+/// What the archive itself writes for `values` (arithmetic ones skip it).
+template <class... T>
+std::string archive_bytes(const T&... values) {
+  std::string out;
+  weft::detail::string_sink sink(out);
+  weft::detail::oarchive ar(sink);
+  ((ar << values), ...);
+  return out;
+}
+} // namespace
+
+TEST_CASE("arithmetic values skip the archive but keep its bytes both ways") {
+  const auto same = [](auto value) {
+    using T = decltype(value);
+    std::string fast;
+    weft::detail::encode_each(fast, value);
+    CHECK(fast == archive_bytes(value));
+    T back{};
+    weft::detail::decode_each(archive_bytes(value), back);
+    CHECK(std::memcmp(&back, &value, sizeof(T)) == 0);
+  };
+  same(-7);
+  same(std::int8_t{-128});
+  same(std::uint16_t{65535});
+  same(std::numeric_limits<std::int64_t>::min());
+  same(std::numeric_limits<std::uint64_t>::max());
+  same('x');
+  same(char32_t{0x1F600});
+  same(true);
+  same(false);
+  same(3.5f);
+  same(-0.1);
+  // Several values: one after the other, as the archive writes them.
+  std::string pack;
+  weft::detail::encode_each(pack, 1, 2.5, true, std::int64_t{-3});
+  CHECK(pack == archive_bytes(1, 2.5, true, std::int64_t{-3}));
+  int a = 0;
+  double b = 0;
+  bool c = false;
+  std::int64_t d = 0;
+  weft::detail::decode_each(pack, a, b, c, d);
+  CHECK((a == 1 && b == 2.5 && c && d == -3));
+  CHECK_THAT(what_of<weft::serialization_error>([&] { weft::detail::decode_each(pack.substr(1), a, b, c, d); }),
+             Contains("cannot deserialize"));
+  CHECK_THAT(what_of<weft::serialization_error>([&] { weft::detail::decode_each(pack + "x", a, b, c, d); }),
+             Contains("1 bytes left over"));
+  CHECK_THAT(what_of<weft::serialization_error>([&] { weft::detail::decode_each(std::string("\x02"), c); }),
+             Contains("bool byte of 2"));
+}
+
 TEST_CASE("enums round-trip") {
   CHECK(round_trip(st::suit::spades) == st::suit::spades);
   CHECK(round_trip(st::suit::clubs) == st::suit::clubs);

@@ -25,6 +25,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
@@ -293,10 +294,43 @@ private:
 [[noreturn]] void throw_decode_failed(const std::type_info& type, const char* why);
 [[noreturn]] void throw_trailing_bytes(const std::type_info& type, std::size_t left);
 
+/// Values the archive writes as their bytes and nothing else (its header is
+/// off): encoding and decoding copy these directly, since building an
+/// archive costs a std::locale made and torn down (~0.5 us each way), more
+/// than a small value's whole trip to a worker and back otherwise costs.
+template <class... T>
+inline constexpr bool all_raw_v = (std::is_arithmetic_v<T> && ...);
+
+template <class... T>
+void encode_raw(std::string& out, const T&... values) {
+  ((out.append(reinterpret_cast<const char*>(&values), sizeof(T))), ...);
+}
+
+/// Reads one raw value from the front of `in`, with the archive's checks
+/// and messages (`type` names what is being decoded).
+template <class T>
+void decode_raw(std::string_view& in, T& value, const std::type_info& type) {
+  if (in.size() < sizeof(T))
+    throw_decode_failed(type, "input stream error"); // Boost's words for it
+  if constexpr (std::is_same_v<T, bool>) {
+    const auto c = static_cast<unsigned char>(in[0]);
+    if (c > 1)
+      throw_decode_failed(type, ("corrupted input: a bool byte of " + std::to_string(c) + "; expected 0 or 1").c_str());
+    value = c != 0;
+  } else {
+    std::memcpy(&value, in.data(), sizeof(T));
+  }
+  in.remove_prefix(sizeof(T));
+}
+
 /// Appends the encoding of `value` to `out`. Throws serialization_error.
 template <class T>
 void encode_into(std::string& out, const T& value) {
   static_assert(is_serializable_v<T>, "weft: encode of a type that is not serializable");
+  if constexpr (all_raw_v<T>) {
+    encode_raw(out, value);
+    return;
+  }
   try {
     string_sink sink(out);
     oarchive ar(sink);
@@ -312,6 +346,12 @@ void encode_into(std::string& out, const T& value) {
 template <class T>
 void decode_from(std::string_view& in, T& value, bool whole = false) {
   static_assert(is_serializable_v<T>, "weft: decode of a type that is not serializable");
+  if constexpr (all_raw_v<T>) {
+    decode_raw(in, value, typeid(T));
+    if (whole && !in.empty())
+      throw_trailing_bytes(typeid(T), in.size());
+    return;
+  }
   std::size_t left = 0;
   decoding_scope decoding;
   try {
@@ -335,6 +375,10 @@ void decode_from(std::string_view& in, T& value, bool whole = false) {
 template <class... T>
 void encode_each(std::string& out, const T&... values) {
   static_assert((is_serializable_v<T> && ...), "weft: encode of a type that is not serializable");
+  if constexpr (all_raw_v<T...>) {
+    encode_raw(out, values...);
+    return;
+  }
   try {
     string_sink sink(out);
     oarchive ar(sink);
@@ -348,6 +392,12 @@ void encode_each(std::string& out, const T&... values) {
 template <class... T>
 void decode_each(std::string_view in, T&... values) {
   static_assert((is_serializable_v<T> && ...), "weft: decode of a type that is not serializable");
+  if constexpr (all_raw_v<T...>) {
+    (decode_raw(in, values, typeid(std::tuple<T...>)), ...);
+    if (!in.empty())
+      throw_trailing_bytes(typeid(std::tuple<T...>), in.size());
+    return;
+  }
   std::size_t left = 0;
   decoding_scope decoding;
   try {
