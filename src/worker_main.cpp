@@ -1066,15 +1066,21 @@ void worker_client_find_actor(const std::string& name, const std::string& ns, co
   queue_outbox(wire::outbox_kind::actor_find, record, {}, none, std::move(reply));
 }
 
-void worker_client_kill_actor(object_state* via, bool no_restart) {
+namespace {
+/// The holder number of the handle `via` in an outbox entry of `what`
+/// (weft::kill, ...); `codec` keeps the handle's proxy until it is sent.
+std::uint64_t encode_handle_for_outbox(object_state* via, const char* what, worker_codec& codec) {
   if (!via || !via->is_proxy())
-    throw invalid_argument_error("weft::kill: the actor_handle is invalid (default-constructed or moved-from)");
-  worker_codec codec; // holds the handle's proxy until sent
-  std::uint64_t holder = 0;
-  {
-    ref_codec_scope scope(&codec);
-    holder = codec.encode(via, nullptr);
-  }
+    throw invalid_argument_error(std::string(what) +
+                                 ": the actor_handle is invalid (default-constructed or moved-from)");
+  ref_codec_scope scope(&codec);
+  return codec.encode(via, nullptr);
+}
+} // namespace
+
+void worker_client_kill_actor(object_state* via, bool no_restart) {
+  worker_codec codec;
+  const std::uint64_t holder = encode_handle_for_outbox(via, "weft::kill", codec);
   std::string record;
   wire::writer k(record);
   k.put(holder);
@@ -1101,14 +1107,8 @@ private:
 } // namespace
 
 void worker_client_monitor_actor(object_state* via, worker_monitor_fn fn) {
-  if (!via || !via->is_proxy())
-    throw invalid_argument_error("weft::monitor: the actor_handle is invalid (default-constructed or moved-from)");
-  worker_codec codec; // holds the handle's proxy until sent
-  std::uint64_t holder = 0;
-  {
-    ref_codec_scope scope(&codec);
-    holder = codec.encode(via, nullptr);
-  }
+  worker_codec codec;
+  const std::uint64_t holder = encode_handle_for_outbox(via, "weft::monitor", codec);
   std::string record;
   wire::writer(record).put(holder);
   object_ptr cell(new value_object<int>());

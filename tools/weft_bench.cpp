@@ -95,9 +95,9 @@ stats timed(int runs, const std::function<void()>& once) {
   return summarize(times);
 }
 
-/// A "Key:  N kB" field of /proc/self/status, in KiB.
-long status_kb(const char* key) {
-  std::ifstream in("/proc/self/status");
+/// A "Key:  N kB" field of a /proc/self file, in KiB (0 if absent).
+long proc_kb(const char* file, const char* key) {
+  std::ifstream in(file);
   std::string line;
   const std::size_t len = std::strlen(key);
   while (std::getline(in, line))
@@ -105,19 +105,11 @@ long status_kb(const char* key) {
       return std::stol(line.substr(len));
   return 0;
 }
+long status_kb(const char* key) { return proc_kb("/proc/self/status", key); }
+/// ... of /proc/self/smaps_rollup (the whole process).
+long smaps_kb(const char* key) { return proc_kb("/proc/self/smaps_rollup", key); }
 
 long peak_rss_kb() { return status_kb("VmHWM:"); }
-
-/// A field of /proc/self/smaps_rollup (the whole process), in KiB.
-long smaps_kb(const char* key) {
-  std::ifstream in("/proc/self/smaps_rollup");
-  std::string line;
-  const std::size_t len = std::strlen(key);
-  while (std::getline(in, line))
-    if (line.compare(0, len, key) == 0)
-      return std::stol(line.substr(len));
-  return 0;
-}
 
 int thread_count() {
   int n = 0;
