@@ -1065,6 +1065,7 @@ void process_node::on_actor_submit(std::int32_t worker_id, std::uint64_t seq, st
         rec.is_virtual ? static_cast<std::uintptr_t>(rec.vword) : reinterpret_cast<std::uintptr_t>(method);
       call.method[1] = static_cast<std::uintptr_t>(rec.adjust);
       call.method_id = method;
+      call.coroutine = rec.coroutine;
       call.args = rec.args;
       for (auto& [id, r] : refs.refs)
         call.arg_refs.push_back(std::move(r));
@@ -1541,8 +1542,9 @@ int process_node::start_actor(const actor_start& s, object_ptr built, std::funct
   return id;
 }
 
-bool process_node::call_actor(int worker_id, actor_method_invoker invoker, const void* method_bytes, std::string args,
-                              const std::vector<carried_ref>& refs, object_ptr reply, const std::string& what) {
+bool process_node::call_actor(int worker_id, actor_method_invoker invoker, const void* method_bytes, bool coroutine,
+                              std::string args, const std::vector<carried_ref>& refs, object_ptr reply,
+                              const std::string& what) {
   std::uintptr_t words[2];
   std::memcpy(words, method_bytes, sizeof words);
   std::unique_lock<std::mutex> lock(mtx_);
@@ -1559,6 +1561,7 @@ bool process_node::call_actor(int worker_id, actor_method_invoker invoker, const
   else
     rec.method = locate_code(reinterpret_cast<const void*>(words[0]), what);
   rec.adjust = static_cast<std::int64_t>(words[1]);
+  rec.coroutine = coroutine;
   rec.args = args;
   const std::string ids = lend_locked(worker_id, refs);
   rec.refs = ids;

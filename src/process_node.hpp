@@ -94,6 +94,7 @@ struct forwarded_call {
   const void* driver_builder = nullptr;
   std::uintptr_t method[2] = {0, 0}; ///< the member-function pointer's words, in this process
   const void* method_id = nullptr;   ///< for names in errors (null for a virtual method)
+  bool coroutine = false;            ///< a weft::coro method
   std::string args;
   std::vector<carried_ref> arg_refs;
   object_ptr result; ///< a value_object<forwarded_result>
@@ -194,8 +195,9 @@ public:
   /// value_object<actor_reply>) completes with its result or error. False
   /// (and `reply` untouched) when the worker is already gone: the actor has
   /// failed, and the call belongs to its next incarnation.
-  [[nodiscard]] bool call_actor(int worker, actor_method_invoker invoker, const void* method_bytes, std::string args,
-                                const std::vector<carried_ref>& refs, object_ptr reply, const std::string& what);
+  [[nodiscard]] bool call_actor(int worker, actor_method_invoker invoker, const void* method_bytes, bool coroutine,
+                                std::string args, const std::vector<carried_ref>& refs, object_ptr reply,
+                                const std::string& what);
   /// The incarnation is over: `graceful` runs the destructor in the worker
   /// (after the calls sent before), else the worker is killed. No `died`
   /// call after this.

@@ -690,14 +690,15 @@ void run_batch(const std::string& batch, Run&& run, Send&& send) {
   flush();
 }
 
-/// An actor with max_concurrency > 1 runs its calls on threads of their
-/// own, yet one at a time, as on the fibers of an actor in the driver: the
-/// call that runs holds the baton and lets go of it only while it waits in
-/// get or wait, so a call that waits lets the next one in. Turns go in the
-/// order tickets were taken: calls start in the order they came.
+/// An actor with max_concurrency > 1, or one whose coroutine methods were
+/// called, runs its calls on threads of their own, yet one at a time, as on
+/// the fibers of an actor in the driver: the call that runs holds the baton
+/// and lets go of it only while it waits in get, wait or co_await, so a call
+/// that waits lets the next one in. Turns go in the order tickets were
+/// taken: calls start in the order they came.
 class call_baton {
 public:
-  std::uint64_t ticket() noexcept { return next_++; } // (under the caller's lock, or alone)
+  std::uint64_t ticket() noexcept { return next_++; } // (under mutex())
   void take(std::uint64_t t) {
     std::unique_lock<std::mutex> lock(mtx_);
     turn_.wait(lock, [&] { return serving_ == t; });
@@ -723,15 +724,18 @@ private:
   std::uint64_t next_ = 0, serving_ = 0;
 };
 
-/// The threads that run the calls of an actor with max_concurrency > 1.
+/// The threads that run the calls of such an actor. Slots are the driver's
+/// max_concurrency: a call holds one from its start to its end, also while
+/// it waits in get, except while a coroutine waits at co_await; a coroutine
+/// whose object is ready takes the next free slot before any call that has
+/// not started (the driver's order).
 class call_pool {
 public:
   call_pool(std::uint32_t max, std::function<std::string(std::string_view, std::vector<object_ptr>&)> run) :
     max_(max),
     run_(std::move(run)) {}
 
-  /// Queues the records of a batch, in order; starts a thread for one if
-  /// none is idle (max_concurrency at most: no more are in progress).
+  /// Queues the records of a batch, in order, and starts what may start.
   void add_batch(const std::string& batch) {
     wire::reader calls(batch);
     std::lock_guard<std::mutex> lock(mtx_);
@@ -740,14 +744,8 @@ public:
       if (!calls.ok())
         break;
       queue_.emplace_back(rec);
-      if (idle_ > 0) {
-        --idle_;
-        more_.notify_one();
-      } else if (threads_ < max_) {
-        ++threads_;
-        std::thread([this] { serve(); }).detach();
-      }
     }
+    start_more_locked();
   }
 
   /// Waits for the turn after every call in progress has finished or waits;
@@ -755,9 +753,10 @@ public:
   void stop() { baton_.take(); }
 
   /// The calling thread runs a call and holds the baton: gives it up for
-  /// a wait, takes it back after.
+  /// a wait in get or wait, takes it back after (a coroutine waiting at
+  /// co_await has given up more; see awaiting).
   static void waiting(bool begins) {
-    if (!tls_pool)
+    if (!tls_pool || tls_awaiting)
       return;
     if (begins)
       tls_pool->baton_.give();
@@ -765,7 +764,66 @@ public:
       tls_pool->baton_.take();
   }
 
+  /// A coroutine call of this thread starts (true) or ends a wait at
+  /// co_await: it gives up its slot and the baton, then takes a slot
+  /// (first among those waiting for one) and the baton back. False on a
+  /// thread that runs no call of a pool.
+  static bool awaiting(bool begins) {
+    if (!tls_pool)
+      return false;
+    tls_awaiting = begins;
+    if (begins)
+      tls_pool->suspend();
+    else
+      tls_pool->resume();
+    return true;
+  }
+
 private:
+  bool can_start_locked() const noexcept { return !queue_.empty() && active_ < max_ && ready_ == 0; }
+
+  /// A queued call may start: an idle thread takes it, else a new one.
+  void start_more_locked() {
+    if (!can_start_locked())
+      return;
+    if (idle_ > 0)
+      more_.notify_one();
+    else
+      std::thread([this] { serve(); }).detach();
+  }
+
+  void suspend() {
+    {
+      std::lock_guard<std::mutex> lock(mtx_);
+      --active_;
+      if (ready_ > 0)
+        slot_.notify_all();
+      else
+        start_more_locked();
+    }
+    baton_.give();
+  }
+
+  void resume() {
+    std::uint64_t turn = 0;
+    {
+      std::unique_lock<std::mutex> lock(mtx_);
+      const auto mine = ready_next_++;
+      ++ready_;
+      slot_.wait(lock, [&] { return ready_serving_ == mine && active_ < max_; });
+      ++ready_serving_;
+      --ready_;
+      ++active_;
+      if (ready_ > 0)
+        slot_.notify_all(); // (the next one, if a slot is left)
+      else
+        start_more_locked();
+      std::lock_guard<std::mutex> b(baton_.mutex());
+      turn = baton_.ticket();
+    }
+    baton_.take(turn);
+  }
+
   void serve() {
     std::vector<object_ptr> holds;
     for (;;) {
@@ -773,10 +831,15 @@ private:
       std::uint64_t turn = 0;
       {
         std::unique_lock<std::mutex> lock(mtx_);
-        while (queue_.empty())
+        while (!can_start_locked()) {
+          ++idle_;
           more_.wait(lock);
+          --idle_;
+        }
         rec = std::move(queue_.front());
         queue_.pop_front();
+        ++active_;
+        start_more_locked(); // (max_concurrency > 1: the next may start too)
         std::lock_guard<std::mutex> b(baton_.mutex());
         turn = baton_.ticket(); // in the order the calls came
       }
@@ -784,26 +847,48 @@ private:
       tls_pool = this;
       std::string result = run_(rec, holds);
       tls_pool = nullptr;
+      {
+        std::lock_guard<std::mutex> lock(mtx_);
+        --active_;
+        if (ready_ > 0)
+          slot_.notify_all(); // before the next call that has not started
+      }
       baton_.give();
       std::string out;
       wire::writer(out).put_bytes(result);
       post_after_outbox(lane_kind::actor_done, out);
       holds.clear();
-      std::lock_guard<std::mutex> lock(mtx_);
-      ++idle_;
     }
   }
 
   static thread_local call_pool* tls_pool;
+  static thread_local bool tls_awaiting;
   const std::uint32_t max_;
   std::function<std::string(std::string_view, std::vector<object_ptr>&)> run_;
   std::mutex mtx_;
-  std::condition_variable more_;
+  std::condition_variable more_; ///< idle threads
+  std::condition_variable slot_; ///< coroutines whose object is ready
   std::deque<std::string> queue_;
-  std::uint32_t threads_ = 0, idle_ = 0;
+  std::uint32_t active_ = 0; ///< calls in progress, less coroutines at co_await
+  std::uint32_t idle_ = 0, ready_ = 0;
+  std::uint64_t ready_next_ = 0, ready_serving_ = 0;
   call_baton baton_;
 };
 thread_local call_pool* call_pool::tls_pool = nullptr;
+thread_local bool call_pool::tls_awaiting = false;
+
+/// Whether a batch of actor calls holds a call of a coroutine method.
+bool has_coroutine_call(const std::string& batch) {
+  wire::reader calls(batch);
+  for (;;) {
+    auto rec = calls.get_bytes();
+    if (!calls.ok())
+      return false;
+    wire::actor_call_record call;
+    if (call.read(rec) && call.coroutine)
+      return true;
+  }
+}
 
 /// Runs one call record; returns the result record (none for a call the
 /// node recalled).
@@ -952,6 +1037,7 @@ void worker_client_call_actor(object_state* via, std::unique_ptr<worker_actor_ca
   wire::actor_call_record rec;
   const auto inv = driver_code_ref(code);
   rec.in_driver = !call->invoker();
+  rec.coroutine = call->is_coroutine();
   rec.is_virtual = (words[0] & 1) != 0;
   std::optional<code_ref> method;
   if (rec.is_virtual)
@@ -1172,6 +1258,8 @@ void worker_client_blocked(bool blocked) noexcept {
   g_lane->post_to_driver(lane_kind::blocked, body);
 }
 
+bool worker_coroutine_awaits(bool begins) noexcept { return call_pool::awaiting(begins); }
+
 const worker_actor_info* worker_current_actor() noexcept { return tls_in_actor_call ? &g_actor.info : nullptr; }
 
 bool worker_request_actor_exit() noexcept {
@@ -1291,7 +1379,7 @@ void run_worker() {
   auto serve_lane = [st] {
     lane_kind k{};
     std::string body;
-    std::unique_ptr<call_pool> pool; // (max_concurrency > 1; never freed: the process exits)
+    std::unique_ptr<call_pool> pool; // (never freed: the process exits)
     auto post = [](lane_kind kind) { return [kind](std::string out) { post_after_outbox(kind, out); }; };
     while (g_lane->take_from_driver(k, body, lane_spin_ns)) {
       switch (k) {
@@ -1307,12 +1395,14 @@ void run_worker() {
         break;
       }
       case lane_kind::actor_call:
-        if (g_actor.concurrency > 1) {
-          if (!pool)
-            pool = std::make_unique<call_pool>(g_actor.concurrency,
-                                               [st](std::string_view rec, std::vector<object_ptr>& holds) {
-                                                 return run_actor_call(rec, st->map, holds);
-                                               });
+        // Calls run on the lane's thread, one after another, until the
+        // actor needs turns: max_concurrency > 1, or a coroutine method
+        // (it lets the next calls run while it waits at co_await).
+        if (!pool && (g_actor.concurrency > 1 || has_coroutine_call(body)))
+          pool = std::make_unique<call_pool>(
+            std::max<std::uint32_t>(g_actor.concurrency, 1),
+            [st](std::string_view rec, std::vector<object_ptr>& holds) { return run_actor_call(rec, st->map, holds); });
+        if (pool) {
           pool->add_batch(body);
           break;
         }

@@ -29,6 +29,10 @@ const worker_actor_info* worker_current_actor() noexcept;
 /// exit_actor() inside an actor method in a worker: the actor ends once
 /// the call returns. False outside one.
 bool worker_request_actor_exit() noexcept;
+/// A coroutine method of the actor in this worker starts (true) or ends a
+/// wait at co_await: it lets the actor's next calls run meanwhile. False
+/// when the call runs on the lane's thread (it then waits like get).
+bool worker_coroutine_awaits(bool begins) noexcept;
 
 class task_base;
 /// True in a worker connected to its driver: tasks there may submit tasks
@@ -55,6 +59,8 @@ public:
   /// call there (a driver_call_builder), null when the call cannot cross.
   virtual const void* driver_builder() const noexcept { return nullptr; }
   virtual const void* method_bytes() const noexcept = 0;
+  /// A weft::coro method (it gives up its turn at co_await).
+  virtual bool is_coroutine() const noexcept { return false; }
   virtual std::span<object_state* const> deps() const noexcept = 0;
   virtual void encode_arguments(std::string& out) const = 0;
   /// Stores (does not publish) the result.

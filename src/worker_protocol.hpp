@@ -314,6 +314,7 @@ struct actor_call_record {
   code_ref invoker;
   bool is_virtual = false;
   bool in_driver = false;
+  bool coroutine = false;  ///< a weft::coro method: it gives up its turn at co_await
   code_ref method;         ///< non-virtual
   std::uint64_t vword = 0; ///< virtual
   std::int64_t adjust = 0;
@@ -325,7 +326,7 @@ struct actor_call_record {
     w.put(seq);
     w.put(invoker.module);
     w.put(invoker.offset);
-    w.put(static_cast<std::uint8_t>((is_virtual ? 1 : 0) | (in_driver ? 2 : 0)));
+    w.put(static_cast<std::uint8_t>((is_virtual ? 1 : 0) | (in_driver ? 2 : 0) | (coroutine ? 4 : 0)));
     w.put(method.module);
     w.put(method.offset);
     w.put(vword);
@@ -341,13 +342,14 @@ struct actor_call_record {
     const auto flags = r.get<std::uint8_t>();
     is_virtual = (flags & 1) != 0;
     in_driver = (flags & 2) != 0;
+    coroutine = (flags & 4) != 0;
     method.module = r.get<std::uint32_t>();
     method.offset = r.get<std::uint64_t>();
     vword = r.get<std::uint64_t>();
     adjust = r.get<std::int64_t>();
     args = r.get_bytes();
     refs = r.get_bytes();
-    return r.ok() && flags <= 3 && refs.size() % sizeof(std::uint64_t) == 0;
+    return r.ok() && flags <= 7 && refs.size() % sizeof(std::uint64_t) == 0;
   }
 };
 

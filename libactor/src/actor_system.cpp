@@ -352,8 +352,8 @@ call_status incarnation::start_remote_call(actor_call* c) {
   object_ptr reply(new value_object<actor_reply>());
   object_state* cell = reply.get();
   c->remote_reply = reply;
-  if (!node->call_actor(worker, c->remote_invoker(), c->method_bytes(), std::move(args), refs.refs, std::move(reply),
-                        "method " + method_name(*core.get(), *c) + " of actor " + core->describe())) {
+  if (!node->call_actor(worker, c->remote_invoker(), c->method_bytes(), c->is_coroutine(), std::move(args), refs.refs,
+                        std::move(reply), "method " + method_name(*core.get(), *c) + " of actor " + core->describe())) {
     // The worker died and the news is behind this call in the mailbox: the
     // actor fails now, and this call goes to the next incarnation (or
     // fails) as max_task_retries says, like the calls sent before it.
@@ -1493,6 +1493,7 @@ public:
   actor_method_invoker invoker() const noexcept override { return c_->remote_invoker(); }
   const void* driver_builder() const noexcept override { return reinterpret_cast<const void*>(c_->driver_builder()); }
   const void* method_bytes() const noexcept override { return c_->method_bytes(); }
+  bool is_coroutine() const noexcept override { return c_->is_coroutine(); }
   std::span<object_state* const> deps() const noexcept override { return c_->deps(); }
   void encode_arguments(std::string& out) const override { c_->encode_arguments(out); }
   void decode_result(std::string_view in) override { c_->decode_result(in); }
@@ -1515,6 +1516,7 @@ public:
     throw error("weft: a call made in a worker process runs only on an actor that lives in a worker process");
   }
   actor_method_invoker remote_invoker() const noexcept override { return f_.invoker; }
+  bool is_coroutine() const noexcept override { return f_.coroutine; }
   const void* method_bytes() const noexcept override { return f_.method; }
   void encode_arguments(std::string& out) const override {
     out += f_.args;
@@ -1724,15 +1726,22 @@ void monitor_actor(const actor_ref& ref, object_state* via, std::function<void(c
 bool suspend_actor_call_on(object_state* cell) {
   incarnation* inc = current_incarnation();
   if (!inc && worker_current_actor()) {
-    // An actor in a worker process runs its calls one at a time on the
-    // lane's thread: the coroutine waits there, like get (its error, if
-    // any, is thrown where it resumes).
+    // An actor in a worker process runs each coroutine call on a thread of
+    // its own: the call waits there, like get, but gives up its slot while
+    // it waits, so the actor's next calls run meanwhile (its error, if any,
+    // is thrown where it resumes).
+    const bool turns = worker_coroutine_awaits(true);
     try {
       await_all(std::span<object_state* const>(&cell, 1), 0, "co_await");
     } catch (...) {
+      if (turns)
+        worker_coroutine_awaits(false);
       if (!cell->done())
         throw;
+      return false;
     }
+    if (turns)
+      worker_coroutine_awaits(false);
     return false;
   }
   if (!inc)

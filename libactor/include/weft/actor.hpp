@@ -286,6 +286,7 @@ public:
     else
       return &run_remote_method<T, M, R, Params...>;
   }
+  bool is_coroutine() const noexcept override { return is_coro_v<R>; }
   const void* method_bytes() const noexcept override { return &method_; }
   void encode_arguments(std::string& out) const override {
     if constexpr (crosses)

@@ -210,6 +210,8 @@ public:
   /// The function that runs this call in the worker; null for calls of
   /// actors that stay in the driver.
   virtual actor_method_invoker remote_invoker() const noexcept { return nullptr; }
+  /// A weft::coro method: in a worker it gives up its turn at co_await.
+  virtual bool is_coroutine() const noexcept { return false; }
   /// The member-function pointer's bytes (Itanium C++ ABI: code address or
   /// 1 + vtable offset, then this-adjustment), 2 words.
   virtual const void* method_bytes() const noexcept { return nullptr; }
