@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -66,6 +67,57 @@ u64 new_ref() {
   return (r | spill_bit) & ~low_bits;
 }
 
+/// The pid in a directory name `weft-spill-<pid>-<12 hex digits>`, or 0.
+pid_t spill_directory_pid(const std::string& name) {
+  static constexpr char prefix[] = "weft-spill-";
+  constexpr std::size_t n = sizeof prefix - 1;
+  if (name.size() < n + 2 + 12 || name.compare(0, n, prefix) != 0 || name[name.size() - 13] != '-')
+    return 0;
+  long long pid = 0;
+  for (std::size_t i = n; i < name.size() - 13; ++i) {
+    if (name[i] < '0' || name[i] > '9' || pid > 1'000'000'000)
+      return 0;
+    pid = pid * 10 + (name[i] - '0');
+  }
+  for (std::size_t i = name.size() - 12; i < name.size(); ++i)
+    if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+      return 0;
+  return static_cast<pid_t>(pid);
+}
+
+/// Removes the spill directories in `parent` that drivers killed with
+/// SIGKILL left behind: ours (owner, mode 0700), named after a pid that no
+/// longer runs. Only spill files are removed; a directory holding anything
+/// else stays. (A pid reused since is taken as alive: it stays too.)
+void remove_stale_directories(const std::string& parent) noexcept {
+  const int pfd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (pfd < 0)
+    return;
+  try {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(parent, ec)) {
+      const std::string name = e.path().filename().string();
+      const pid_t pid = spill_directory_pid(name);
+      if (pid <= 0 || ::kill(pid, 0) == 0 || errno != ESRCH)
+        continue;
+      const int fd = ::openat(pfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd < 0)
+        continue;
+      struct stat st {};
+      if (::fstat(fd, &st) == 0 && st.st_uid == ::geteuid() && (st.st_mode & 077) == 0) {
+        std::error_code inner;
+        for (const auto& f : std::filesystem::directory_iterator(e.path(), inner))
+          if (is_spill_name(f.path().filename().string()))
+            ::unlinkat(fd, f.path().filename().c_str(), 0);
+        ::unlinkat(pfd, name.c_str(), AT_REMOVEDIR); // (fails if anything else is in it)
+      }
+      ::close(fd);
+    }
+  } catch (...) { // (bad_alloc)
+  }
+  ::close(pfd);
+}
+
 } // namespace
 
 spill_store::spill_store(std::string dir, bool owner) noexcept : dir_(std::move(dir)), owner_(owner) {}
@@ -76,6 +128,7 @@ std::unique_ptr<spill_store> spill_store::create(const std::string& parent) {
   if (ec || !std::filesystem::is_directory(parent, ec))
     throw error("weft: object spill directory: cannot create " + parent + ": " +
                 (ec ? ec.message() : std::string("not a directory")));
+  remove_stale_directories(parent);
   // Named now, made at the first spill: a node that never spills leaves
   // nothing behind, even when it is killed.
   u64 suffix = new_ref();

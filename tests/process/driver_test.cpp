@@ -445,6 +445,81 @@ TEST_CASE("a driver killed with SIGKILL leaves no worker behind") {
   }
 }
 
+/// The hidden driver that spills and is killed, and where it spills.
+constexpr const char* spilling_child_test = "driver child: spills an array and sleeps";
+constexpr const char* spill_dir_env = "WEFT_DRIVER_TEST_SPILL_DIR";
+
+weft::config small_spilling_store(const std::string& parent) {
+  weft::config cfg = dt::processes;
+  cfg.object_store_memory = 4 << 20;
+  cfg.object_spill_directory = parent;
+  return cfg;
+}
+
+/// The directories in `parent` named like spill directories of `pid`.
+std::vector<std::filesystem::path> spill_dirs_of(const std::string& parent, pid_t pid) {
+  std::vector<std::filesystem::path> out;
+  const std::string prefix = "weft-spill-" + std::to_string(pid) + "-";
+  for (const auto& e : std::filesystem::directory_iterator(parent))
+    if (e.path().filename().string().rfind(prefix, 0) == 0)
+      out.push_back(e.path());
+  return out;
+}
+
+TEST_CASE("driver child: spills an array and sleeps", "[.driver]") {
+  const char* parent = std::getenv(spill_dir_env);
+  if (!parent)
+    return;
+  weft::init(small_spilling_store(parent));
+  const std::size_t n = (3 << 20) / sizeof(double);
+  auto a = weft::array<double>::build(n, [](std::span<double> out) { std::fill(out.begin(), out.end(), 1.0); });
+  auto b = weft::array<double>::build(n, [](std::span<double> out) { std::fill(out.begin(), out.end(), 2.0); });
+  std::ofstream(std::string(parent) + "/ready") << (b.spilled() ? "spilled" : "not spilled") << std::endl;
+  std::this_thread::sleep_for(30s); // killed long before
+  weft::shutdown();
+}
+
+TEST_CASE("a spill directory left by a driver killed with SIGKILL goes when the next node starts") {
+  dt::temp_dir dir;
+  const std::string parent = dir.file("spill");
+  std::filesystem::create_directories(parent);
+  // A spill directory of a process that still runs (this one) stays.
+  const auto alive = std::filesystem::path(parent) / ("weft-spill-" + std::to_string(::getpid()) + "-0123456789ab");
+  std::filesystem::create_directory(alive);
+  std::filesystem::permissions(alive, std::filesystem::perms::owner_all);
+  std::ofstream(alive / "00000000000000c0") << "x";
+
+  REQUIRE(::setenv(spill_dir_env, parent.c_str(), 1) == 0);
+  std::string exe = dt::own_exe();
+  std::string test_name = spilling_child_test;
+  char* argv[] = {exe.data(), test_name.data(), nullptr};
+  pid_t driver = -1;
+  REQUIRE(::posix_spawn(&driver, exe.c_str(), nullptr, nullptr, argv, environ) == 0);
+  ::unsetenv(spill_dir_env);
+  struct reap_driver {
+    pid_t pid;
+    ~reap_driver() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  };
+  {
+    reap_driver guard{driver};
+    REQUIRE(weft_test::eventually([&] { return dt::slurp(parent + "/ready") == "spilled\n"; }));
+  }
+  // Killed: its spill file is still there.
+  const auto left = spill_dirs_of(parent, driver);
+  REQUIRE(left.size() == 1);
+  CHECK(std::distance(std::filesystem::directory_iterator(left[0]), std::filesystem::directory_iterator{}) == 1);
+
+  {
+    weft_test::runtime_guard rt(small_spilling_store(parent));
+    CHECK(spill_dirs_of(parent, driver).empty());
+    CHECK(std::filesystem::exists(alive / "00000000000000c0"));
+  }
+  std::filesystem::remove_all(alive);
+}
+
 // ---------------------------------------------------------------- the worker program
 
 TEST_CASE("a worker program of another build is refused with worker_start_error instead of a hang") {
