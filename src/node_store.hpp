@@ -19,6 +19,8 @@ class store_ledger;
 void set_node_store(shm_arena* arena, std::size_t threshold, spill_store* spill = nullptr) noexcept;
 /// The store new arrays go to, or null.
 shm_arena* node_store() noexcept;
+/// The size from which new arrays go to the store; SIZE_MAX without one.
+std::size_t node_store_threshold() noexcept;
 /// Where new arrays spill, or null.
 spill_store* node_spill_store() noexcept;
 /// Forgets the spill store (no array may live in it any more).

@@ -26,6 +26,7 @@
 #include "shm_arena.hpp"
 #include "spill_store.hpp"
 #include "store_ledger.hpp"
+#include "stored_bytes.hpp"
 #include "weft/array.hpp"
 #include "weft/errors.hpp"
 #include "worker_protocol.hpp"
@@ -438,6 +439,7 @@ void process_node::dispatch(task_base* t) {
       t->encode_arguments(j.args);
       j.refs = std::move(refs.refs);
     }
+    j.args_block = stash_big_bytes(j.args, false); // (a worker reads big ones in the store)
     std::lock_guard<std::mutex> lock(mtx_);
     locate_job_code(j);
     if (stopping_)
@@ -457,7 +459,7 @@ void process_node::dispatch(task_base* t) {
 void process_node::append_call(std::string& batch, std::uint64_t seq, const job& j, int worker) {
   std::string rec;
   const std::string ids = lend_locked(worker, j.refs);
-  wire::call_record{seq, j.invoker, j.fn, j.args, j.matchers, ids}.write(rec);
+  wire::call_record{seq, j.invoker, j.fn, j.args, j.matchers, ids, !j.args_block.empty()}.write(rec);
   wire::writer(batch).put_bytes(rec);
 }
 
@@ -657,7 +659,7 @@ void process_node::on_done(std::int32_t from, const std::string& batch) {
     std::unordered_map<int, std::string> top_ups;
     for_each_done(batch, "a worker", [&](const wire::done_record& d) {
       if (auto held = cancelled_in_flight_.extract(d.seq); !held.empty()) {
-        held.mapped().second->release(); // its worker is done with the arguments
+        held.mapped().t->release(); // its worker is done with the arguments
         release_dropped(d);
         return;
       }
@@ -731,9 +733,15 @@ void process_node::on_done(std::int32_t from, const std::string& batch) {
         if (!f.refs_ok)
           throw serialization_error("weft: the result of task '" + runtime::task_name(*f.t) +
                                     "' names objects its worker does not hold (corrupted input)");
-        f.refs.handed = f.d.handed; // (a forwarded task passes them on)
+        std::string_view payload = f.d.payload, handed = f.d.handed;
+        stored_blob block; // (a big result: decoded where it lies in the store)
+        if (f.d.stored) {
+          handed.remove_suffix(sizeof(std::uint64_t)); // the block's own, which the next line takes
+          payload = stashed_bytes(payload, block);
+        }
+        f.refs.handed = handed; // (a forwarded task passes them on)
         ref_codec_scope scope(&f.refs);
-        f.t->decode_results(f.d.payload);
+        f.t->decode_results(payload);
         break;
       }
       case wire::status::exception: {
@@ -817,7 +825,7 @@ void process_node::cancel(task_base* t, bool force) {
     // store must not be freed under it).
     std::erase(w.assigned, it->first);
     t->add_ref();
-    cancelled_in_flight_.emplace(it->first, std::make_pair(w.id, t));
+    cancelled_in_flight_.emplace(it->first, cancelled_job{w.id, t, std::move(it->second.args_block)});
     jobs_.erase(it);
     lock.unlock();
     finish_follower(t, std::make_exception_ptr(task_cancelled_error("weft: task '" + runtime::task_name(*t) +
@@ -845,9 +853,9 @@ std::vector<std::pair<task_base*, std::exception_ptr>> process_node::on_exit(wor
     monitors_.erase(m);
   }
   std::erase_if(cancelled_in_flight_, [&w](auto& entry) {
-    if (entry.second.first != w.id)
+    if (entry.second.worker != w.id)
       return false;
-    entry.second.second->release();
+    entry.second.t->release();
     return true;
   });
   std::vector<std::pair<task_base*, std::exception_ptr>> done;
@@ -1482,7 +1490,7 @@ void process_node::on_recalled(std::int32_t worker_id, const std::string& seqs) 
     worker& w = wit->second;
     for_each_packed_id(seqs, [&](std::uint64_t seq) {
       if (auto held = cancelled_in_flight_.extract(seq); !held.empty()) {
-        held.mapped().second->release(); // (cancelled meanwhile: the worker skips it without a word)
+        held.mapped().t->release(); // (cancelled meanwhile: the worker skips it without a word)
         return;
       }
       // Only one behind the first: a worker grants a recall while the

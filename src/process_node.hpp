@@ -42,6 +42,7 @@
 #include "modules.hpp"
 #include "ref_codec.hpp"
 #include "runtime.hpp"
+#include "stored_bytes.hpp"
 
 namespace caf {
 class actor;
@@ -296,6 +297,9 @@ private:
     task_base* t = nullptr;
     code_ref invoker, fn;
     std::string args;
+    /// Big arguments: their block in the store (args is its reference),
+    /// kept until the task is done with them (stored_bytes.hpp).
+    stored_blob args_block;
     std::string matchers;          ///< retry_on's type tests, packed code refs
     std::vector<carried_ref> refs; ///< refs the arguments carry (lent to its worker when sent)
     bool blocked = false;          ///< waits in get in its worker: its CPUs are lent
@@ -360,9 +364,15 @@ private:
   std::uint64_t next_seq_ = 0;
   std::map<std::uint64_t, job> jobs_;
   std::deque<std::uint64_t> pending_;
-  /// Followers cancelled while in a worker's line, by seq: (worker, task
-  /// kept alive until the worker is done with its arguments).
-  std::unordered_map<std::uint64_t, std::pair<int, task_base*>> cancelled_in_flight_;
+  /// Followers cancelled while in a worker's line, by seq: the worker, and
+  /// the task and its argument block, kept until the worker is done with
+  /// its arguments.
+  struct cancelled_job {
+    int worker = 0;
+    task_base* t = nullptr;
+    stored_blob args_block;
+  };
+  std::unordered_map<std::uint64_t, cancelled_job> cancelled_in_flight_;
   std::unordered_map<const void*, code_ref> code_cache_;
   /// Objects lent to each worker (by worker id, then object id): the cell
   /// stays alive until the worker gives back as many sends as it got, or

@@ -40,6 +40,7 @@
 #include "shm_arena.hpp"
 #include "spill_store.hpp"
 #include "store_ledger.hpp"
+#include "stored_bytes.hpp"
 #include "weft/array.hpp"
 #include "weft/detail/task.hpp"
 #include "weft/errors.hpp"
@@ -540,11 +541,12 @@ const void* resolve(code_ref r, const std::vector<const module_table::module*>& 
 }
 
 std::string done(std::uint64_t seq, wire::status st, std::chrono::steady_clock::time_point started,
-                 std::string_view payload, std::string_view handed = {}, std::string_view refs = {}) {
+                 std::string_view payload, std::string_view handed = {}, std::string_view refs = {},
+                 bool stored = false) {
   const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
   std::string out;
-  wire::done_record{seq,     st,     static_cast<std::uint32_t>(std::min<std::int64_t>(us.count(), 0xffffffff)),
-                    payload, handed, refs}
+  wire::done_record{
+    seq, st, static_cast<std::uint32_t>(std::min<std::int64_t>(us.count(), 0xffffffff)), payload, handed, refs, stored}
     .write(out);
   return out;
 }
@@ -926,13 +928,21 @@ std::string run_call(std::string_view rec, const std::vector<const module_table:
   } else {
     g_cancel.store(false, std::memory_order_relaxed);
     g_running_seq.store(call.seq, std::memory_order_release);
-    st = run_guarded([&] { reinterpret_cast<remote_invoker>(const_cast<void*>(inv))(fn, call.args, payload); }, payload,
-                     matchers);
+    stored_blob arguments; // (big arguments: read where they lie in the store)
+    st = run_guarded(
+      [&] {
+        const std::string_view args = call.stored ? stashed_bytes(call.args, arguments) : call.args;
+        reinterpret_cast<remote_invoker>(const_cast<void*>(inv))(fn, args, payload);
+      },
+      payload, matchers);
     std::lock_guard<std::mutex> lock(g_cancelled_mtx); // (after a recall that saw it run: see recall())
     g_running_seq.store(0, std::memory_order_release);
   }
+  // A big result goes to the store, its reference to the driver (the last
+  // of the handed ones).
+  const bool stored = st == wire::status::ok && !stash_big_bytes(payload, true).empty();
   refs.keep(holds);
-  return done(call.seq, st, started, payload, handed.offsets, refs.codec.bundle);
+  return done(call.seq, st, started, payload, handed.offsets, refs.codec.bundle, stored);
 }
 
 } // namespace

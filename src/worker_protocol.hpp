@@ -185,6 +185,7 @@ struct call_record {
   std::string_view args;
   std::string_view matchers;
   std::string_view refs; ///< ids of the refs the arguments carry (packed u64)
+  bool stored = false;   ///< args is a reference to a block of the store (stored_bytes.hpp)
 
   void write(std::string& out) const {
     writer w(out);
@@ -193,6 +194,7 @@ struct call_record {
     w.put(invoker.offset);
     w.put(fn.module);
     w.put(fn.offset);
+    w.put(static_cast<std::uint8_t>(stored ? 1 : 0));
     w.put_bytes(args);
     w.put_bytes(matchers);
     w.put_bytes(refs);
@@ -204,10 +206,12 @@ struct call_record {
     invoker.offset = r.get<std::uint64_t>();
     fn.module = r.get<std::uint32_t>();
     fn.offset = r.get<std::uint64_t>();
+    const auto flags = r.get<std::uint8_t>();
+    stored = flags == 1;
     args = r.get_bytes();
     matchers = r.get_bytes();
     refs = r.get_bytes();
-    return r.ok() && refs.size() % sizeof(std::uint64_t) == 0;
+    return r.ok() && flags <= 1 && refs.size() % sizeof(std::uint64_t) == 0;
   }
 };
 
@@ -236,11 +240,14 @@ struct done_record {
   std::string_view handed;
   /// The ref bundle of the refs the payload carries.
   std::string_view refs;
+  /// The payload is a reference to a block of the store (stored_bytes.hpp),
+  /// handed over: the last offset in `handed` is that block's.
+  bool stored = false;
 
   void write(std::string& out) const {
     writer w(out);
     w.put(seq);
-    w.put(static_cast<std::uint8_t>(st));
+    w.put(static_cast<std::uint8_t>(static_cast<std::uint8_t>(st) | (stored ? 0x80 : 0)));
     w.put(run_us);
     w.put_bytes(payload);
     w.put_bytes(handed);
@@ -249,12 +256,15 @@ struct done_record {
   bool read(std::string_view in) {
     reader r(in);
     seq = r.get<std::uint64_t>();
-    st = static_cast<status>(r.get<std::uint8_t>());
+    const auto s = r.get<std::uint8_t>();
+    st = static_cast<status>(s & 0x7f);
+    stored = (s & 0x80) != 0;
     run_us = r.get<std::uint32_t>();
     payload = r.get_bytes();
     handed = r.get_bytes();
     refs = r.get_bytes();
-    return r.ok() && static_cast<std::uint8_t>(st) <= 3 && handed.size() % sizeof(std::uint64_t) == 0;
+    return r.ok() && static_cast<std::uint8_t>(st) <= 3 && handed.size() % sizeof(std::uint64_t) == 0 &&
+           (!stored || (st == status::ok && !handed.empty()));
   }
 };
 

@@ -49,6 +49,11 @@ void set_node_store(shm_arena* arena, std::size_t threshold, spill_store* spill)
 
 shm_arena* node_store() noexcept { return g_active.load(std::memory_order_acquire); }
 
+std::size_t node_store_threshold() noexcept {
+  return g_active.load(std::memory_order_acquire) ? g_threshold.load(std::memory_order_relaxed)
+                                                  : static_cast<std::size_t>(-1);
+}
+
 spill_store* node_spill_store() noexcept { return g_spill_active.load(std::memory_order_acquire); }
 
 void forget_spill_store() noexcept {
