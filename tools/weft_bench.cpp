@@ -468,6 +468,32 @@ std::vector<double> put_move_in_worker(std::size_t bytes, int rounds) {
   return times;
 }
 
+std::size_t size_of(std::vector<double> v) { return v.size(); }
+
+/// Worker processes: a task taking a big std::vector<double>, whose encoded
+/// bytes cross in the shared store and are decoded with one memcpy there;
+/// beside one memcpy of the same bytes in the driver, in the same run.
+row vector_arg_in_worker_row(const settings& c) {
+  const std::size_t bytes = (c.quick ? std::size_t{16} : std::size_t{64}) << 20;
+  const std::vector<double> v(bytes / sizeof(double), 1.0);
+  const auto f = weft::remote(size_of);
+  const auto s = timed(c.quick ? 5 : 20, [&] {
+    if (weft::get(f.remote(v)) != v.size())
+      std::fprintf(stderr, "vector_arg_in_worker: wrong size\n");
+  });
+  std::vector<double> copy(v.size());
+  const auto m = timed(c.quick ? 5 : 20, [&] {
+    std::memcpy(copy.data(), v.data(), bytes);
+    if (copy[copy.size() / 2] != 1.0)
+      std::fprintf(stderr, "vector_arg_in_worker: memcpy\n");
+  });
+  char note[200];
+  std::snprintf(note, sizeof note,
+                "a %zu MiB std::vector<double>, whole round trip; one memcpy of it here: %.2f ms (%.2fx)", bytes >> 20,
+                m.median * 1e3, m.median / s.median);
+  return row{"vector_arg_in_worker", "processes", bytes / s.median / 1e9, "GB/s", {}, {}, s.spread, note};
+}
+
 row put_move_in_worker_row(const settings& c) {
   const std::size_t bytes = c.quick ? 80'000'000 : 800'000'000;
   const auto s = summarize(weft::get(weft::remote(put_move_in_worker).remote(bytes, 3)));
@@ -991,6 +1017,8 @@ std::vector<workload> process_workloads() {
                      n, n, summarize(rss).median / 1024, summarize(pss).median / 1024, driver_kb / 1024.0);
        return row{"create_100_actors", "processes", s.median, "actors/s", "process_spawn_ceiling", {}, s.spread, note};
      }},
+    {"vector_arg_in_worker", "round trip of a task taking a 64 MiB std::vector<double> (16 MiB with --quick)",
+     [](const settings& c) { return vector_arg_in_worker_row(c); }},
     {"put_gigabytes_move", "put of an 800 MB std::vector by move, inside a task in a worker process",
      [](const settings& c) { return put_move_in_worker_row(c); }},
     {"put_calls", "put of a small int, inside a task in a worker process",
