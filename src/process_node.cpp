@@ -1405,6 +1405,8 @@ void process_node::send_value(int worker_id, std::uint64_t id, const carried_ref
       ref_codec_scope scope(&refs);
       hand_over_references hand_over; // the worker's copy owns its own store references
       r.ops(ref_op::encode_value, r.cell.get(), {}, &payload);
+      if (!stash_big_bytes(payload, true).empty()) // (a big value: the worker reads it in the store)
+        kind = wire::result_kind::ok_stored;
     } catch (...) {
       collect_handed_references(before);
       release_handed_references(handed);

@@ -354,10 +354,14 @@ void proxy_value(std::uint64_t id, std::uint8_t kind, const std::string& payload
     worker_codec codec;
     ref_codec_scope scope(&codec);
     try {
-      if (kind == static_cast<std::uint8_t>(wire::result_kind::ok))
+      if (kind == static_cast<std::uint8_t>(wire::result_kind::ok)) {
         ops(ref_op::fill, cell.get(), payload, nullptr);
-      else
+      } else if (kind == static_cast<std::uint8_t>(wire::result_kind::ok_stored)) {
+        stored_blob block; // (a big value, decoded where it lies in the store)
+        ops(ref_op::fill, cell.get(), stashed_bytes(payload, block), nullptr);
+      } else {
         cell->complete_error(rebuild_error(static_cast<error_kind>(kind), payload));
+      }
     } catch (...) {
       cell->complete_error(std::current_exception());
     }

@@ -404,7 +404,16 @@ struct submit_record {
 /// signal, exit code); other: (weft error class name, message).
 /// monitor_down: an actor a worker monitors ended; payload (u64 actor id,
 /// u8 normal, cause bytes), seq: the monitor's.
-enum class result_kind : std::uint8_t { ok = 0, task_error = 1, crashed = 2, other = 3, monitor_down = 4 };
+/// (ok_stored: the payload is a reference to a store block handed over, the
+/// last of the handed ones; see stored_bytes.hpp.)
+enum class result_kind : std::uint8_t {
+  ok = 0,
+  task_error = 1,
+  crashed = 2,
+  other = 3,
+  monitor_down = 4,
+  ok_stored = 5
+};
 
 /// What an entry of a worker's w_submit batch is.
 enum class outbox_kind : std::uint8_t {

@@ -68,6 +68,13 @@ double first_attempt_dies(std::vector<double> v, std::string flag) {
 
 double sum_of(std::vector<double> v) { return std::accumulate(v.begin(), v.end(), 0.0); }
 
+/// In a worker: gets a driver's object through the ref it was lent.
+seen fetch_first(std::vector<weft::object_ref<std::vector<double>>> refs) {
+  const auto reads = weft::detail::stored_bytes_count().read;
+  const auto v = weft::get(refs.at(0));
+  return {std::accumulate(v.begin(), v.end(), 0.0), weft::detail::stored_bytes_count().read - reads, store_bytes()};
+}
+
 } // namespace
 
 TEST_CASE("a big std::vector argument reaches a worker through the shared store and its block is freed after") {
@@ -103,6 +110,19 @@ TEST_CASE("a big result comes back through the shared store and its block is fre
         Approx(static_cast<double>(n) * static_cast<double>(n - 1) / 2));
   r = {};
   CHECK(eventually([] { return store_bytes() == 0; }));
+}
+
+TEST_CASE("a big object put in the driver and got in a worker crosses in the shared store") {
+  weft_test::runtime_guard rt(processes);
+  const auto n = big / sizeof(double);
+  auto r = weft::put(ramp(n));
+  const auto s = weft::get(weft::remote(fetch_first).remote(std::vector{r}), bound);
+  CHECK(s.sum == Approx(static_cast<double>(n) * static_cast<double>(n - 1) / 2));
+  CHECK(s.read_here == 1); // the fetched value was decoded from a block
+  CHECK(eventually([] { return store_bytes() == 0; }));
+  // A small one is sent in the message.
+  auto small = weft::put(ramp(10));
+  CHECK(weft::get(weft::remote(fetch_first).remote(std::vector{small}), bound).read_here == 0);
 }
 
 TEST_CASE("a task whose worker is killed while it holds big arguments is retried with them and leaks no block") {
