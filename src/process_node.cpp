@@ -1519,6 +1519,7 @@ void process_node::on_recalled(std::int32_t worker_id, const std::string& seqs) 
 void process_node::fail_replies_locked(worker& w, const std::exception_ptr& e) {
   auto replies = std::move(w.replies);
   w.replies.clear();
+  w.call_blocks.clear();
   for (auto& [seq, cell] : replies)
     cell->complete_error(e);
 }
@@ -1557,6 +1558,7 @@ bool process_node::call_actor(int worker_id, actor_method_invoker invoker, const
                               const std::string& what) {
   std::uintptr_t words[2];
   std::memcpy(words, method_bytes, sizeof words);
+  stored_blob block = stash_big_bytes(args, false); // (big arguments: the worker reads them in the store)
   std::unique_lock<std::mutex> lock(mtx_);
   auto it = workers_.find(worker_id);
   if (it == workers_.end() || it->second.state == wstate::dead || it->second.ended || !it->second.actor)
@@ -1573,12 +1575,15 @@ bool process_node::call_actor(int worker_id, actor_method_invoker invoker, const
   rec.adjust = static_cast<std::int64_t>(words[1]);
   rec.coroutine = coroutine;
   rec.args = args;
+  rec.stored = !block.empty();
   const std::string ids = lend_locked(worker_id, refs);
   rec.refs = ids;
   std::string one;
   rec.write(one);
   const bool idle = w.replies.empty();
   w.replies.emplace(rec.seq, std::move(reply));
+  if (!block.empty())
+    w.call_blocks.emplace(rec.seq, std::move(block));
   if (idle && w.outbox.empty()) {
     // Nothing in flight (a caller waiting for each result): send it now.
     std::string batch;
@@ -1630,6 +1635,7 @@ void process_node::on_actor_done(std::int32_t worker_id, const std::string& batc
     return;
   worker& w = wit->second;
   for_each_done(batch, "an actor's worker", [&](const wire::done_record& d) {
+    w.call_blocks.erase(d.seq);
     auto node = w.replies.extract(d.seq);
     if (node.empty()) {
       release_dropped(d); // its call was given up
@@ -1642,9 +1648,15 @@ void process_node::on_actor_done(std::int32_t worker_id, const std::string& batc
       case wire::status::ok:
       case wire::status::ok_exit: {
         actor_reply reply;
-        reply.payload = d.payload;
+        std::string_view handed = d.handed;
+        if (d.stored)
+          handed.remove_suffix(sizeof(std::uint64_t)); // the block's own, which the decode below takes
+        reply.refs.handed = handed;
+        if (d.stored) // a big result: kept where it lies in the store
+          (void)stashed_bytes(d.payload, reply.block);
+        else
+          reply.payload = d.payload;
         reply.exit_requested = d.st == wire::status::ok_exit;
-        reply.refs.handed = d.handed;
         if (!pin_locked(w.id, d.refs, reply.refs))
           throw serialization_error("weft: an actor's worker sent a result naming objects it does not hold");
         static_cast<value_object<actor_reply>*>(cell.get())->emplace(std::move(reply));

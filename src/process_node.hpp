@@ -55,7 +55,8 @@ class worker_ledger;
 /// Worker processes, actors: what a method call (or the constructor) of an
 /// actor living in a worker gets back.
 struct actor_reply {
-  std::string payload; ///< the encoded result
+  std::string payload; ///< the encoded result (when not in `block`)
+  stored_blob block;   ///< a big encoded result, in the store (stored_bytes.hpp)
   bool exit_requested = false;
   /// The refs the payload carries (decode it with this codec installed);
   /// refs.handed: the store references it hands over.
@@ -67,11 +68,17 @@ struct actor_reply {
   actor_reply() = default;
   actor_reply(actor_reply&& o) noexcept :
     payload(std::move(o.payload)),
+    block(std::move(o.block)),
     exit_requested(o.exit_requested),
     refs(std::move(o.refs)),
     taken(std::exchange(o.taken, true)) {}
   actor_reply& operator=(actor_reply&&) = delete;
   ~actor_reply();
+  /// The encoded result, wherever it lies.
+  std::string_view bytes() const noexcept {
+    return block.empty() ? std::string_view(payload)
+                         : std::string_view(reinterpret_cast<const char*>(block.data()), block.size());
+  }
 };
 
 /// What a task or actor call submitted by a worker ends with in the
@@ -287,10 +294,13 @@ private:
     std::string create;                          ///< the create record, sent on hello
     std::function<void(std::string)> died;       ///< told when it dies first
     std::map<std::uint64_t, object_ptr> replies; ///< awaited, by seq (0: the constructor)
-    std::string outbox;                          ///< calls not sent yet (one message for many)
-    std::string results_out;                     ///< ends of its nested tasks and calls, not sent yet
-    bool results_flush = false;                  ///< a flush of results_out is on its way
-    bool blocked = false;                        ///< its running task waits in get: lent its CPUs, gets no more work
+    /// Big arguments of the calls awaited, in the store, by seq: kept until
+    /// the reply (the worker has its own reference by then).
+    std::map<std::uint64_t, stored_blob> call_blocks;
+    std::string outbox;         ///< calls not sent yet (one message for many)
+    std::string results_out;    ///< ends of its nested tasks and calls, not sent yet
+    bool results_flush = false; ///< a flush of results_out is on its way
+    bool blocked = false;       ///< its running task waits in get: lent its CPUs, gets no more work
     bool flush_scheduled = false;
   };
   struct job {

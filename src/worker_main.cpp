@@ -646,9 +646,11 @@ std::string run_actor_call(std::string_view rec, const std::vector<const module_
   } else {
     tls_exit_requested = false;
     tls_in_actor_call = true;
+    stored_blob arguments; // (big arguments: read where they lie in the store)
     st = run_guarded(
       [&] {
-        reinterpret_cast<actor_method_invoker>(const_cast<void*>(inv))(g_actor.instance, words, call.args, payload);
+        const std::string_view args = call.stored ? stashed_bytes(call.args, arguments) : call.args;
+        reinterpret_cast<actor_method_invoker>(const_cast<void*>(inv))(g_actor.instance, words, args, payload);
       },
       payload);
     tls_in_actor_call = false;
@@ -658,8 +660,11 @@ std::string run_actor_call(std::string_view rec, const std::vector<const module_
         st = wire::status::ok_exit;
     }
   }
+  // A big result goes to the store (as for a task).
+  const bool stored =
+    (st == wire::status::ok || st == wire::status::ok_exit) && !stash_big_bytes(payload, true).empty();
   refs.keep(holds);
-  return done(call.seq, st, started, payload, handed.offsets, refs.codec.bundle);
+  return done(call.seq, st, started, payload, handed.offsets, refs.codec.bundle, stored);
 }
 
 /// Runs the records of a batch in order with `run`, and hands the result

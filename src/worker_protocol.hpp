@@ -264,7 +264,7 @@ struct done_record {
     handed = r.get_bytes();
     refs = r.get_bytes();
     return r.ok() && static_cast<std::uint8_t>(st) <= 3 && handed.size() % sizeof(std::uint64_t) == 0 &&
-           (!stored || (st == status::ok && !handed.empty()));
+           (!stored || ((st == status::ok || st == status::ok_exit) && !handed.empty()));
   }
 };
 
@@ -325,6 +325,7 @@ struct actor_call_record {
   bool is_virtual = false;
   bool in_driver = false;
   bool coroutine = false;  ///< a weft::coro method: it gives up its turn at co_await
+  bool stored = false;     ///< args is a reference to a block of the store (stored_bytes.hpp)
   code_ref method;         ///< non-virtual
   std::uint64_t vword = 0; ///< virtual
   std::int64_t adjust = 0;
@@ -336,7 +337,8 @@ struct actor_call_record {
     w.put(seq);
     w.put(invoker.module);
     w.put(invoker.offset);
-    w.put(static_cast<std::uint8_t>((is_virtual ? 1 : 0) | (in_driver ? 2 : 0) | (coroutine ? 4 : 0)));
+    w.put(
+      static_cast<std::uint8_t>((is_virtual ? 1 : 0) | (in_driver ? 2 : 0) | (coroutine ? 4 : 0) | (stored ? 8 : 0)));
     w.put(method.module);
     w.put(method.offset);
     w.put(vword);
@@ -353,13 +355,14 @@ struct actor_call_record {
     is_virtual = (flags & 1) != 0;
     in_driver = (flags & 2) != 0;
     coroutine = (flags & 4) != 0;
+    stored = (flags & 8) != 0;
     method.module = r.get<std::uint32_t>();
     method.offset = r.get<std::uint64_t>();
     vword = r.get<std::uint64_t>();
     adjust = r.get<std::int64_t>();
     args = r.get_bytes();
     refs = r.get_bytes();
-    return r.ok() && flags <= 7 && refs.size() % sizeof(std::uint64_t) == 0;
+    return r.ok() && flags <= 15 && refs.size() % sizeof(std::uint64_t) == 0;
   }
 };
 

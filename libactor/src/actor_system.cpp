@@ -385,7 +385,7 @@ call_status incarnation::finish_remote_call(actor_call* c) {
     exit_requested = true;
   ref_codec_scope scope(&r.refs);
   r.taken = true; // (before: a decode that fails half-way may leak, never release twice)
-  c->decode_result(r.payload);
+  c->decode_result(r.bytes());
   return call_status::finished;
 }
 

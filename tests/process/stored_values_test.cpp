@@ -75,6 +75,17 @@ seen fetch_first(std::vector<weft::object_ref<std::vector<double>>> refs) {
   return {std::accumulate(v.begin(), v.end(), 0.0), weft::detail::stored_bytes_count().read - reads, store_bytes()};
 }
 
+/// An actor in a worker that keeps big vectors.
+struct keeper {
+  std::vector<double> kept;
+  seen keep(std::vector<double> v) {
+    kept = std::move(v);
+    return {std::accumulate(kept.begin(), kept.end(), 0.0), weft::detail::stored_bytes_count().read, store_bytes()};
+  }
+  std::vector<double> give() const { return kept; }
+  std::uint64_t stashed() const { return weft::detail::stored_bytes_count().stashed; }
+};
+
 } // namespace
 
 TEST_CASE("a big std::vector argument reaches a worker through the shared store and its block is freed after") {
@@ -123,6 +134,24 @@ TEST_CASE("a big object put in the driver and got in a worker crosses in the sha
   // A small one is sent in the message.
   auto small = weft::put(ramp(10));
   CHECK(weft::get(weft::remote(fetch_first).remote(std::vector{small}), bound).read_here == 0);
+}
+
+TEST_CASE("big arguments and results of an actor in a worker cross in the shared store") {
+  weft_test::runtime_guard rt(processes);
+  const auto n = big / sizeof(double);
+  const double total = static_cast<double>(n) * static_cast<double>(n - 1) / 2;
+  auto a = weft::remote<keeper>().remote();
+  const auto s = weft::get(a.task(&keeper::keep).remote(ramp(n)), bound);
+  CHECK(s.sum == Approx(total));
+  CHECK(s.read_here >= 1);      // its argument was decoded from a block
+  CHECK(s.store_in_use >= big); // which lay in the store during the call
+  const auto read_before = weft::detail::stored_bytes_count().read;
+  const auto back = weft::get(a.task(&keeper::give).remote(), bound);
+  REQUIRE(back.size() == n);
+  CHECK(back[n - 1] == static_cast<double>(n - 1));
+  CHECK(weft::detail::stored_bytes_count().read == read_before + 1); // the result too
+  CHECK(weft::get(a.task(&keeper::stashed).remote(), bound) >= 1);
+  CHECK(eventually([] { return store_bytes() == 0; }));
 }
 
 TEST_CASE("a task whose worker is killed while it holds big arguments is retried with them and leaks no block") {
