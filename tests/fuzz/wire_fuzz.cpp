@@ -73,13 +73,10 @@ struct store_fixture {
   std::uint64_t spill_ref = 0;
 };
 
+/// The spill directory (weft-spill-<pid>-<random> in the temporary
+/// directory, made at the first spill and removed at exit).
 spill_store& spill() {
-  static const auto dir = [] {
-    auto d = std::filesystem::temp_directory_path() / ("weft-wire-fuzz-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(d);
-    return d;
-  }();
-  static const auto store = spill_store::create(dir.string());
+  static const auto store = spill_store::create(std::filesystem::temp_directory_path().string());
   return *store;
 }
 
