@@ -1,10 +1,13 @@
 // libFuzzer target: bytes from a hostile peer, decoded as the values weft
-// sends. The first byte picks the message kind (its value modulo 6: tuple,
-// list, shape, shapes, mixed, enums); the rest is the encoding. Decoding
-// must either succeed or throw weft::serialization_error: any other
-// exception, a crash, a leak, a hang or a huge allocation is a bug.
-// WEFT_FUZZ_KINDS=1234 (digits 0-5) restricts a run to those kinds, e.g. to
-// the ones that hold pointers; inputs of other kinds are skipped.
+// sends. The first byte picks the message kind (its value modulo 16: 0
+// tuple, 1 list, 2 shape, 3 shapes, 4 mixed, 5 enums; and, in
+// wire_fuzz.cpp, what workers send: 6 arrays with store references, 7 refs
+// and handles through a ref bundle, 8 error payloads, 9 wire records, 10 and
+// up a lane's ring); the rest is the encoding. Decoding must either succeed
+// or throw weft::serialization_error: any other exception, a crash, a leak,
+// a hang or a huge allocation is a bug. WEFT_FUZZ_KINDS=1234 (hex digits)
+// restricts a run to those kinds, e.g. to the ones that hold pointers;
+// inputs of other kinds are skipped.
 #include "decode_fuzz.hpp"
 
 #include <weft/serialization.hpp>
@@ -126,13 +129,15 @@ void add_seed(std::vector<std::pair<std::string, std::vector<std::byte>>>& out, 
   out.emplace_back(name, std::move(bytes));
 }
 
+constexpr int kind_count = 16;
+
 /// Whether WEFT_FUZZ_KINDS (unset: all kinds) lets this run decode `kind`.
 bool kind_enabled(int kind) {
   static const std::string kinds = [] {
     const char* env = std::getenv("WEFT_FUZZ_KINDS");
-    return std::string(env != nullptr ? env : "012345");
+    return std::string(env != nullptr ? env : "0123456789abcdef");
   }();
-  return kinds.find(static_cast<char>('0' + kind)) != std::string::npos;
+  return kinds.find("0123456789abcdef"[kind]) != std::string::npos;
 }
 
 } // namespace decode_fuzz
@@ -145,10 +150,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size == 0)
     return 0;
   const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(data) + 1, size - 1);
-  if (!kind_enabled(data[0] % 6))
+  const int kind = data[0] % kind_count;
+  if (!kind_enabled(kind))
     return 0;
   try {
-    switch (data[0] % 6) {
+    switch (kind) {
     case 0:
       decode_as<tuple_msg>(bytes);
       break;
@@ -164,8 +170,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 4:
       decode_as<mixed_msg>(bytes);
       break;
-    default:
+    case 5:
       decode_as<enum_msg>(bytes);
+      break;
+    default:
+      decode_wire_kind(kind, bytes);
       break;
     }
   } catch (const std::exception& e) {
@@ -236,5 +245,6 @@ std::vector<std::pair<std::string, std::vector<std::byte>>> decode_fuzz_seeds() 
   }
 
   add_seed(seeds, "seed-enums", 5, enum_msg{blue, {red, green}, level::high});
+  add_wire_seeds(seeds);
   return seeds;
 }

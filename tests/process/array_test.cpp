@@ -32,20 +32,34 @@ namespace {
 
 constexpr std::size_t mib = std::size_t{1} << 20;
 
-/// What a worker saw of an array: its pid, whether the elements are the
-/// shared block itself, and their sum.
+/// Where this process sees `a`'s elements: bytes from the start of the
+/// node's store (the same in every process for the same block), or -1.
+std::int64_t store_position(const weft::array<double>& a) {
+  const auto* store = weft::detail::node_store();
+  if (!store || !a.in_shared_memory() || a.spilled())
+    return -1;
+  return reinterpret_cast<const std::byte*>(a.data()) - store->data(0);
+}
+
+/// What a worker saw of an array: its pid, whether the elements are in the
+/// store, where in it (a copy at or above the threshold is in the store
+/// too, but elsewhere), the store's blocks in use meanwhile, and their sum.
 struct seen {
   int pid = 0;
   bool shared = false;
+  std::int64_t position = -1;
+  std::size_t blocks = 0;
   double sum = 0;
   template <class Archive>
   void serialize(Archive& ar, unsigned) {
-    ar& pid& shared& sum;
+    ar& pid& shared& position& blocks& sum;
   }
 };
 
 seen look(weft::array<double> a) {
-  return {static_cast<int>(::getpid()), a.in_shared_memory(), std::accumulate(a.begin(), a.end(), 0.0)};
+  const auto* store = weft::detail::node_store();
+  return {static_cast<int>(::getpid()), a.in_shared_memory(), store_position(a), store ? store->blocks_in_use() : 0,
+          std::accumulate(a.begin(), a.end(), 0.0)};
 }
 
 weft::array<double> make(std::size_t n, double value) {
@@ -68,14 +82,23 @@ TEST_CASE("a big array lives in the shared store and a worker reads it in place"
   weft_test::runtime_guard rt(processes);
   const auto a = make(8 * mib / sizeof(double), 0.25); // 8 MiB
   CHECK(a.in_shared_memory());
+  const auto position = store_position(a);
+  REQUIRE(position > 0);
+  const auto blocks = weft::detail::node_store()->blocks_in_use();
   const auto s = weft::get(weft::remote(look).remote(a), bound);
   CHECK(s.pid != static_cast<int>(::getpid()));
-  CHECK(s.shared); // the worker got the block itself, not a copy
+  // The worker reads the block itself, not a copy: the same place in the
+  // store, and no block more while it holds it.
+  CHECK(s.shared);
+  CHECK(s.position == position);
+  CHECK(s.blocks == blocks);
   CHECK(s.sum == Approx(0.25 * static_cast<double>(a.size())));
   // Through put() and a ref argument too.
   const auto ref = weft::put(a);
   const auto s2 = weft::get(weft::remote(look).remote(ref), bound);
   CHECK(s2.shared);
+  CHECK(s2.position == position);
+  CHECK(s2.blocks == blocks);
   CHECK(s2.sum == Approx(s.sum));
 }
 
@@ -99,7 +122,14 @@ TEST_CASE("arrays made in workers flow to other workers without copies and are f
     CHECK(result.size() == n);
     CHECK(result[0] == 4.0);
     CHECK(result[n - 1] == 4.0);
-    CHECK(weft::get(weft::remote(look).remote(second), bound).shared);
+    // The driver and the next worker see the block the worker wrote, where
+    // it wrote it: no copy on the way back or on the way out.
+    const auto at = store_position(result);
+    CHECK(at > 0);
+    const auto s = weft::get(weft::remote(look).remote(second), bound);
+    CHECK(s.shared);
+    CHECK(s.position == at);
+    CHECK(weft::get(weft::remote(look).remote(first), bound).position == store_position(weft::get(first, bound)));
     CHECK(store_bytes() >= n * sizeof(double));
   }
   // Every reference (driver, workers, objects) is gone: so are the arrays.
