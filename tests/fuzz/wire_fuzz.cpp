@@ -616,9 +616,29 @@ void add_seeds(std::vector<std::pair<std::string, std::vector<std::byte>>>& out)
     const std::uint64_t ids[] = {2, 4};
     const std::string_view packed(reinterpret_cast<const char*>(ids), sizeof ids);
     put(0, wire::call_record{7, {0, 0x100}, {0, 0x200}, "args", matchers, packed});
+    put(0, wire::call_record{8, {0, 0x100}, {0, 0x200}, "ref", matchers, packed, true}); // (args in the store)
     put(1, wire::done_record{7, wire::status::ok, 12, "result", {}, {}});
+    const std::uint64_t block = 4096;
+    put(1, wire::done_record{8,
+                             wire::status::ok,
+                             12,
+                             "ref",
+                             std::string_view(reinterpret_cast<const char*>(&block), sizeof block),
+                             {},
+                             true});
     put(2, wire::actor_create_record{{0, 1}, {0, 2}, "ctor", 5, false, "name", "ns", packed, 2});
-    put(3, wire::actor_call_record{8, {0, 3}, true, false, true, {0, 4}, 17, -8, "args", packed});
+    wire::actor_call_record call;
+    call.seq = 8;
+    call.invoker = {0, 3};
+    call.is_virtual = true;
+    call.coroutine = true;
+    call.stored = true;
+    call.method = {0, 4};
+    call.vword = 17;
+    call.adjust = -8;
+    call.args = "args";
+    call.refs = packed;
+    put(3, call);
     put(4, wire::submit_record{{0, 5}, {0, 6}, "args", "options", matchers, {}});
     put(5, wire::actor_make_record{{0, 7}, {0, 8}, {0, 9}, {0, 10}, "args", "options", true});
     std::string bundle;
