@@ -5,6 +5,7 @@
 #include <atomic>
 #include <mutex>
 #include <numeric>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -43,7 +44,14 @@ struct consumer {
   int take(weft::queue<int> q) { return q.get(); }
 };
 
-bool waiting_getters(const weft::queue<int>& q, std::size_t n) {
+/// An item type without serialize: fine for a queue used where it is made.
+struct local_item {
+  int v = 0;
+  std::string name;
+};
+
+template <class T>
+bool waiting_getters(const weft::queue<T>& q, std::size_t n) {
   return eventually([&] { return q.stats().waiting_getters == n; });
 }
 bool waiting_putters(const weft::queue<int>& q, std::size_t n) {
@@ -298,4 +306,24 @@ TEST_CASE("shutdown() ends the queue: a waiting get throws actor_died_error") {
   t.join();
   CHECK_THAT(what, Catch::Contains("queue_actor"));
   CHECK_THROWS_AS(q.put_nowait(1), weft::actor_died_error);
+}
+
+TEST_CASE("a queue of items that cannot be serialized works where it is made") {
+  static_assert(!weft::is_serializable_v<local_item>);
+  static_assert(!weft::is_serializable_v<weft::queue<local_item>>);
+  runtime_guard rt;
+  weft::queue<local_item> q(2);
+  q.put({1, "one"});
+  q.put_nowait({2, "two"});
+  CHECK_THROWS_AS(q.put_nowait({3, "three"}), weft::queue_full_error);
+  CHECK(q.get().name == "one");
+  CHECK(q.get_nowait().v == 2);
+  CHECK_THROWS_AS(q.get(true, 10ms), weft::queue_empty_error);
+  // A getter on another thread waits for the next item.
+  std::string got;
+  std::thread t([&] { got = q.get(true, bound).name; });
+  REQUIRE(waiting_getters(q, 1));
+  q.put({4, "four"});
+  t.join();
+  CHECK(got == "four");
 }

@@ -3,6 +3,8 @@
 // bad configurations are refused with invalid_argument_error.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <iterator>
@@ -44,8 +46,8 @@ public:
   void set(const char* name, const char* value) { ::setenv(name, value, 1); }
 
 private:
-  static constexpr const char* names[] = {"WEFT_NUM_CPUS", "WEFT_NUM_GPUS", "WEFT_MEMORY", "WEFT_RESOURCES",
-                                          "WEFT_LOG_LEVEL"};
+  static constexpr const char* names[] = {"WEFT_NUM_CPUS",  "WEFT_NUM_GPUS", "WEFT_MEMORY",        "WEFT_RESOURCES",
+                                          "WEFT_LOG_LEVEL", "WEFT_WORKERS",  "WEFT_WORKER_PROGRAM"};
   std::vector<std::optional<std::string>> saved_;
 };
 
@@ -59,6 +61,9 @@ weft::config parse(std::vector<const char*> args) {
 }
 
 int seven() { return 7; }
+
+/// The pid of the process the task runs in.
+int own_pid() { return static_cast<int>(::getpid()); }
 
 /// Tail recursion through tasks, to run something that blocks on small stacks.
 int chain(int n);
@@ -107,6 +112,29 @@ TEST_CASE("config_from parses every flag together") {
   CHECK(cfg.resources == std::map<std::string, double>{{"disk", 4}, {"net", 0.5}});
   CHECK(cfg.log_level == std::optional<std::string>("debug"));
   CHECK(cfg.memory == std::optional<double>(1000));
+}
+
+TEST_CASE("config_from parses --weft-workers and --weft-worker-program") {
+  clean_environment env;
+  CHECK(parse({}).workers == weft::worker_mode::local);
+  CHECK_FALSE(parse({}).worker_program);
+  CHECK(parse({"--weft-workers=processes"}).workers == weft::worker_mode::processes);
+  CHECK(parse({"--weft-workers", "processes"}).workers == weft::worker_mode::processes);
+  CHECK(parse({"--weft-workers=processes", "--weft-workers=local"}).workers == weft::worker_mode::local);
+  const auto cfg = parse({"--weft-worker-program=/opt/app/worker", "--weft-workers=processes"});
+  CHECK(cfg.workers == weft::worker_mode::processes);
+  CHECK(cfg.worker_program == std::optional<std::string>("/opt/app/worker"));
+  CHECK(parse({"--weft-worker-program", "bin/w"}).worker_program == std::optional<std::string>("bin/w"));
+}
+
+TEST_CASE("a --weft-workers value other than local or processes is an invalid_argument_error naming the flag") {
+  clean_environment env;
+  const auto msg = what_of<weft::invalid_argument_error>([] { parse({"--weft-workers=threads"}); });
+  CHECK_THAT(msg, Contains("--weft-workers") && Contains("threads") && Contains("expected local or processes"));
+  // Case matters, and an empty value is no mode either.
+  CHECK_THROWS_AS(parse({"--weft-workers=Processes"}), weft::invalid_argument_error);
+  CHECK_THAT(what_of<weft::invalid_argument_error>([] { parse({"--weft-workers="}); }),
+             Contains("--weft-workers") && Contains("expected local or processes"));
 }
 
 TEST_CASE("config_from ignores arguments that are not weft flags") {
@@ -204,6 +232,27 @@ TEST_CASE("a bad environment value is an invalid_argument_error naming the varia
   CHECK_THAT(msg, Contains("WEFT_NUM_CPUS") && Contains("lots"));
 }
 
+TEST_CASE("config_from reads WEFT_WORKERS and WEFT_WORKER_PROGRAM and the flags win over them") {
+  clean_environment env;
+  env.set("WEFT_WORKERS", "processes");
+  env.set("WEFT_WORKER_PROGRAM", "/opt/app/worker");
+  auto cfg = parse({});
+  CHECK(cfg.workers == weft::worker_mode::processes);
+  CHECK(cfg.worker_program == std::optional<std::string>("/opt/app/worker"));
+  cfg = parse({"--weft-workers=local", "--weft-worker-program=/opt/app/other"});
+  CHECK(cfg.workers == weft::worker_mode::local);
+  CHECK(cfg.worker_program == std::optional<std::string>("/opt/app/other"));
+}
+
+TEST_CASE("a bad WEFT_WORKERS is an invalid_argument_error naming the variable and the expected values") {
+  clean_environment env;
+  env.set("WEFT_WORKERS", "fork");
+  const auto msg = what_of<weft::invalid_argument_error>([] { parse({}); });
+  CHECK_THAT(msg, Contains("$WEFT_WORKERS") && Contains("fork") && Contains("expected local or processes"));
+  // A flag does not excuse it: the environment is read first.
+  CHECK_THROWS_AS(parse({"--weft-workers=local"}), weft::invalid_argument_error);
+}
+
 // ---------------------------------------------------------------- init(argc, argv)
 
 TEST_CASE("init(argc, argv) applies --weft-num-cpus") {
@@ -246,6 +295,53 @@ TEST_CASE("init(argc, argv) applies the environment") {
   weft::init(1, argv);
   CHECK(weft::get(weft::remote(seven, {.num_cpus = 3}).remote(), bound) == 7);
   CHECK_THROWS_AS(weft::remote(seven, {.num_cpus = 4}).remote(), weft::resource_error);
+}
+
+TEST_CASE("init(argc, argv) with --weft-workers=processes runs tasks in another process") {
+  clean_environment env;
+  shutdown_at_exit stop;
+  const char* argv[] = {"program", "--weft-workers=processes", "--weft-num-cpus=1"};
+  weft::init(3, argv);
+  const int pid = weft::get(weft::remote(own_pid).remote(), bound);
+  CHECK(pid != static_cast<int>(::getpid()));
+  CHECK(pid > 0);
+}
+
+TEST_CASE("init(argc, argv) with WEFT_WORKERS=processes runs tasks in another process") {
+  clean_environment env;
+  shutdown_at_exit stop;
+  env.set("WEFT_WORKERS", "processes");
+  const char* argv[] = {"program", "--weft-num-cpus=1"};
+  weft::init(2, argv);
+  CHECK(weft::get(weft::remote(own_pid).remote(), bound) != static_cast<int>(::getpid()));
+}
+
+TEST_CASE("init(argc, argv) with --weft-workers=local runs tasks in this process") {
+  clean_environment env;
+  shutdown_at_exit stop;
+  env.set("WEFT_WORKERS", "processes"); // the flag wins
+  const char* argv[] = {"program", "--weft-workers=local", "--weft-num-cpus=1"};
+  weft::init(3, argv);
+  CHECK(weft::get(weft::remote(own_pid).remote(), bound) == static_cast<int>(::getpid()));
+}
+
+TEST_CASE("init(argc, argv) applies --weft-worker-program: a missing program fails tasks with worker_start_error") {
+  clean_environment env;
+  shutdown_at_exit stop;
+  const char* argv[] = {"program", "--weft-workers=processes", "--weft-worker-program=/nonexistent/weft-worker",
+                        "--weft-num-cpus=1"};
+  weft::init(4, argv);
+  const auto msg = what_of<weft::worker_start_error>([] { weft::get(weft::remote(own_pid).remote(), bound); });
+  CHECK_THAT(msg, Contains("/nonexistent/weft-worker"));
+}
+
+TEST_CASE("init(argc, argv) with a bad --weft-workers throws and starts nothing") {
+  clean_environment env;
+  shutdown_at_exit stop;
+  const char* argv[] = {"program", "--weft-workers=thread"};
+  const auto msg = what_of<weft::invalid_argument_error>([&] { weft::init(2, argv); });
+  CHECK_THAT(msg, Contains("--weft-workers") && Contains("expected local or processes"));
+  CHECK_FALSE(weft::is_initialized());
 }
 
 TEST_CASE("init(argc, argv) with an unknown flag throws and starts nothing") {

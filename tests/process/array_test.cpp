@@ -3,6 +3,7 @@
 // last reference anywhere is gone, and a full store says so.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstring>
@@ -10,6 +11,7 @@
 
 #include <cstdint>
 #include <numeric>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -76,6 +78,21 @@ weft::array<double> twice(weft::array<double> a) {
 
 std::size_t store_bytes() { return weft::detail::node_store()->bytes_in_use(); }
 
+/// Whether arrays of these many bytes, built in a worker, land in the shared store.
+std::vector<bool> stored_in_worker(std::vector<std::size_t> sizes) {
+  std::vector<bool> out;
+  for (std::size_t bytes : sizes)
+    out.push_back(weft::array<char>::build(bytes, [](std::span<char> b) {
+                    std::fill(b.begin(), b.end(), 'w');
+                  }).in_shared_memory());
+  return out;
+}
+
+bool stored_here(std::size_t bytes) {
+  return weft::array<char>::build(bytes, [](std::span<char> b) { std::fill(b.begin(), b.end(), 'd'); })
+    .in_shared_memory();
+}
+
 } // namespace
 
 TEST_CASE("a big array lives in the shared store and a worker reads it in place") {
@@ -109,6 +126,55 @@ TEST_CASE("a small array is copied and not placed in the store") {
   const auto s = weft::get(weft::remote(look).remote(a), bound);
   CHECK_FALSE(s.shared);
   CHECK(s.sum == 16.0);
+}
+
+TEST_CASE("the store holds 30% of physical memory unless object_store_memory says otherwise") {
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const auto ram = static_cast<std::size_t>(::sysconf(_SC_PHYS_PAGES)) * page;
+  const std::size_t expected = (ram / 10 * 3 + page - 1) / page * page; // rounded up to whole pages
+  {
+    weft_test::runtime_guard rt(processes);
+    REQUIRE(weft::detail::node_store());
+    CHECK(weft::detail::node_store()->capacity() == expected);
+  }
+  weft::config cfg = processes;
+  cfg.object_store_memory = 3 * mib;
+  weft_test::runtime_guard rt(cfg);
+  REQUIRE(weft::detail::node_store());
+  CHECK(weft::detail::node_store()->capacity() == 3 * mib);
+}
+
+TEST_CASE("an object_store_memory below 1 MiB is refused at init and 1 MiB is accepted") {
+  weft::config cfg = processes;
+  cfg.object_store_memory = mib - 1;
+  const auto msg = weft_test::what_of<weft::invalid_argument_error>([&] { weft::init(cfg); });
+  CHECK_THAT(msg, Contains("object_store_memory") && Contains(std::to_string(mib - 1)) && Contains("1 MiB"));
+  CHECK_FALSE(weft::is_initialized());
+  cfg.object_store_memory = mib;
+  weft_test::runtime_guard rt(cfg);
+  REQUIRE(weft::detail::node_store());
+  CHECK(weft::detail::node_store()->capacity() == mib);
+  CHECK(stored_here(256 * 1024)); // and it stores arrays
+}
+
+TEST_CASE("arrays of at least object_store_threshold bytes go to the store, smaller ones to the heap") {
+  const std::size_t def = weft::config{}.object_store_threshold;
+  CHECK(def == 100 * 1024); // the documented default
+  {
+    weft_test::runtime_guard rt(processes);
+    CHECK(stored_here(def));
+    CHECK_FALSE(stored_here(def - 1));
+    CHECK(weft::get(weft::remote(stored_in_worker).remote(std::vector<std::size_t>{def - 1, def}), bound) ==
+          std::vector<bool>{false, true});
+  }
+  weft::config cfg = processes;
+  cfg.object_store_threshold = 4096;
+  weft_test::runtime_guard rt(cfg);
+  CHECK(stored_here(4096));
+  CHECK_FALSE(stored_here(4095));
+  // Workers are told the threshold too.
+  CHECK(weft::get(weft::remote(stored_in_worker).remote(std::vector<std::size_t>{4095, 4096, def - 1}), bound) ==
+        std::vector<bool>{false, true, true});
 }
 
 TEST_CASE("arrays made in workers flow to other workers without copies and are freed after") {

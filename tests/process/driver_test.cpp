@@ -57,6 +57,11 @@ constexpr const char* driver_child_test = "driver child: two tasks report their 
 /// Where that child writes its workers' pids (environment variable).
 constexpr const char* pid_file_env = "WEFT_DRIVER_TEST_PID_FILE";
 
+/// The hidden test case that a driver child runs to return from main
+/// without weft::shutdown(), and where it writes its workers' pids.
+constexpr const char* no_shutdown_child_test = "driver child: main returns without shutdown";
+constexpr const char* no_shutdown_file_env = "WEFT_DRIVER_TEST_NO_SHUTDOWN_FILE";
+
 /// This test program's path.
 std::string own_exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
 
@@ -246,6 +251,27 @@ void check_refused(const std::string& program, const std::string& says,
 } // namespace driver_test
 
 namespace dt = driver_test;
+
+// ---------------------------------------------------------------- starting workers
+
+TEST_CASE("no worker process is started before the first task or actor") {
+  weft_test::runtime_guard rt(dt::processes);
+  (void)weft::put(42);                // objects alone need no worker
+  std::this_thread::sleep_for(300ms); // a pool started in the background would be forking by now
+  CHECK(dt::own_children().empty());
+  const int task_worker = weft::get(weft::remote(dt::own_pid).remote(0), weft_test::bound);
+  auto children = dt::own_children();
+  CHECK(children == std::vector<int>{task_worker});
+  // An actor gets a worker of its own.
+  struct pid_of {
+    int pid() const { return static_cast<int>(::getpid()); }
+  };
+  auto h = weft::remote<pid_of>().remote();
+  const int actor_worker = weft::get(h.task(&pid_of::pid).remote(), weft_test::bound);
+  CHECK(actor_worker != task_worker);
+  children = dt::own_children();
+  CHECK(std::find(children.begin(), children.end(), actor_worker) != children.end());
+}
 
 // ---------------------------------------------------------------- output
 
@@ -518,6 +544,68 @@ TEST_CASE("a spill directory left by a driver killed with SIGKILL goes when the 
     CHECK(std::filesystem::exists(alive / "00000000000000c0"));
   }
   std::filesystem::remove_all(alive);
+}
+
+TEST_CASE("driver child: main returns without shutdown", "[.driver]") {
+  // Started by the test below: one idle worker and one busy in a 30 s
+  // sleep when its main returns, weft still running.
+  const char* path = std::getenv(dt::no_shutdown_file_env);
+  if (!path)
+    return;
+  weft::init(dt::processes);
+  auto busy = weft::remote(dt::report_and_sleep).remote(std::string(path));
+  REQUIRE(weft_test::eventually([&] { return dt::lines_of(path).size() == 1; }));
+  const int idle = weft::get(weft::remote(dt::own_pid).remote(0), weft_test::bound); // on a second worker
+  dt::append_line(path, std::to_string(idle));
+  dt::append_line(path, "returning");
+}
+
+TEST_CASE("a driver whose main returns without shutdown leaves no worker behind") {
+  REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0); // orphaned workers come to this process
+  dt::temp_dir dir;
+  const auto pids_file = dir.file("pids");
+  REQUIRE(::setenv(dt::no_shutdown_file_env, pids_file.c_str(), 1) == 0);
+  std::string exe = dt::own_exe();
+  std::string test_name = dt::no_shutdown_child_test;
+  char* argv[] = {exe.data(), test_name.data(), nullptr};
+  pid_t driver = -1;
+  REQUIRE(::posix_spawn(&driver, exe.c_str(), nullptr, nullptr, argv, environ) == 0);
+  ::unsetenv(dt::no_shutdown_file_env);
+  struct reap_driver {
+    pid_t pid;
+    bool reaped = false;
+    ~reap_driver() {
+      if (!reaped) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+      }
+    }
+  } guard{driver};
+
+  // It exits by itself, and cleanly.
+  int status = 0;
+  const bool exited = weft_test::eventually([&] { return ::waitpid(driver, &status, WNOHANG) == driver; });
+  REQUIRE(exited);
+  guard.reaped = true;
+  CHECK(WIFEXITED(status));
+  if (WIFEXITED(status))
+    CHECK(WEXITSTATUS(status) == 0);
+  const auto lines = dt::lines_of(pids_file);
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[2] == "returning");
+  const std::vector<int> workers{std::stoi(lines[0]), std::stoi(lines[1])};
+  CHECK(workers[0] != workers[1]);
+  // Its exit took the thread their parent-death signal is tied to, and
+  // closed their connection: either ends them, the busy one too.
+  for (int w : workers) {
+    INFO("worker " << w);
+    const bool reaped = weft_test::eventually([&] {
+      const pid_t r = ::waitpid(w, nullptr, WNOHANG);
+      return r == w || (r < 0 && errno == ECHILD && dt::gone(w));
+    });
+    CHECK(reaped);
+    CHECK(dt::gone(w));
+  }
 }
 
 // ---------------------------------------------------------------- the worker program

@@ -106,6 +106,16 @@ std::string use_unsendable(int) {
   }
 }
 
+std::string get_unsendable(int) {
+  weft::queue<no_wire> q;
+  try {
+    (void)q.get_nowait();
+    return "got";
+  } catch (const weft::error& e) {
+    return e.what();
+  }
+}
+
 weft::queue<int> pass_back(weft::queue<int> q) {
   q.put(7);
   return q;
@@ -275,4 +285,16 @@ TEST_CASE("a queue of items that cannot be serialized is refused in a worker and
   weft_test::runtime_guard rt(processes);
   const auto what = weft::get(weft::remote(use_unsendable).remote(0), bound);
   CHECK_THAT(what, Contains("stays in the driver") && Contains("not serializable"));
+  const auto get_what = weft::get(weft::remote(get_unsendable).remote(0), bound);
+  CHECK_THAT(get_what, Contains("stays in the driver") && Contains("not serializable"));
+}
+
+TEST_CASE("a queue of items that cannot be serialized works in the driver with worker processes") {
+  // (As a task's parameter it is a compile-time error: tests/compile_fail.)
+  weft_test::runtime_guard rt(processes);
+  weft::queue<no_wire> q(1);
+  q.put(no_wire{5});
+  CHECK_THROWS_AS(q.put_nowait(no_wire{6}), weft::queue_full_error);
+  CHECK(q.get(true, bound).v == 5);
+  CHECK_THROWS_AS(q.get_nowait(), weft::queue_empty_error);
 }

@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <memory>
 #include <thread>
+#include <tuple>
 
 #include <catch2/catch.hpp>
 
@@ -17,6 +19,26 @@ namespace {
 using process_test::processes;
 
 int own_pid(int) { return static_cast<int>(::getpid()); }
+
+struct cell {
+  int value = 0;
+  template <class Archive>
+  void serialize(Archive& ar, unsigned) {
+    ar& value;
+  }
+};
+
+/// What a worker saw of two shared_ptr arguments: its pid, whether they
+/// point to one object, and b's value after a's was raised by 100.
+std::tuple<int, bool, int> alias_seen(std::shared_ptr<cell> a, std::shared_ptr<cell> b) {
+  const bool same = a.get() == b.get();
+  a->value += 100;
+  return {static_cast<int>(::getpid()), same, b->value};
+}
+
+struct alias_checker {
+  std::tuple<int, bool, int> seen(std::shared_ptr<cell> a, std::shared_ptr<cell> b) { return alias_seen(a, b); }
+};
 
 std::string join(const std::vector<std::string>& parts, const std::string& sep) {
   std::string out;
@@ -188,4 +210,27 @@ TEST_CASE("a size mismatch of num_returns(n) in a worker process is retried with
   const auto log = dir.file("short");
   CHECK(weft::get(f.num_returns(3).remote(log, 3), weft_test::bound) == count_up(3));
   CHECK(process_test::lines_of(log).size() == 2);
+}
+
+TEST_CASE("two arguments of one call that share an object arrive in the worker as one object") {
+  weft_test::runtime_guard rt(processes);
+  const int me = static_cast<int>(::getpid());
+  auto shared = std::make_shared<cell>(cell{7});
+  const auto f = weft::remote(alias_seen);
+  auto [pid, same, b_value] = weft::get(f.remote(shared, shared), weft_test::bound);
+  CHECK(pid != me);
+  CHECK(same);
+  CHECK(b_value == 107);     // a's change shows through b
+  CHECK(shared->value == 7); // the worker changed its copy, not the driver's object
+  // Two equal objects stay two.
+  std::tie(pid, same, b_value) =
+    weft::get(f.remote(std::make_shared<cell>(cell{7}), std::make_shared<cell>(cell{7})), weft_test::bound);
+  CHECK_FALSE(same);
+  CHECK(b_value == 7);
+  // The same for the arguments of an actor method's call.
+  auto h = weft::remote<alias_checker>().remote();
+  std::tie(pid, same, b_value) = weft::get(h.task(&alias_checker::seen).remote(shared, shared), weft_test::bound);
+  CHECK(pid != me);
+  CHECK(same);
+  CHECK(b_value == 107);
 }

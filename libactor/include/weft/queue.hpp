@@ -19,7 +19,9 @@
 /// one created inside an actor method is owned by that actor and ends with
 /// it. Local mode: items stay in this process. With worker processes the
 /// queue's actor stays in the driver; a copy passed to (or made in) a task
-/// or actor in a worker calls it there, so T must be serializable for that.
+/// or actor in a worker calls it there, so T must be serializable for that:
+/// a queue of another T is a compile-time error as a parameter or result
+/// of a remote call.
 #pragma once
 
 #include <chrono>
@@ -93,6 +95,10 @@ struct queue_get_reply {
     ar& item;
   }
 };
+/// Its serialize member compiles for any T; only a serializable item
+/// makes a get's reply sendable (else get() would not compile at all).
+template <class T>
+struct serializable_impl<queue_get_reply<T>> : all_serializable<T> {};
 
 /// The actor behind a weft::queue. Every method runs on the actor, one at a
 /// time; none blocks. A put or get that has to wait suspends at co_await on
@@ -381,5 +387,27 @@ private:
 
 static_assert(std::is_nothrow_move_constructible_v<queue<int>>);
 static_assert(std::is_copy_constructible_v<queue<int>>);
+
+namespace detail {
+/// A queue crosses as a handle to its actor, but a worker that uses it
+/// sends and receives its items: it can cross only when they can (else a
+/// task taking one compiles, and its puts and gets fail in the worker).
+template <class T>
+struct serializable_impl<queue<T>> : all_serializable<T> {};
+
+/// For a queue parameter or result, the error names the item type, not
+/// only the queue.
+template <class T>
+struct require_serializable<queue<T>> {
+  static constexpr bool value = is_serializable_v<T>;
+  static_assert(value,
+                "weft: the items of this weft::queue<T> cannot cross a process boundary, so the queue cannot be a "
+                "parameter or result of a remote call (a worker's put and get send items to the queue in the "
+                "driver). The item type is the T of 'weft::detail::require_serializable<weft::queue<T>>' in the "
+                "note below. Give it a member `template <class Archive> void serialize(Archive& ar, unsigned) "
+                "{ ar & a & b; }` (or a free serialize(Archive&, T&, unsigned) in its namespace); see "
+                "docs/serialization.md. A queue of such items still works in the driver and in local mode.");
+};
+} // namespace detail
 
 } // namespace weft
