@@ -64,7 +64,7 @@ int sum_of_squares_in_a_task(std::vector<handle> actors, int n) {
 
 } // namespace
 
-TEST_CASE("map returns the results in input order; map_unordered returns each result once") {
+TEST_CASE("map returns the results in input order and map_unordered returns each result once") {
   runtime_guard rt;
   weft::actor_pool<worker> pool(workers(3));
   std::vector<int> values(20);
@@ -209,7 +209,7 @@ TEST_CASE("get_next with nothing left, or for the wrong type, says so") {
   CHECK(pool.get_next<std::string>(bound) == "item 4"); // the item was kept
 }
 
-TEST_CASE("push adds an actor that picks up waiting work; pop_idle takes an idle one out") {
+TEST_CASE("push adds an actor that picks up waiting work and pop_idle takes an idle one out") {
   runtime_guard rt;
   weft_test::open_gate_at_exit gate;
   auto actors = workers(2);

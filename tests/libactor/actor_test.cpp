@@ -87,7 +87,7 @@ TEST_CASE("a base-class method called through &base::m dispatches virtually on t
   CHECK(weft::get(h.task(&base::base_only).remote()) == 7);
 }
 
-TEST_CASE("void methods return object_ref<void>; object_ref arguments are resolved") {
+TEST_CASE("void methods return object_ref<void> and object_ref arguments are resolved") {
   runtime_guard rt;
   auto h = weft::remote<counter>().remote(3);
   weft::object_ref<void> r = h.task(&counter::reset).remote();

@@ -60,7 +60,7 @@ bool waiting_putters(const weft::queue<int>& q, std::size_t n) {
 
 } // namespace
 
-TEST_CASE("items come out in the order they went in; size, empty and full follow them") {
+TEST_CASE("items come out in the order they went in and size empty and full follow them") {
   runtime_guard rt;
   weft::queue<int> q(3);
   CHECK(q.empty());
@@ -281,7 +281,7 @@ TEST_CASE("getters that keep timing out while items trickle in lose and duplicat
   CHECK(q.stats().waiting_getters == 0);
 }
 
-TEST_CASE("a queue passed to an actor is the same queue; a consumer killed while it waits swallows nothing") {
+TEST_CASE("a queue passed to an actor is the same queue and a consumer killed while it waits swallows nothing") {
   runtime_guard rt;
   weft::queue<int> q;
   auto c = weft::remote<consumer>().remote();
