@@ -457,8 +457,9 @@ TEST_CASE("a driver killed with SIGKILL leaves no worker behind") {
 
   for (int w : workers) {
     INFO("worker " << w);
-    // Busy in a 30 s sleep, a worker cannot notice its lost connection: only
-    // its parent-death signal (SIGKILL) ends it this soon.
+    // Busy in a 30 s sleep, a worker still goes at once: its parent-death
+    // signal (SIGKILL) or its lost connection (noticed on a CAF thread, not
+    // the busy one: it exits with status 0) ends it, whichever comes first.
     int ws = 0;
     const bool reaped = weft_test::eventually([&] {
       const pid_t r = ::waitpid(w, &ws, WNOHANG);
