@@ -283,6 +283,13 @@ struct forward_reply final : completion_waiter {
         payload = r.bytes;
         refs = r.refs;
         handed = r.handed;
+        // A big result goes back in the store, its block handed over (the
+        // last of the handed references: released with them if its worker is gone).
+        std::string* before = collect_handed_references(&handed);
+        const bool stored = !stash_big_bytes(payload, true).empty();
+        collect_handed_references(before);
+        if (stored)
+          kind = wire::result_kind::ok_stored;
       } else {
         kind = static_cast<wire::result_kind>(encode_error(obj.error(), payload));
       }

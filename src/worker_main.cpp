@@ -426,18 +426,30 @@ void client_result(std::uint64_t seq, std::uint8_t kind, const std::string& payl
     } else if (auto c = g_client->calls.find(seq); c != g_client->calls.end()) {
       call = std::move(c->second);
       g_client->calls.erase(c);
-      if (kind != static_cast<std::uint8_t>(wire::result_kind::ok))
+      if (kind != static_cast<std::uint8_t>(wire::result_kind::ok) &&
+          kind != static_cast<std::uint8_t>(wire::result_kind::ok_stored))
         g_client->monitors.erase(seq); // (a monitor the driver refused)
     } else {
+      if (kind == static_cast<std::uint8_t>(wire::result_kind::ok_stored)) {
+        stored_blob unread; // (taken, then let go: no one reads it)
+        try {
+          (void)stashed_bytes(payload, unread);
+        } catch (...) {
+        }
+      }
       return;
     }
   }
+  // A big result lies in the store (stored_bytes.hpp).
+  stored_blob block;
+  const bool stored = kind == static_cast<std::uint8_t>(wire::result_kind::ok_stored);
+  auto bytes = [&]() -> std::string_view { return stored ? stashed_bytes(payload, block) : std::string_view(payload); };
   if (call) {
     try {
       worker_codec codec;
       ref_codec_scope scope(&codec);
-      if (kind == static_cast<std::uint8_t>(wire::result_kind::ok)) {
-        call->decode_result(payload);
+      if (kind == static_cast<std::uint8_t>(wire::result_kind::ok) || stored) {
+        call->decode_result(bytes());
         call->result().complete_value();
       } else {
         call->result().complete_error(rebuild_error(static_cast<error_kind>(kind), payload));
@@ -451,8 +463,8 @@ void client_result(std::uint64_t seq, std::uint8_t kind, const std::string& payl
   try {
     worker_codec codec;
     ref_codec_scope scope(&codec);
-    if (kind == static_cast<std::uint8_t>(wire::result_kind::ok))
-      t->decode_results(payload);
+    if (kind == static_cast<std::uint8_t>(wire::result_kind::ok) || stored)
+      t->decode_results(bytes());
     else
       err = rebuild_error(static_cast<error_kind>(kind), payload);
   } catch (...) {

@@ -86,6 +86,16 @@ struct keeper {
   std::uint64_t stashed() const { return weft::detail::stored_bytes_count().stashed; }
 };
 
+/// In a worker: a nested task's big result, and a big result of a call on
+/// an actor in another worker, read where they lie in the store.
+seen nested_results(std::size_t n, weft::actor_handle<keeper> a) {
+  const auto reads = weft::detail::stored_bytes_count().read;
+  const auto v = weft::get(weft::remote(make_ramp).remote(n));
+  const auto w = weft::get(a.task(&keeper::give).remote());
+  return {std::accumulate(v.begin(), v.end(), 0.0) + std::accumulate(w.begin(), w.end(), 0.0),
+          weft::detail::stored_bytes_count().read - reads, store_bytes()};
+}
+
 } // namespace
 
 TEST_CASE("a big std::vector argument reaches a worker through the shared store and its block is freed after") {
@@ -151,6 +161,19 @@ TEST_CASE("big arguments and results of an actor in a worker cross in the shared
   CHECK(back[n - 1] == static_cast<double>(n - 1));
   CHECK(weft::detail::stored_bytes_count().read == read_before + 1); // the result too
   CHECK(weft::get(a.task(&keeper::stashed).remote(), bound) >= 1);
+  CHECK(eventually([] { return store_bytes() == 0; }));
+}
+
+TEST_CASE("big results of tasks and calls made in a worker come back to it through the shared store") {
+  weft_test::runtime_guard rt(processes);
+  const auto n = big / sizeof(double);
+  const double total = static_cast<double>(n) * static_cast<double>(n - 1) / 2;
+  auto a = weft::remote<keeper>().remote();
+  (void)weft::get(a.task(&keeper::keep).remote(ramp(n)), bound);
+  const auto s = weft::get(weft::remote(nested_results).remote(n, a), bound);
+  CHECK(s.sum == Approx(2 * total));
+  CHECK(s.read_here == 2); // both results were decoded from blocks
+  a = {};
   CHECK(eventually([] { return store_bytes() == 0; }));
 }
 
