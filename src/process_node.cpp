@@ -1532,13 +1532,21 @@ void process_node::fail_replies_locked(worker& w, const std::exception_ptr& e) {
 }
 
 int process_node::start_actor(const actor_start& s, object_ptr built, std::function<void(std::string)> died) {
+  // Big constructor arguments: the worker reads them in the store.
+  std::string big_args;
+  stored_blob block;
+  if (s.args.size() >= node_store_threshold()) {
+    big_args = s.args;
+    block = stash_big_bytes(big_args, false);
+  }
   std::lock_guard<std::mutex> lock(mtx_);
   if (stopping_)
     throw runtime_shutdown_error("weft: actor " + s.what + " cannot start a worker process: the runtime shut down");
   wire::actor_create_record rec;
   rec.constructor = locate_code(reinterpret_cast<const void*>(s.constructor), "actor " + s.what);
   rec.destructor = locate_code(reinterpret_cast<const void*>(s.destructor), "actor " + s.what);
-  rec.args = s.args;
+  rec.args = block.empty() ? std::string_view(s.args) : std::string_view(big_args);
+  rec.stored = !block.empty();
   rec.actor_id = s.actor_id;
   rec.restarted = s.restarted;
   rec.name = s.name;
@@ -1553,6 +1561,8 @@ int process_node::start_actor(const actor_start& s, object_ptr built, std::funct
   rec.write(w.create);
   w.died = std::move(died);
   w.replies.emplace(0, std::move(built));
+  if (!block.empty())
+    w.call_blocks.emplace(0, std::move(block)); // (until the constructor's reply)
   const int id = w.id;
   workers_.emplace(id, std::move(w));
   actor_spawns_.push_back(id);

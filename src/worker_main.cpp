@@ -614,9 +614,11 @@ std::string create_actor(std::string_view rec, const std::vector<const module_ta
   } else {
     tls_exit_requested = false;
     tls_in_actor_call = true;
+    stored_blob arguments; // (big arguments: read where they lie in the store)
     st = run_guarded(
       [&] {
-        g_actor.instance = reinterpret_cast<actor_constructor>(const_cast<void*>(ctor))(c.args);
+        const std::string_view args = c.stored ? stashed_bytes(c.args, arguments) : c.args;
+        g_actor.instance = reinterpret_cast<actor_constructor>(const_cast<void*>(ctor))(args);
         g_actor.destroy = reinterpret_cast<actor_destructor>(const_cast<void*>(dtor));
       },
       payload);

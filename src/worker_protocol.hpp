@@ -281,6 +281,7 @@ struct actor_create_record {
   std::string_view ns;
   std::string_view refs;         ///< ids of the refs the arguments carry
   std::uint32_t concurrency = 1; ///< max_concurrency: calls in progress at once
+  bool stored = false;           ///< args is a reference to a block of the store (stored_bytes.hpp)
 
   void write(std::string& out) const {
     writer w(out);
@@ -290,7 +291,7 @@ struct actor_create_record {
     }
     w.put_bytes(args);
     w.put(actor_id);
-    w.put(static_cast<std::uint8_t>(restarted));
+    w.put(static_cast<std::uint8_t>((restarted ? 1 : 0) | (stored ? 2 : 0)));
     w.put_bytes(name);
     w.put_bytes(ns);
     w.put_bytes(refs);
@@ -304,12 +305,14 @@ struct actor_create_record {
     }
     args = r.get_bytes();
     actor_id = r.get<std::uint64_t>();
-    restarted = r.get<std::uint8_t>() != 0;
+    const auto flags = r.get<std::uint8_t>();
+    restarted = (flags & 1) != 0;
+    stored = (flags & 2) != 0;
     name = r.get_bytes();
     ns = r.get_bytes();
     refs = r.get_bytes();
     concurrency = r.get<std::uint32_t>();
-    return r.ok() && refs.size() % sizeof(std::uint64_t) == 0 && concurrency >= 1;
+    return r.ok() && flags <= 3 && refs.size() % sizeof(std::uint64_t) == 0 && concurrency >= 1;
   }
 };
 

@@ -86,6 +86,14 @@ struct keeper {
   std::uint64_t stashed() const { return weft::detail::stored_bytes_count().stashed; }
 };
 
+/// An actor whose constructor takes a big vector.
+struct seeded {
+  seen at_start;
+  explicit seeded(std::vector<double> v) :
+    at_start{std::accumulate(v.begin(), v.end(), 0.0), weft::detail::stored_bytes_count().read, store_bytes()} {}
+  seen start() const { return at_start; }
+};
+
 /// In a worker: a nested task's big result, and a big result of a call on
 /// an actor in another worker, read where they lie in the store.
 seen nested_results(std::size_t n, weft::actor_handle<keeper> a) {
@@ -174,6 +182,19 @@ TEST_CASE("big results of tasks and calls made in a worker come back to it throu
   CHECK(s.sum == Approx(2 * total));
   CHECK(s.read_here == 2); // both results were decoded from blocks
   a = {};
+  CHECK(eventually([] { return store_bytes() == 0; }));
+}
+
+TEST_CASE("big constructor arguments of an actor in a worker cross in the shared store") {
+  weft_test::runtime_guard rt(processes);
+  const auto n = big / sizeof(double);
+  {
+    auto a = weft::remote<seeded>().remote(ramp(n));
+    const auto s = weft::get(a.task(&seeded::start).remote(), bound);
+    CHECK(s.sum == Approx(static_cast<double>(n) * static_cast<double>(n - 1) / 2));
+    CHECK(s.read_here == 1);
+    CHECK(s.store_in_use >= big);
+  }
   CHECK(eventually([] { return store_bytes() == 0; }));
 }
 
