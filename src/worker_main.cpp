@@ -681,38 +681,112 @@ std::string run_actor_call(std::string_view rec, const std::vector<const module_
   return done(call.seq, st, started, payload, handed.offsets, refs.codec.bundle, stored);
 }
 
-/// Runs the records of a batch in order with `run`, and hands the result
-/// records to `send` at least every 200 µs (a long call does not hold back
-/// the results of the short ones before it).
-template <class Run, class Send>
-void run_batch(const std::string& batch, Run&& run, Send&& send) {
-  std::string out;
-  std::vector<object_ptr> holds; // cells the results name, until they are sent
-  auto flush = [&] {
-    if (!out.empty())
-      send(std::exchange(out, std::string()));
+/// The results of the batch the lane's thread runs, not sent yet. Results
+/// of short calls leave together: at the batch's end, or 200 µs after the
+/// last send. But a result must not wait for a long call after it: before
+/// each call after the first, the lane's thread arms the flusher thread,
+/// which sends what still waits once the oldest of it has waited 1 ms.
+class pending_results {
+public:
+  /// (lane's thread) A batch whose results go out as `kind` begins.
+  void begin(lane_kind kind) {
+    std::lock_guard<std::mutex> lock(mtx_);
+    kind_ = kind;
+  }
+  /// (lane's thread) Adds a result record and the cells it names.
+  void add(std::string_view record, std::vector<object_ptr>& holds) {
+    std::lock_guard<std::mutex> lock(mtx_);
+    if (out_.empty())
+      since_ = std::chrono::steady_clock::now();
+    wire::writer(out_).put_bytes(record);
+    for (auto& h : holds)
+      holds_.push_back(std::move(h));
     holds.clear();
-  };
+  }
+  /// Sends what waits, now.
+  void flush() {
+    std::lock_guard<std::mutex> lock(mtx_);
+    send_locked();
+  }
+  /// (lane's thread) The next call may run long: the flusher sends what
+  /// waits if the lane's thread has not by the deadline.
+  void arm() {
+    std::lock_guard<std::mutex> lock(mtx_);
+    if (out_.empty() || armed_)
+      return;
+    armed_ = true;
+    if (!started_) {
+      started_ = true;
+      std::thread([this] { serve(); }).detach(); // (never ends: the process exits)
+    } else if (idle_) {
+      wake_.notify_one();
+    }
+  }
+
+private:
+  void send_locked() {
+    if (!out_.empty())
+      post_after_outbox(kind_, std::exchange(out_, std::string()));
+    holds_.clear();
+    armed_ = false;
+  }
+  void serve() {
+    std::unique_lock<std::mutex> lock(mtx_);
+    for (;;) {
+      idle_ = true;
+      wake_.wait(lock, [&] { return armed_; });
+      idle_ = false;
+      // Until what waits was sent by the lane's thread, or waited 1 ms.
+      while (armed_) {
+        const auto deadline = since_ + std::chrono::milliseconds(1);
+        if (std::chrono::steady_clock::now() >= deadline) {
+          send_locked();
+          break;
+        }
+        wake_.wait_until(lock, deadline);
+      }
+    }
+  }
+
+  std::mutex mtx_;
+  std::condition_variable wake_;
+  lane_kind kind_ = lane_kind::done;
+  std::string out_;
+  std::vector<object_ptr> holds_;               ///< cells the results name, until they are sent
+  std::chrono::steady_clock::time_point since_; ///< when the oldest result waiting came
+  bool armed_ = false, started_ = false, idle_ = false;
+};
+pending_results g_pending;
+
+/// Runs the records of a batch in order with `run` on the lane's thread;
+/// their results go out as `kind` (see pending_results for when).
+template <class Run>
+void run_batch(const std::string& batch, Run&& run, lane_kind kind) {
+  g_pending.begin(kind);
+  std::vector<object_ptr> holds; // cells the result of one call names
   // A call that waits (get/wait) sends the results before it first: the
   // object it waits for may be one of them.
-  std::function<void()> flush_fn = flush;
+  std::function<void()> flush_fn = [] { g_pending.flush(); };
   auto* outer = std::exchange(tls_flush_results, &flush_fn);
   auto flushed = std::chrono::steady_clock::now();
   wire::reader calls(batch);
-  for (;;) {
+  for (bool first = true;; first = false) {
     auto rec = calls.get_bytes();
     if (!calls.ok())
       break;
+    if (!first)
+      g_pending.arm();
     if (std::string result = run(rec, holds); !result.empty()) // (empty: skipped, recalled)
-      wire::writer(out).put_bytes(result);
+      g_pending.add(result, holds);
+    holds.clear();
     auto now = std::chrono::steady_clock::now();
     if (now - flushed > std::chrono::microseconds(200)) {
-      flush();
+      g_pending.flush();
       flushed = now;
     }
   }
   tls_flush_results = outer;
-  flush();
+  g_pending.flush();
 }
 
 /// An actor with max_concurrency > 1, or one whose coroutine methods were
@@ -1413,13 +1487,12 @@ void run_worker() {
     lane_kind k{};
     std::string body;
     std::unique_ptr<call_pool> pool; // (never freed: the process exits)
-    auto post = [](lane_kind kind) { return [kind](std::string out) { post_after_outbox(kind, out); }; };
     while (g_lane->take_from_driver(k, body, lane_spin_ns)) {
       switch (k) {
       case lane_kind::call:
         run_batch(
           body, [&](std::string_view rec, std::vector<object_ptr>& holds) { return run_call(rec, st->map, holds); },
-          post(lane_kind::done));
+          lane_kind::done);
         break;
       case lane_kind::actor_create: {
         std::string out;
@@ -1442,7 +1515,7 @@ void run_worker() {
         run_batch(
           body,
           [&](std::string_view rec, std::vector<object_ptr>& holds) { return run_actor_call(rec, st->map, holds); },
-          post(lane_kind::actor_done));
+          lane_kind::actor_done);
         break;
       case lane_kind::actor_quit:
         if (pool)
