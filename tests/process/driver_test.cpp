@@ -65,6 +65,32 @@ constexpr const char* no_shutdown_file_env = "WEFT_DRIVER_TEST_NO_SHUTDOWN_FILE"
 /// This test program's path.
 std::string own_exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
 
+/// This program started again as a driver of its own that runs one hidden
+/// test case, told `value` through the environment variable `env`. Never
+/// left running: killed with SIGKILL and reaped at the end of the scope,
+/// unless the test reaped it (then it sets `reaped`).
+struct child_driver {
+  pid_t pid = -1;
+  bool reaped = false;
+  child_driver(const char* test_case, const char* env, const std::string& value) {
+    REQUIRE(::setenv(env, value.c_str(), 1) == 0);
+    std::string exe = own_exe();
+    std::string name = test_case;
+    char* argv[] = {exe.data(), name.data(), nullptr};
+    const int rc = ::posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv, environ);
+    ::unsetenv(env);
+    REQUIRE(rc == 0);
+  }
+  ~child_driver() {
+    if (!reaped && pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+  child_driver(const child_driver&) = delete;
+  child_driver& operator=(const child_driver&) = delete;
+};
+
 /// The pids of this process's children (from /proc/<pid>/stat).
 std::vector<int> own_children() {
   std::vector<int> out;
@@ -424,23 +450,8 @@ TEST_CASE("a driver killed with SIGKILL leaves no worker behind") {
   REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
   dt::temp_dir dir;
   const auto pids_file = dir.file("pids");
-  REQUIRE(::setenv(dt::pid_file_env, pids_file.c_str(), 1) == 0);
-  std::string exe = dt::own_exe();
-  std::string test_name = dt::driver_child_test;
-  char* argv[] = {exe.data(), test_name.data(), nullptr};
-  pid_t driver = -1;
-  REQUIRE(::posix_spawn(&driver, exe.c_str(), nullptr, nullptr, argv, environ) == 0);
-  ::unsetenv(dt::pid_file_env);
-  struct reap_driver { // never leave the child driver running, even on failure
-    pid_t pid;
-    bool reaped = false;
-    ~reap_driver() {
-      if (!reaped) {
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, nullptr, 0);
-      }
-    }
-  } guard{driver};
+  dt::child_driver guard(dt::driver_child_test, dt::pid_file_env, pids_file);
+  const pid_t driver = guard.pid;
 
   REQUIRE(weft_test::eventually([&] { return dt::lines_of(pids_file).size() >= 2; }));
   std::vector<int> workers;
@@ -516,22 +527,10 @@ TEST_CASE("a spill directory left by a driver killed with SIGKILL goes when the 
   std::filesystem::permissions(alive, std::filesystem::perms::owner_all);
   std::ofstream(alive / "00000000000000c0") << "x";
 
-  REQUIRE(::setenv(spill_dir_env, parent.c_str(), 1) == 0);
-  std::string exe = dt::own_exe();
-  std::string test_name = spilling_child_test;
-  char* argv[] = {exe.data(), test_name.data(), nullptr};
   pid_t driver = -1;
-  REQUIRE(::posix_spawn(&driver, exe.c_str(), nullptr, nullptr, argv, environ) == 0);
-  ::unsetenv(spill_dir_env);
-  struct reap_driver {
-    pid_t pid;
-    ~reap_driver() {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  };
   {
-    reap_driver guard{driver};
+    dt::child_driver child(spilling_child_test, spill_dir_env, parent); // killed at the end of the scope
+    driver = child.pid;
     REQUIRE(weft_test::eventually([&] { return dt::slurp(parent + "/ready") == "spilled\n"; }));
   }
   // Killed: its spill file is still there.
@@ -565,23 +564,8 @@ TEST_CASE("a driver whose main returns without shutdown leaves no worker behind"
   REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0); // orphaned workers come to this process
   dt::temp_dir dir;
   const auto pids_file = dir.file("pids");
-  REQUIRE(::setenv(dt::no_shutdown_file_env, pids_file.c_str(), 1) == 0);
-  std::string exe = dt::own_exe();
-  std::string test_name = dt::no_shutdown_child_test;
-  char* argv[] = {exe.data(), test_name.data(), nullptr};
-  pid_t driver = -1;
-  REQUIRE(::posix_spawn(&driver, exe.c_str(), nullptr, nullptr, argv, environ) == 0);
-  ::unsetenv(dt::no_shutdown_file_env);
-  struct reap_driver {
-    pid_t pid;
-    bool reaped = false;
-    ~reap_driver() {
-      if (!reaped) {
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, nullptr, 0);
-      }
-    }
-  } guard{driver};
+  dt::child_driver guard(dt::no_shutdown_child_test, dt::no_shutdown_file_env, pids_file);
+  const pid_t driver = guard.pid;
 
   // It exits by itself, and cleanly.
   int status = 0;
