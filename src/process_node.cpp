@@ -737,14 +737,21 @@ void process_node::on_done(std::int32_t from, const std::string& batch) {
       switch (f.d.st) {
       case wire::status::ok:
       case wire::status::ok_exit: { // (tasks never send it)
-        if (!f.refs_ok)
+        if (!f.refs_ok) {
+          release_handed_references(f.d.handed); // (nothing will read them)
           throw serialization_error("weft: the result of task '" + runtime::task_name(*f.t) +
                                     "' names objects its worker does not hold (corrupted input)");
+        }
         std::string_view payload = f.d.payload, handed = f.d.handed;
         stored_blob block; // (a big result: decoded where it lies in the store)
         if (f.d.stored) {
           handed.remove_suffix(sizeof(std::uint64_t)); // the block's own, which the next line takes
-          payload = stashed_bytes(payload, block);
+          try {
+            payload = take_stashed_bytes(payload, f.d.handed, block);
+          } catch (...) {
+            release_handed_references(handed);
+            throw;
+          }
         }
         f.refs.handed = handed; // (a forwarded task passes them on)
         ref_codec_scope scope(&f.refs);
@@ -1670,7 +1677,7 @@ void process_node::on_actor_done(std::int32_t worker_id, const std::string& batc
           handed.remove_suffix(sizeof(std::uint64_t)); // the block's own, which the decode below takes
         reply.refs.handed = handed;
         if (d.stored) // a big result: kept where it lies in the store
-          (void)stashed_bytes(d.payload, reply.block);
+          (void)take_stashed_bytes(d.payload, d.handed, reply.block);
         else
           reply.payload = d.payload;
         reply.exit_requested = d.st == wire::status::ok_exit;

@@ -50,4 +50,14 @@ std::string_view stashed_bytes(std::string_view ref, stored_blob& keep) {
   return {reinterpret_cast<const char*>(keep.data()), keep.size()};
 }
 
+std::string_view take_stashed_bytes(std::string_view ref, std::string_view handed, stored_blob& keep) {
+  try {
+    return stashed_bytes(ref, keep);
+  } catch (...) {
+    if (keep.empty() && handed.size() >= sizeof(std::uint64_t))
+      release_handed_references(handed.substr(handed.size() - sizeof(std::uint64_t)));
+    throw;
+  }
+}
+
 } // namespace weft::detail

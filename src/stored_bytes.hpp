@@ -37,6 +37,11 @@ stored_blob stash_big_bytes(std::string& bytes, bool hand_over);
 /// is. Throws serialization_error for a reference that names no block.
 std::string_view stashed_bytes(std::string_view ref, stored_blob& keep);
 
+/// The same for a payload handed over with its block's reference the last
+/// of `handed`: when it is refused, that reference is given back (unless
+/// `keep` took it) before the error is thrown on.
+std::string_view take_stashed_bytes(std::string_view ref, std::string_view handed, stored_blob& keep);
+
 /// How many values this process put in the store this way, and read there.
 struct stored_bytes_counts {
   std::uint64_t stashed = 0, read = 0;

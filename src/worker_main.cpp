@@ -716,8 +716,12 @@ public:
       return;
     armed_ = true;
     if (!started_) {
-      started_ = true;
-      std::thread([this] { serve(); }).detach(); // (never ends: the process exits)
+      try {
+        std::thread([this] { serve(); }).detach(); // (never ends: the process exits)
+        started_ = true;
+      } catch (const std::exception&) {
+        armed_ = false; // (no flusher: results wait for the batch's end, as before it)
+      }
     } else if (idle_) {
       wake_.notify_one();
     }
@@ -882,13 +886,21 @@ private:
   bool can_start_locked() const noexcept { return !queue_.empty() && active_ < max_ && ready_ == 0; }
 
   /// A queued call may start: an idle thread takes it, else a new one.
-  void start_more_locked() {
+  /// (Each call in progress, or waiting at co_await, has a thread; when no
+  /// more can be made the call waits for one that ends.)
+  void start_more_locked() noexcept {
     if (!can_start_locked())
       return;
-    if (idle_ > 0)
+    if (idle_ > 0) {
       more_.notify_one();
-    else
+      return;
+    }
+    try {
       std::thread([this] { serve(); }).detach();
+    } catch (const std::exception& e) {
+      log().warn("weft: worker {}: no thread for the next actor call ({}); it waits for a running one to end",
+                 ::getpid(), e.what());
+    }
   }
 
   void suspend() {
