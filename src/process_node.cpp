@@ -989,13 +989,13 @@ void process_node::on_submit(std::int32_t worker_id, std::uint64_t seq, const st
   std::shared_ptr<worker_ledger> submitter;
   {
     std::lock_guard<std::mutex> lock(mtx_);
-    auto it = workers_.find(worker_id);
-    if (it == workers_.end() || !it->second.ctl) { // its worker is gone: no one waits for it
+    const worker* w = connected_locked(worker_id);
+    if (!w) { // its worker is gone: no one waits for it
       if (rec.read(record))
         release_bundle(rec.refs);
       return;
     }
-    submitter = it->second.ledger;
+    submitter = w->ledger;
     if (!rec.read(record) || !(inv = address_locked(rec.invoker)) || !(fn = address_locked(rec.fn)) ||
         !pin_locked(worker_id, rec.refs, refs))
       refused = std::make_exception_ptr(serialization_error("weft: a worker sent a corrupted task submission"));
@@ -1061,12 +1061,12 @@ void process_node::on_actor_submit(std::int32_t worker_id, std::uint64_t seq, st
   std::exception_ptr refused;
   {
     std::lock_guard<std::mutex> lock(mtx_);
-    auto it = workers_.find(worker_id);
-    if (it == workers_.end() || !it->second.ctl) { // its worker is gone: no one waits for it
+    const worker* w = connected_locked(worker_id);
+    if (!w) { // its worker is gone: no one waits for it
       release_bundle(bundle);
       return;
     }
-    call.submitter = it->second.ledger;
+    call.submitter = w->ledger;
     wire::actor_call_record rec;
     ref_table refs;
     const void* inv = nullptr;
@@ -1113,14 +1113,18 @@ void process_node::on_actor_submit(std::int32_t worker_id, std::uint64_t seq, st
     result->complete_error(refused);
 }
 
+process_node::worker* process_node::connected_locked(int worker_id) {
+  auto it = workers_.find(worker_id);
+  return it == workers_.end() || !it->second.ctl ? nullptr : &it->second;
+}
+
 void process_node::on_actor_make(std::int32_t worker_id, std::uint64_t seq, const std::string& record,
                                  const std::string& bundle) {
   forwarded_make make;
   std::exception_ptr refused;
   {
     std::lock_guard<std::mutex> lock(mtx_);
-    auto it = workers_.find(worker_id);
-    if (it == workers_.end() || !it->second.ctl) { // its worker is gone: no one waits for it
+    if (!connected_locked(worker_id)) { // its worker is gone: no one waits for it
       release_bundle(bundle);
       return;
     }
@@ -1182,8 +1186,7 @@ void process_node::on_actor_find(std::int32_t worker_id, std::uint64_t seq, cons
   std::exception_ptr refused;
   {
     std::lock_guard<std::mutex> lock(mtx_);
-    auto it = workers_.find(worker_id);
-    if (it == workers_.end() || !it->second.ctl)
+    if (!connected_locked(worker_id))
       return; // its worker is gone: no one waits for it
     wire::reader r(record);
     name = r.get_bytes();
@@ -1230,8 +1233,7 @@ void process_node::on_actor_monitor(std::int32_t worker_id, std::uint64_t seq, s
   std::exception_ptr refused;
   {
     std::lock_guard<std::mutex> lock(mtx_);
-    auto it = workers_.find(worker_id);
-    if (it == workers_.end() || !it->second.ctl) { // its worker is gone: no one waits for it
+    if (!connected_locked(worker_id)) { // its worker is gone: no one waits for it
       release_bundle(bundle);
       return;
     }

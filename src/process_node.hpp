@@ -337,6 +337,9 @@ private:
   void spawn_one(int actor_worker = 0);
   code_ref locate_code(const void* code, const std::string& what);
   void fail_replies_locked(worker& w, const std::exception_ptr& e);
+  /// The worker that connected and whose messages someone still waits for;
+  /// null once it is gone.
+  worker* connected_locked(int worker_id);
   void forward(worker& w, int& fd, std::string& line, int target, bool final);
   std::vector<std::pair<task_base*, std::exception_ptr>> on_exit(worker& w, int status);
   code_ref locate(const void* code, const task_base& t);

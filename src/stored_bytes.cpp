@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <optional>
 #include <span>
 
 #include "node_store.hpp"
@@ -31,12 +32,10 @@ stored_blob stash_big_bytes(std::string& bytes, bool hand_over) {
   if (!blob.in_shared_memory())
     return {};
   std::string ref;
-  if (hand_over) {
-    hand_over_references handed;
-    encode_each(ref, blob);
-  } else {
-    encode_each(ref, blob);
-  }
+  std::optional<hand_over_references> handed;
+  if (hand_over)
+    handed.emplace();
+  encode_each(ref, blob);
   bytes = std::move(ref);
   g_stashed.fetch_add(1, std::memory_order_relaxed);
   return blob;
