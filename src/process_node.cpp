@@ -1579,6 +1579,8 @@ int process_node::start_actor(const actor_start& s, object_ptr built, std::funct
   return id;
 }
 
+std::atomic<void (*)(object_state&)> test_after_actor_call_sent{nullptr};
+
 bool process_node::call_actor(int worker_id, actor_method_invoker invoker, const void* method_bytes, bool coroutine,
                               std::string args, const std::vector<carried_ref>& refs, object_ptr reply,
                               const std::string& what) {

@@ -52,6 +52,12 @@ namespace weft::detail {
 
 class worker_ledger;
 
+/// Fault injection for tests only: when set, called right after an actor
+/// call went to its worker process, on the incarnation's thread, with the
+/// cell its reply will fill. Lets a test hold that thread at the one spot
+/// where a race with the worker's reply and death is possible.
+extern std::atomic<void (*)(object_state& reply)> test_after_actor_call_sent;
+
 /// Worker processes, actors: what a method call (or the constructor) of an
 /// actor living in a worker gets back.
 struct actor_reply {

@@ -361,8 +361,20 @@ call_status incarnation::start_remote_call(actor_call* c) {
     begin_death("its worker process ended", true);
     throw actor_died_error("weft: actor " + core->describe() + " lost its worker process");
   }
+  if (auto* hook = test_after_actor_call_sent.load(std::memory_order_relaxed))
+    hook(*cell);
   if (suspend_actor_call_on(cell))
     return call_status::suspended;
+  if (in_progress.size() > 1) {
+    // The reply is here already, but so may be an earlier call's, whose
+    // wake-up waits in the mailbox: results are taken in the order the
+    // calls were sent, so this one queues behind it. (Taken first, it
+    // could be kept while the earlier call is carried to a restart if the
+    // worker's death is seen in between, and run again after it there.)
+    c->add_ref();
+    self->send(self, coro_atom::value, call_msg(c));
+    return call_status::suspended;
+  }
   return finish_remote_call(c);
 }
 

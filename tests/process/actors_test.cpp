@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <string>
 #include <thread>
@@ -12,6 +13,7 @@
 #include <catch2/catch.hpp>
 
 #include "process/process_test.hpp"
+#include "src/process_node.hpp"
 #include "weft_test.hpp"
 #include <weft/weft.hpp>
 
@@ -44,6 +46,11 @@ struct counter {
   int step(int i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(3));
     process_test::append_line(log_, "step " + std::to_string(::getpid()) + " " + std::to_string(i));
+    return ++value_;
+  }
+  /// Sleeps `ms` in the worker, then counts.
+  int nap(int ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     return ++value_;
   }
   int fail(int code) {
@@ -288,6 +295,62 @@ TEST_CASE("calls made while the actor's worker is being killed all succeed with 
   CHECK(starts >= 1);
   CHECK(starts <= 2);
   CHECK(count_lines(log, "construct ") == 2);
+}
+
+namespace race {
+int worker_pid = 0;
+std::atomic<int> sent{0};
+std::atomic<bool> all_submitted{false};
+
+/// Holds the actor's thread after each call went out: after the first
+/// until the test has submitted every call (so that their messages are
+/// ahead of the first call's reply in the mailbox); after the second until
+/// its reply is in (the first's is too), then kills the worker and waits
+/// until the node has reaped it.
+void hold(weft::detail::object_state& reply) {
+  const int n = ++sent;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  auto until = [&](auto done) {
+    while (!done() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+  };
+  if (n == 1) {
+    until([] { return all_submitted.load(); });
+  } else if (n == 2) {
+    until([&] { return reply.done(); });
+    ::kill(worker_pid, SIGKILL);
+    until([] { return process_test::gone(worker_pid); }); // reaped: the node knows
+  }
+}
+} // namespace race
+
+TEST_CASE("a reply already in when its call was sent is taken after the replies of earlier calls") {
+  // The worker answers calls 1 and 2, and dies; the actor's thread sees
+  // call 2's reply as it sends it, while call 1's wake-up still waits in
+  // the mailbox behind call 3. Call 3 then finds the worker gone. Taking
+  // call 2's result at once would keep it while call 1 is carried to the
+  // restart and runs again after it: the results would not be in order.
+  weft_test::runtime_guard rt(processes);
+  process_test::temp_dir dir;
+  auto a = weft::remote<counter>({.max_restarts = 1, .max_task_retries = -1}).remote(dir.file("log"), 0);
+  race::worker_pid = weft::get(a.task(&counter::pid).remote(), bound);
+  race::sent = 0;
+  race::all_submitted = false;
+  weft::detail::test_after_actor_call_sent.store(&race::hold);
+  struct unhook {
+    ~unhook() { weft::detail::test_after_actor_call_sent.store(nullptr); }
+  } unhooked;
+  std::vector<weft::object_ref<int>> refs;
+  refs.push_back(a.task(&counter::nap).remote(50)); // answered after the others are in the mailbox
+  for (int i = 0; i < 4; ++i)
+    refs.push_back(a.task(&counter::increment).remote());
+  race::all_submitted = true;
+  const auto values = weft::get(refs, bound);
+  weft::detail::test_after_actor_call_sent.store(nullptr);
+  CHECK(race::sent >= 3);
+  CHECK(process_test::gone(race::worker_pid));
+  // Calls 1 and 2 ran in the dead worker; all five ran again, in order.
+  CHECK(values == std::vector<int>{1, 2, 3, 4, 5});
 }
 
 TEST_CASE("an actor whose worker crashes with max_restarts=0 is dead and its calls fail naming the signal") {
