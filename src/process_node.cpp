@@ -47,8 +47,31 @@ std::string random_token() {
 
 /// Calls `f(record)` for each result record of a batch from `who`; stops
 /// at a corrupted one (logged).
+/// The store references a result record hands over (its own and its
+/// bundle's): the node takes references of its own to them before anything
+/// reads the record, and appends them to `acks`, for the worker to release
+/// its own. (The worker keeps them in its ledger until then: a record lost
+/// with it, never sent or never read, gives them back when it is reaped.)
+void take_handed(const wire::done_record& d, std::string& acks) {
+  if (!d.handed.empty()) {
+    add_handed_references(d.handed);
+    acks.append(d.handed);
+  }
+  if (d.refs.empty())
+    return;
+  wire::reader r(d.refs);
+  wire::bundle_entry e;
+  while (e.read(r))
+    if (!e.handed.empty()) {
+      add_handed_references(e.handed);
+      acks.append(e.handed);
+    }
+}
+
+/// Runs `f` on each result record of a batch from a worker, once the node
+/// holds its own references to what the record hands over (take_handed).
 template <class F>
-void for_each_done(const std::string& batch, const char* who, F&& f) {
+void for_each_done(const std::string& batch, const char* who, std::string& acks, F&& f) {
   wire::reader records(batch);
   while (records.ok()) {
     auto rec = records.get_bytes();
@@ -58,6 +81,13 @@ void for_each_done(const std::string& batch, const char* who, F&& f) {
     if (!d.read(rec)) {
       log().error("weft: {} sent a corrupted result record ({} bytes); ignored", who, rec.size());
       break;
+    }
+    take_handed(d, acks);
+    if (d.st != wire::status::ok && d.st != wire::status::ok_exit && !d.handed.empty()) {
+      // An error record hands over what a result encoded half-way had
+      // raised: nothing reads it.
+      release_handed_references(d.handed);
+      d.handed = {};
     }
     f(d);
   }
@@ -664,7 +694,8 @@ void process_node::on_done(std::int32_t from, const std::string& batch) {
   {
     std::lock_guard<std::mutex> lock(mtx_);
     std::unordered_map<int, std::string> top_ups;
-    for_each_done(batch, "a worker", [&](const wire::done_record& d) {
+    std::string acks;
+    for_each_done(batch, "a worker", acks, [&](const wire::done_record& d) {
       if (auto held = cancelled_in_flight_.extract(d.seq); !held.empty()) {
         held.mapped().t->release(); // its worker is done with the arguments
         release_dropped(d);
@@ -721,6 +752,7 @@ void process_node::on_done(std::int32_t from, const std::string& batch) {
       done.back().refs_ok = pin_locked(w.id, d.refs, done.back().refs);
       jobs_.erase(it);
     });
+    acknowledge_locked(from, std::move(acks));
     for (auto& [id, w] : workers_)
       top_up_locked(w, top_ups[id]);
     for (auto& [id, b] : top_ups)
@@ -1629,6 +1661,15 @@ bool process_node::call_actor(int worker_id, actor_method_invoker invoker, const
   return true;
 }
 
+void process_node::acknowledge_locked(int worker_id, std::string refs) {
+  if (refs.empty())
+    return;
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || !it->second.ctl || it->second.state == wstate::dead)
+    return; // (its ledger lists them: released when it is reaped)
+  caf::anon_send(*it->second.ctl, wire::ack_atom::value, std::move(refs));
+}
+
 void process_node::flush_actor(std::int32_t worker_id) {
   std::lock_guard<std::mutex> lock(mtx_);
   auto it = workers_.find(worker_id);
@@ -1662,7 +1703,8 @@ void process_node::on_actor_done(std::int32_t worker_id, const std::string& batc
   if (wit == workers_.end() || !wit->second.for_actor)
     return;
   worker& w = wit->second;
-  for_each_done(batch, "an actor's worker", [&](const wire::done_record& d) {
+  std::string acks;
+  for_each_done(batch, "an actor's worker", acks, [&](const wire::done_record& d) {
     w.call_blocks.erase(d.seq);
     auto node = w.replies.extract(d.seq);
     if (node.empty()) {
@@ -1709,6 +1751,7 @@ void process_node::on_actor_done(std::int32_t worker_id, const std::string& batc
     else
       cell->complete_value();
   });
+  acknowledge_locked(worker_id, std::move(acks));
 }
 
 void process_node::spawn_one(int actor_worker) {

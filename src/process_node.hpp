@@ -224,6 +224,10 @@ public:
   void on_done(std::int32_t from, const std::string& batch);
   void on_actor_done(std::int32_t worker, const std::string& batch);
   void flush_actor(std::int32_t worker);
+  /// Tells a worker that the node holds references of its own to the store
+  /// references its results handed over (`refs`, packed u64s): it releases
+  /// its own. Nothing to a worker that is gone (its ledger lists them).
+  void acknowledge_locked(int worker, std::string refs);
   /// Sends the nested-task results collected for `worker`.
   void flush_results(std::int32_t worker);
   /// A task in worker `worker` submitted a task (nested tasks).

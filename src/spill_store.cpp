@@ -302,6 +302,15 @@ void spill_store::release(std::uint64_t ref) noexcept {
   }
 }
 
+void spill_store::add_ref(std::uint64_t ref) noexcept {
+  try {
+    const mapping m = map(ref, 0, true);
+    add_ref(m);
+    unmap(m);
+  } catch (...) { // names no live spill file: nothing to add to
+  }
+}
+
 std::size_t spill_store::files() const {
   std::size_t n = 0;
   std::error_code ec;

@@ -76,6 +76,10 @@ public:
   /// Drops a reference without a mapping (handed-over or dead workers'
   /// references); ignores a `ref` that names no live spill file.
   void release(std::uint64_t ref) noexcept;
+  /// Adds a reference without keeping a mapping (a handed-over reference
+  /// whose sender keeps its own until told); ignores a `ref` that names no
+  /// live spill file.
+  void add_ref(std::uint64_t ref) noexcept;
 
   /// Spill files in the directory now (for tests and diagnostics).
   std::size_t files() const;

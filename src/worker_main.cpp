@@ -49,6 +49,8 @@
 
 namespace weft::detail {
 
+std::atomic<void (*)()> test_before_results_posted{nullptr};
+
 namespace {
 
 std::atomic<bool> g_cancel{false};
@@ -585,6 +587,13 @@ struct record_refs {
   }
 };
 
+/// A big result goes to the store, its reference to the driver (the last of
+/// the handed ones, kept in the ledger until the driver acknowledges it).
+bool stash_result(std::string& payload) {
+  keep_handed_in_ledger until_acknowledged;
+  return !stash_big_bytes(payload, true).empty();
+}
+
 /// Collects, for the scope, the store references a result hands over.
 struct collect_handed {
   std::string offsets;
@@ -675,8 +684,7 @@ std::string run_actor_call(std::string_view rec, const std::vector<const module_
     }
   }
   // A big result goes to the store (as for a task).
-  const bool stored =
-    (st == wire::status::ok || st == wire::status::ok_exit) && !stash_big_bytes(payload, true).empty();
+  const bool stored = (st == wire::status::ok || st == wire::status::ok_exit) && stash_result(payload);
   refs.keep(holds);
   return done(call.seq, st, started, payload, handed.offsets, refs.codec.bundle, stored);
 }
@@ -729,8 +737,11 @@ public:
 
 private:
   void send_locked() {
-    if (!out_.empty())
+    if (!out_.empty()) {
+      if (auto* hook = test_before_results_posted.load(std::memory_order_relaxed))
+        hook();
       post_after_outbox(kind_, std::exchange(out_, std::string()));
+    }
     holds_.clear();
     armed_ = false;
   }
@@ -1049,7 +1060,7 @@ std::string run_call(std::string_view rec, const std::vector<const module_table:
   }
   // A big result goes to the store, its reference to the driver (the last
   // of the handed ones).
-  const bool stored = st == wire::status::ok && !stash_big_bytes(payload, true).empty();
+  const bool stored = st == wire::status::ok && stash_result(payload);
   refs.keep(holds);
   return done(call.seq, st, started, payload, handed.offsets, refs.codec.bundle, stored);
 }
@@ -1480,6 +1491,8 @@ void run_worker() {
         [](wire::value_atom, std::uint64_t id, std::uint8_t kind, const std::string& payload, const std::string& ids,
            const std::string& handed) { proxy_value(id, kind, payload, ids, handed); },
         [](wire::release_flush_atom) { flush_releases(); },
+        // The driver took its own references to what results handed over.
+        [](wire::ack_atom, const std::string& refs) { release_handed_references(refs); },
         [](wire::recall_atom, std::uint64_t front, const std::string& seqs) { recall(front, seqs); },
         [](wire::cancel_atom, std::uint64_t seq) {
           if (g_running_seq.load(std::memory_order_acquire) == seq) {

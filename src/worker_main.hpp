@@ -4,6 +4,7 @@
 // retires it, then ends the process. It never returns into user code.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -15,6 +16,11 @@
 #include "weft/detail/task.hpp"
 
 namespace weft::detail {
+
+/// Fault injection for tests only: when set in a worker (by a task running
+/// there), called right before the worker posts a batch of results to the
+/// driver, on the thread that posts it.
+extern std::atomic<void (*)()> test_before_results_posted;
 
 /// The actor a worker process hosts, as runtime_context() reports it there.
 struct worker_actor_info {

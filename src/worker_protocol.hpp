@@ -90,6 +90,9 @@ using result_atom = caf::atom_constant<caf::atom("w_result")>;
 using actor_flush_atom = caf::atom_constant<caf::atom("a_flush")>; ///< node to itself: send an actor's outbox
 using value_atom = caf::atom_constant<caf::atom("w_value")>;
 using release_flush_atom = caf::atom_constant<caf::atom("w_rflush")>;
+/// driver to worker: the store references its results handed over (packed
+/// u64s), which the driver now holds references of its own to
+using ack_atom = caf::atom_constant<caf::atom("w_ack")>;
 using submit_flush_atom = caf::atom_constant<caf::atom("w_sflush")>;   ///< control actor to itself
 using result_flush_atom = caf::atom_constant<caf::atom("w_resflush")>; ///< node to itself
 

@@ -4,7 +4,9 @@
 #include <atomic>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <new>
+#include <unordered_map>
 #include <utility>
 
 #include "../../src/node_store.hpp"
@@ -30,6 +32,19 @@ std::atomic<spill_store*> g_spill{nullptr};
 std::atomic<store_ledger*> g_ledger{nullptr};
 thread_local bool tls_hand_over = false;
 thread_local std::string* tls_handed = nullptr;
+thread_local bool tls_keep_handed = false;
+
+/// A worker's references handed over and recorded in its ledger until
+/// their receiver acknowledges them (keep_handed_in_ledger): their slots,
+/// by reference (copies of one reference are interchangeable).
+struct handed_slots {
+  std::mutex mtx;
+  std::unordered_multimap<std::uint64_t, store_ledger::slot*> slots;
+};
+handed_slots& g_handed_slots() {
+  static auto* s = new handed_slots(); // (never freed: released from any thread until the process ends)
+  return *s;
+}
 
 constexpr std::size_t heap_align = 64;
 
@@ -215,17 +230,57 @@ void array_block::add_reference_for_receiver() const noexcept {
     g_arena.load(std::memory_order_acquire)->add_ref(offset_);
   if (tls_handed)
     tls_handed->append(reinterpret_cast<const char*>(&offset_), sizeof offset_);
+  // Raised, then recorded (a death in between leaks it, never releases it
+  // twice); kept until the receiver says it has its own.
+  if (tls_keep_handed && tls_handed)
+    if (store_ledger* ledger = g_ledger.load(std::memory_order_acquire))
+      if (store_ledger::slot* s = ledger->record(offset_)) {
+        auto& h = g_handed_slots();
+        std::lock_guard<std::mutex> lock(h.mtx);
+        h.slots.emplace(offset_, s);
+      }
 }
 
 std::string* collect_handed_references(std::string* into) noexcept { return std::exchange(tls_handed, into); }
 
 void release_handed_references(std::string_view offsets) noexcept {
+  store_ledger* ledger = g_ledger.load(std::memory_order_acquire);
   for (std::size_t i = 0; i + sizeof(std::uint64_t) <= offsets.size(); i += sizeof(std::uint64_t)) {
     std::uint64_t ref = 0;
     std::memcpy(&ref, offsets.data() + i, sizeof ref);
+    if (ledger) { // forgotten before it is released
+      store_ledger::slot* s = nullptr;
+      {
+        auto& h = g_handed_slots();
+        std::lock_guard<std::mutex> lock(h.mtx);
+        if (auto it = h.slots.find(ref); it != h.slots.end()) {
+          s = it->second;
+          h.slots.erase(it);
+        }
+      }
+      if (s)
+        ledger->forget(s);
+    }
     release_reference(ref);
   }
 }
+
+void add_handed_references(std::string_view offsets) noexcept {
+  for (std::size_t i = 0; i + sizeof(std::uint64_t) <= offsets.size(); i += sizeof(std::uint64_t)) {
+    std::uint64_t ref = 0;
+    std::memcpy(&ref, offsets.data() + i, sizeof ref);
+    if (spill_store::is_spill_reference(ref)) {
+      if (spill_store* spill = g_spill.load(std::memory_order_acquire))
+        spill->add_ref(ref);
+    } else if (shm_arena* arena = g_arena.load(std::memory_order_acquire); arena && arena->valid(ref, 0)) {
+      arena->add_ref(ref);
+    }
+  }
+}
+
+keep_handed_in_ledger::keep_handed_in_ledger() noexcept : before_(tls_keep_handed) { tls_keep_handed = true; }
+
+keep_handed_in_ledger::~keep_handed_in_ledger() { tls_keep_handed = before_; }
 
 bool arrays_hand_over_references() noexcept { return tls_hand_over; }
 

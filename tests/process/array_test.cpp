@@ -22,6 +22,7 @@
 #include "src/node_store.hpp"
 #include "src/shm_arena.hpp"
 #include "src/spill_store.hpp"
+#include "src/worker_main.hpp"
 #include "weft_test.hpp"
 #include <weft/weft.hpp>
 
@@ -505,4 +506,86 @@ TEST_CASE("encoded input naming a spill file opens nothing outside the spill dir
   CHECK_THAT(with_ref(spill_bit | 0xcafe'b000), Contains("cannot open"));
   std::filesystem::remove(spill_dir + "/80000000deadbe00");
   std::filesystem::remove(spill_dir + "/80000000cafeb000");
+}
+
+namespace {
+
+/// In a worker: the worker dies (SIGKILL) right before it would post the
+/// results of the batch it runs, the result of this call among them.
+void die_before_results_are_sent() {
+  weft::detail::test_before_results_posted.store(+[] { ::raise(SIGKILL); });
+}
+
+weft::array<char> lost_array(std::size_t bytes) {
+  die_before_results_are_sent();
+  return weft::array<char>::build(bytes, [](std::span<char> b) { std::fill(b.begin(), b.end(), 'x'); });
+}
+
+std::string lost_string(std::size_t bytes) { // a big value: its bytes go back in a block of the store
+  die_before_results_are_sent();
+  return std::string(bytes, 'y');
+}
+
+weft::object_ref<weft::array<char>> lost_ref(std::size_t bytes) { // an object of the worker's own
+  die_before_results_are_sent();
+  return weft::put(weft::array<char>::build(bytes, [](std::span<char> b) { std::fill(b.begin(), b.end(), 'z'); }));
+}
+
+struct result_loser {
+  weft::array<char> lost(std::size_t bytes) { return lost_array(bytes); }
+};
+
+} // namespace
+
+TEST_CASE("results lost with their worker before they were sent leave no store block behind") {
+  // A result hands its store references over to the driver; until the
+  // driver says it has its own, the worker keeps them in its ledger, so a
+  // result that never left the worker gives them back when it is reaped.
+  process_test::let_signals_through();
+  weft_test::runtime_guard rt(processes);
+  auto* store = weft::detail::node_store();
+  const auto blocks_before = store->blocks_in_use();
+  const auto bytes_before = store->bytes_in_use();
+  const auto no_retry = weft::task_options{.max_retries = 0};
+  auto all_back = [&] {
+    return eventually([&] { return store->blocks_in_use() == blocks_before; }) && store->bytes_in_use() == bytes_before;
+  };
+  SECTION("an array") {
+    CHECK(process_test::error_of<weft::worker_crashed_error>(
+      weft::remote(lost_array).options(no_retry).remote(std::size_t{2} * mib)));
+    CHECK(all_back());
+  }
+  SECTION("a big value's block") {
+    CHECK(process_test::error_of<weft::worker_crashed_error>(
+      weft::remote(lost_string).options(no_retry).remote(std::size_t{2} * mib)));
+    CHECK(all_back());
+  }
+  SECTION("an object of the worker's own, with an array") {
+    CHECK(process_test::error_of<weft::worker_crashed_error>(
+      weft::remote(lost_ref).options(no_retry).remote(std::size_t{2} * mib)));
+    CHECK(all_back());
+  }
+  SECTION("an actor method's array") {
+    auto h = weft::remote<result_loser>().remote();
+    CHECK_THROWS_AS(weft::get(h.task(&result_loser::lost).remote(std::size_t{2} * mib), bound), weft::actor_died_error);
+    CHECK(all_back());
+  }
+  CHECK(store->audit().empty());
+  // Results that do arrive are still the driver's, once.
+  const auto a = weft::get(weft::remote(twice).remote(make(mib / sizeof(double), 1.0)), bound);
+  CHECK(a[0] == 2.0);
+  CHECK(eventually([&] { return store->blocks_in_use() == blocks_before + 1; }));
+}
+
+TEST_CASE("a spilled result lost with its worker before it was sent leaves no spill file behind") {
+  process_test::let_signals_through();
+  process_test::temp_dir dir;
+  weft_test::runtime_guard rt(small_store(dir));
+  const auto filler = make(3 * mib / sizeof(double), 0.5); // the store is nearly full from here on
+  CHECK(process_test::error_of<weft::worker_crashed_error>(
+    weft::remote(lost_array).options({.max_retries = 0}).remote(std::size_t{3} * mib)));
+  CHECK(eventually([] { return spill_files() == 0; }));
+  const auto c = weft::get(weft::remote(twice).remote(make(3 * mib / sizeof(double), 1.0)), bound);
+  CHECK(c.spilled());
+  CHECK(c[0] == 2.0);
 }

@@ -193,6 +193,7 @@ void run_remote_method(void* instance, const void* method, std::string_view in, 
     } else {
       auto result = c.take();
       hand_over_references result_owns_its_arrays; // the worker's copy goes away before the driver reads it
+      keep_handed_in_ledger until_acknowledged;    // (the driver acknowledges a result's references)
       encode_each(out, result);
     }
   } else if constexpr (std::is_void_v<R>) {
@@ -200,6 +201,7 @@ void run_remote_method(void* instance, const void* method, std::string_view in, 
   } else {
     R result = call();
     hand_over_references result_owns_its_arrays;
+    keep_handed_in_ledger until_acknowledged;
     encode_each(out, result);
   }
 }

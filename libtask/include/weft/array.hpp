@@ -113,8 +113,29 @@ bool arrays_hand_over_references() noexcept;
 /// them back). Returns the previous collector.
 std::string* collect_handed_references(std::string* into) noexcept;
 /// Releases references handed over in a message that will not be decoded
-/// (packed u64 store offsets, as collected).
+/// (packed u64 store offsets, as collected), or that its receiver has
+/// acknowledged (see keep_handed_in_ledger).
 void release_handed_references(std::string_view offsets) noexcept;
+/// A receiver that acknowledges: takes references of its own to what a
+/// message hands over (checked: the bytes came from another process). The
+/// sender releases its references when told.
+void add_handed_references(std::string_view offsets) noexcept;
+/// Worker processes: while alive, the references this thread hands over
+/// stay in the worker's ledger until release_handed_references (the
+/// driver's acknowledgement, or a record dropped before it was sent): a
+/// message lost with the worker then gives them back when it is reaped.
+/// Only for messages whose receiver acknowledges every reference they hand
+/// over; a no-op in the driver.
+class keep_handed_in_ledger {
+public:
+  keep_handed_in_ledger() noexcept;
+  ~keep_handed_in_ledger();
+  keep_handed_in_ledger(const keep_handed_in_ledger&) = delete;
+  keep_handed_in_ledger& operator=(const keep_handed_in_ledger&) = delete;
+
+private:
+  bool before_;
+};
 /// Sets arrays_hand_over_references() for the scope.
 class hand_over_references {
 public:

@@ -239,6 +239,7 @@ void run_remote(const void* fn_addr, std::string_view in, std::string& out) {
     if constexpr (Split == runtime_split)
       check_return_count(static_cast<std::size_t>(count), result.size());
     hand_over_references result_owns_its_arrays; // the worker's copy goes away before the driver reads it
+    keep_handed_in_ledger until_acknowledged;    // (the driver acknowledges a result's references)
     encode_each(out, result);
   }
 }
