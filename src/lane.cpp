@@ -66,7 +66,7 @@ void copy_out(const std::byte* data, std::uint64_t pos, void* dst, std::size_t n
 
 bool valid_kind(std::uint8_t k, bool from_worker) {
   if (from_worker)
-    return k >= static_cast<std::uint8_t>(lane_kind::done) && k <= static_cast<std::uint8_t>(lane_kind::recalled);
+    return k >= static_cast<std::uint8_t>(lane_kind::done) && k <= static_cast<std::uint8_t>(lane_kind::taken);
   return k >= static_cast<std::uint8_t>(lane_kind::call) && k <= static_cast<std::uint8_t>(lane_kind::actor_quit);
 }
 

@@ -59,6 +59,7 @@ enum class lane_kind : std::uint8_t {
   fetch = 20,      ///< u64 id: a proxy wants the value of a lent object
   release = 21,    ///< (u64 id, i64 count) pairs: objects let go
   recalled = 22,   ///< packed u64 seqs: tasks of its line the worker will not run
+  taken = 23,      ///< packed u64 store references the driver handed over: the worker holds its own now
 };
 
 /// The node's doorbell: a shared page where the driver's lane reader sleeps.

@@ -888,8 +888,17 @@ std::vector<std::pair<task_base*, std::exception_ptr>> process_node::on_exit(wor
   w.state = wstate::dead;
   w.actor.reset();
   w.ctl.reset();
-  drop_lane(w.id);     // (the I/O thread read it to the end before: a dead worker writes no more)
-  lent_.erase(w.id);   // what it borrowed is given back with it
+  drop_lane(w.id);   // (the I/O thread read it to the end before: a dead worker writes no more)
+  lent_.erase(w.id); // what it borrowed is given back with it
+  {
+    // Store references handed to it in messages it never read (or never
+    // said it took): the node's own go back now.
+    std::string unread;
+    for (auto [ref, count] : std::exchange(w.handed_out, {}))
+      for (std::uint32_t i = 0; i < count; ++i)
+        unread.append(reinterpret_cast<const char*>(&ref), sizeof ref);
+    release_handed_references(unread);
+  }
   nested_.erase(w.id); // its children still run; no one cancels them now
   if (auto m = monitors_.find(w.id); m != monitors_.end()) {
     // Its monitors go with it (dropped once mtx_ is let go).
@@ -1401,6 +1410,8 @@ void process_node::send_result(int worker_id, std::uint64_t seq, std::uint8_t ki
   out.put(kind);
   out.put_bytes(payload);
   out.put_bytes(ids);
+  out.put_bytes(handed);
+  handed_to_locked(w, handed);
   // Results that end while others wait to leave go in the same message:
   // the node actor sends them when it next runs.
   if (!w.results_flush) {
@@ -1471,6 +1482,7 @@ void process_node::send_value(int worker_id, std::uint64_t id, const carried_ref
     return;
   }
   const std::string ids = lend_locked(worker_id, refs.refs);
+  handed_to_locked(it->second, handed);
   caf::anon_send(*it->second.ctl, wire::value_atom::value, id, static_cast<std::uint8_t>(kind), std::move(payload), ids,
                  std::move(handed));
 }
@@ -1659,6 +1671,38 @@ bool process_node::call_actor(int worker_id, actor_method_invoker invoker, const
     caf::anon_send(*node_, wire::actor_flush_atom::value, static_cast<std::int32_t>(worker_id));
   }
   return true;
+}
+
+void process_node::handed_to_locked(worker& w, std::string_view refs) {
+  for (std::size_t i = 0; i + sizeof(std::uint64_t) <= refs.size(); i += sizeof(std::uint64_t)) {
+    std::uint64_t ref = 0;
+    std::memcpy(&ref, refs.data() + i, sizeof ref);
+    ++w.handed_out[ref];
+  }
+}
+
+void process_node::on_taken(int worker_id, std::string_view refs) {
+  std::string mine; // released after mtx_ is let go
+  {
+    std::lock_guard<std::mutex> lock(mtx_);
+    auto it = workers_.find(worker_id);
+    if (it == workers_.end())
+      return;
+    auto& out = it->second.handed_out;
+    for (std::size_t i = 0; i + sizeof(std::uint64_t) <= refs.size(); i += sizeof(std::uint64_t)) {
+      std::uint64_t ref = 0;
+      std::memcpy(&ref, refs.data() + i, sizeof ref);
+      auto h = out.find(ref);
+      if (h == out.end()) {
+        log().error("weft: worker {} says it took a store reference it was not handed; ignored", worker_id);
+        continue;
+      }
+      if (--h->second == 0)
+        out.erase(h);
+      mine.append(reinterpret_cast<const char*>(&ref), sizeof ref);
+    }
+  }
+  release_handed_references(mine);
 }
 
 void process_node::acknowledge_locked(int worker_id, std::string refs) {
@@ -2183,6 +2227,12 @@ void process_node::on_lane_message(int worker, lane_kind k, const std::string& b
       on_recalled(worker, body);
     else
       log().error("weft: worker {} sent a corrupted recalled message", worker);
+    return;
+  case lane_kind::taken:
+    if (body.size() % sizeof(std::uint64_t) == 0)
+      on_taken(worker, body);
+    else
+      log().error("weft: worker {} sent a corrupted taken message", worker);
     return;
   default:
     log().error("weft: worker {} sent a message of kind {} on its lane", worker, static_cast<int>(k));

@@ -228,6 +228,9 @@ public:
   /// references its results handed over (`refs`, packed u64s): it releases
   /// its own. Nothing to a worker that is gone (its ledger lists them).
   void acknowledge_locked(int worker, std::string refs);
+  /// The worker took references of its own to `refs` (packed u64s) that
+  /// the node handed it: the node releases its own.
+  void on_taken(int worker, std::string_view refs);
   /// Sends the nested-task results collected for `worker`.
   void flush_results(std::int32_t worker);
   /// A task in worker `worker` submitted a task (nested tasks).
@@ -307,8 +310,12 @@ private:
     /// Big arguments of the calls awaited, in the store, by seq: kept until
     /// the reply (the worker has its own reference by then).
     std::map<std::uint64_t, stored_blob> call_blocks;
-    std::string outbox;         ///< calls not sent yet (one message for many)
-    std::string results_out;    ///< ends of its nested tasks and calls, not sent yet
+    std::string outbox;      ///< calls not sent yet (one message for many)
+    std::string results_out; ///< ends of its nested tasks and calls, not sent yet
+    /// Store references handed to it in messages it has not said it took
+    /// (lane_kind::taken), with their counts: released when it says so, or
+    /// when it is dead (a message it never read).
+    std::unordered_map<std::uint64_t, std::uint32_t> handed_out;
     bool results_flush = false; ///< a flush of results_out is on its way
     bool blocked = false;       ///< its running task waits in get: lent its CPUs, gets no more work
     bool flush_scheduled = false;
@@ -379,6 +386,9 @@ private:
 
   std::mutex mtx_;
   bool stopping_ = false;
+  /// The node hands `refs` (packed u64s) to worker `w` in a message: it
+  /// keeps them until the worker says it took its own (on_taken) or dies.
+  void handed_to_locked(worker& w, std::string_view refs);
   std::map<int, worker> workers_; // by id
   int next_worker_ = 0;
   int starting_ = 0;              ///< workers started and not yet welcomed

@@ -50,6 +50,7 @@
 namespace weft::detail {
 
 std::atomic<void (*)()> test_before_results_posted{nullptr};
+std::atomic<void (*)()> test_on_driver_value{nullptr};
 
 namespace {
 
@@ -408,7 +409,27 @@ void monitor_down(std::uint64_t seq, std::string_view payload) {
 
 /// The control actor got the end of a task this worker submitted (or of an
 /// actor call, or another entry of its outbox that has an answer).
-void client_result(std::uint64_t seq, std::uint8_t kind, const std::string& payload, const std::string& ids) {
+/// A message from the driver hands over `handed` (packed u64 store
+/// references): this worker takes references of its own before anything
+/// reads it, and lists them in `taken` for the driver, which keeps its own
+/// until told (so that a message this worker never reads is not a leak).
+void take_handed(std::string_view handed, std::string& taken) {
+  if (auto* hook = test_on_driver_value.load(std::memory_order_relaxed))
+    hook();
+  if (handed.empty())
+    return;
+  add_handed_references(handed);
+  taken.append(handed);
+}
+
+/// Tells the driver which handed references this worker took (take_handed).
+void say_taken(const std::string& taken) {
+  if (!taken.empty())
+    g_lane->post_to_driver(lane_kind::taken, taken);
+}
+
+void client_result(std::uint64_t seq, std::uint8_t kind, const std::string& payload, const std::string& ids,
+                   const std::string& handed) {
   if (kind == static_cast<std::uint8_t>(wire::result_kind::monitor_down)) {
     monitor_down(seq, payload);
     return;
@@ -432,13 +453,7 @@ void client_result(std::uint64_t seq, std::uint8_t kind, const std::string& payl
           kind != static_cast<std::uint8_t>(wire::result_kind::ok_stored))
         g_client->monitors.erase(seq); // (a monitor the driver refused)
     } else {
-      if (kind == static_cast<std::uint8_t>(wire::result_kind::ok_stored)) {
-        stored_blob unread; // (taken, then let go: no one reads it)
-        try {
-          (void)stashed_bytes(payload, unread);
-        } catch (...) {
-        }
-      }
+      release_handed_references(handed); // no one reads it (its arrays, its block)
       return;
     }
   }
@@ -1477,19 +1492,30 @@ void run_worker() {
     [](caf::event_based_actor*, int) -> caf::behavior {
       return {
         [](wire::result_atom, const std::string& batch) {
+          std::string taken;
           for (wire::reader r(batch);;) {
             const auto seq = r.get<std::uint64_t>();
             const auto kind = r.get<std::uint8_t>();
             const std::string payload(r.get_bytes());
             const std::string ids(r.get_bytes());
-            if (!r.ok())
+            const std::string handed(r.get_bytes());
+            if (!r.ok() || handed.size() % sizeof(std::uint64_t) != 0)
               break;
-            client_result(seq, kind, payload, ids);
+            take_handed(handed, taken);
+            client_result(seq, kind, payload, ids, handed);
           }
+          say_taken(taken);
         },
         [](wire::submit_flush_atom) { flush_submissions(); },
         [](wire::value_atom, std::uint64_t id, std::uint8_t kind, const std::string& payload, const std::string& ids,
-           const std::string& handed) { proxy_value(id, kind, payload, ids, handed); },
+           const std::string& handed) {
+          if (handed.size() % sizeof(std::uint64_t) != 0)
+            return;
+          std::string taken;
+          take_handed(handed, taken);
+          proxy_value(id, kind, payload, ids, handed);
+          say_taken(taken);
+        },
         [](wire::release_flush_atom) { flush_releases(); },
         // The driver took its own references to what results handed over.
         [](wire::ack_atom, const std::string& refs) { release_handed_references(refs); },

@@ -21,6 +21,9 @@ namespace weft::detail {
 /// there), called right before the worker posts a batch of results to the
 /// driver, on the thread that posts it.
 extern std::atomic<void (*)()> test_before_results_posted;
+/// Fault injection for tests only: when set in a worker, called when a
+/// value or result message from the driver arrives, before it is read.
+extern std::atomic<void (*)()> test_on_driver_value;
 
 /// The actor a worker process hosts, as runtime_context() reports it there.
 struct worker_actor_info {

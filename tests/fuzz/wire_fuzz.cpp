@@ -437,7 +437,7 @@ void drive_lane(std::span<const std::byte> bytes) {
   auto drain = [&] {
     for (int i = 0; i < 64 && l->take_from_worker(k, body); ++i) {
       const auto kind = static_cast<std::uint8_t>(k);
-      if (kind < static_cast<std::uint8_t>(lane_kind::done) || kind > static_cast<std::uint8_t>(lane_kind::recalled))
+      if (kind < static_cast<std::uint8_t>(lane_kind::done) || kind > static_cast<std::uint8_t>(lane_kind::taken))
         fail("the driver read a message of kind " + std::to_string(kind) + " from a worker");
     }
   };

@@ -589,3 +589,76 @@ TEST_CASE("a spilled result lost with its worker before it was sent leaves no sp
   CHECK(c.spilled());
   CHECK(c[0] == 2.0);
 }
+
+namespace {
+
+/// In a worker: the worker dies (SIGKILL) as the next value or result from
+/// the driver arrives, before it reads it.
+void die_as_the_next_value_arrives() {
+  weft::detail::test_on_driver_value.store(+[] { ::raise(SIGKILL); });
+}
+
+/// Gets the array behind a ref (fetched from the driver): the worker dies first.
+double fetch_and_die(std::vector<weft::object_ref<weft::array<double>>> refs) {
+  die_as_the_next_value_arrives();
+  return weft::get(refs.at(0))[0];
+}
+
+std::size_t fetch_string_and_die(std::vector<weft::object_ref<std::string>> refs) {
+  die_as_the_next_value_arrives();
+  return weft::get(refs.at(0)).size();
+}
+
+/// Gets the array a child task returns (forwarded by the driver): the worker dies first.
+double child_result_and_die(std::size_t n) {
+  auto child = weft::remote(+[](std::size_t k) { return make(k, 3.0); }).remote(n);
+  die_as_the_next_value_arrives();
+  return weft::get(child)[0];
+}
+
+} // namespace
+
+TEST_CASE("values the driver sends a worker that dies before it reads them leave no store block behind") {
+  // The driver keeps what a value or result it sends hands over until the
+  // worker says it took references of its own; a worker that died first
+  // never will, and the driver's go back when it is reaped.
+  process_test::let_signals_through();
+  weft_test::runtime_guard rt(processes);
+  auto* store = weft::detail::node_store();
+  const auto blocks_before = store->blocks_in_use();
+  const auto bytes_before = store->bytes_in_use();
+  const auto no_retry = weft::task_options{.max_retries = 0};
+  auto all_back = [&] {
+    return eventually([&] { return store->blocks_in_use() == blocks_before; }) && store->bytes_in_use() == bytes_before;
+  };
+  SECTION("a fetched array") {
+    {
+      std::vector refs{weft::put(make(2 * mib / sizeof(double), 1.0))};
+      CHECK(
+        process_test::error_of<weft::worker_crashed_error>(weft::remote(fetch_and_die).options(no_retry).remote(refs)));
+    }
+    CHECK(all_back());
+  }
+  SECTION("a fetched big value's block") {
+    {
+      std::vector refs{weft::put(std::string(2 * mib, 's'))};
+      CHECK(process_test::error_of<weft::worker_crashed_error>(
+        weft::remote(fetch_string_and_die).options(no_retry).remote(refs)));
+    }
+    CHECK(all_back());
+  }
+  SECTION("a child task's array forwarded to its parent") {
+    CHECK(process_test::error_of<weft::worker_crashed_error>(
+      weft::remote(child_result_and_die).options(no_retry).remote(2 * mib / sizeof(double))));
+    CHECK(all_back());
+  }
+  CHECK(store->audit().empty());
+  // Values a live worker reads are its own, once: they come back intact.
+  std::vector refs{weft::put(make(2 * mib / sizeof(double), 5.0))};
+  CHECK(weft::get(weft::remote(+[](std::vector<weft::object_ref<weft::array<double>>> r) {
+                    return weft::get(r.at(0))[0];
+                  }).remote(refs),
+                  bound) == 5.0);
+  refs.clear();
+  CHECK(all_back());
+}
