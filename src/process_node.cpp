@@ -45,27 +45,32 @@ std::string random_token() {
   return std::string(buf, 32);
 }
 
-/// Calls `f(record)` for each result record of a batch from `who`; stops
-/// at a corrupted one (logged).
-/// The store references a result record hands over (its own and its
-/// bundle's): the node takes references of its own to them before anything
-/// reads the record, and appends them to `acks`, for the worker to release
-/// its own. (The worker keeps them in its ledger until then: a record lost
-/// with it, never sent or never read, gives them back when it is reaped.)
-void take_handed(const wire::done_record& d, std::string& acks) {
-  if (!d.handed.empty()) {
-    add_handed_references(d.handed);
-    acks.append(d.handed);
+/// Store references a worker's message hands over (packed u64): the node
+/// takes references of its own to them before anything reads the message,
+/// and appends them to `acks`, for the worker to release its own. (The
+/// worker keeps them in its ledger until then: a message lost with it,
+/// never sent or never read, gives them back when it is reaped.)
+void take_handed(std::string_view handed, std::string& acks) {
+  if (!handed.empty()) {
+    add_handed_references(handed);
+    acks.append(handed);
   }
-  if (d.refs.empty())
+}
+
+/// take_handed for what the objects of a ref bundle hand over.
+void take_bundle(std::string_view bundle, std::string& acks) {
+  if (bundle.empty())
     return;
-  wire::reader r(d.refs);
+  wire::reader r(bundle);
   wire::bundle_entry e;
   while (e.read(r))
-    if (!e.handed.empty()) {
-      add_handed_references(e.handed);
-      acks.append(e.handed);
-    }
+    take_handed(e.handed, acks);
+}
+
+/// take_handed for a result record: its own and its bundle's.
+void take_handed(const wire::done_record& d, std::string& acks) {
+  take_handed(d.handed, acks);
+  take_bundle(d.refs, acks);
 }
 
 /// Runs `f` on each result record of a batch from a worker, once the node
@@ -2114,11 +2119,29 @@ void process_node::io_loop() {
 }
 
 void process_node::on_submit_batch(std::int32_t worker, const std::string& batch) {
+  // What the objects of the worker's own that the records carry hand over:
+  // the node takes references of its own before anything reads a record,
+  // then acknowledges them, for the worker to release its own (it keeps
+  // them in its ledger until then: a record lost with it gives them back).
+  std::string acks;
+  struct acknowledge {
+    process_node& node;
+    std::int32_t worker;
+    std::string& acks;
+    ~acknowledge() {
+      if (!acks.empty()) {
+        std::lock_guard<std::mutex> lock(node.mtx_);
+        node.acknowledge_locked(worker, std::move(acks));
+      }
+    }
+  } at_end{*this, worker, acks};
   for (wire::reader r(batch); !r.at_end();) {
     const auto kind = r.get<wire::outbox_kind>();
     const auto seq = r.get<std::uint64_t>();
     const std::string record(r.get_bytes());
     if (kind == wire::outbox_kind::task && r.ok()) {
+      if (wire::submit_record s; s.read(record))
+        take_bundle(s.refs, acks);
       on_submit(worker, seq, record);
       continue;
     }
@@ -2128,6 +2151,7 @@ void process_node::on_submit_batch(std::int32_t worker, const std::string& batch
         log().error("weft: worker {} sent a corrupted submission batch", worker);
         break;
       }
+      take_bundle(bundle, acks);
       on_actor_make(worker, seq, record, bundle);
       continue;
     }
@@ -2149,6 +2173,7 @@ void process_node::on_submit_batch(std::int32_t worker, const std::string& batch
         log().error("weft: worker {} sent a corrupted submission batch", worker);
         break;
       }
+      take_bundle(bundle, acks);
       on_actor_monitor(worker, seq, holder, bundle);
       continue;
     }
@@ -2163,6 +2188,7 @@ void process_node::on_submit_batch(std::int32_t worker, const std::string& batch
         log().error("weft: worker {} sent a corrupted submission batch", worker);
         break;
       }
+      take_bundle(bundle, acks);
       on_cancel(worker, target, holder, force != 0, bundle);
       continue;
     }
@@ -2176,6 +2202,7 @@ void process_node::on_submit_batch(std::int32_t worker, const std::string& batch
         log().error("weft: worker {} sent a corrupted submission batch", worker);
         break;
       }
+      take_bundle(bundle, acks);
       on_actor_kill(worker, holder, no_restart != 0, bundle);
       continue;
     }
@@ -2185,6 +2212,7 @@ void process_node::on_submit_batch(std::int32_t worker, const std::string& batch
       log().error("weft: worker {} sent a corrupted submission batch", worker);
       break;
     }
+    take_bundle(bundle, acks);
     on_actor_submit(worker, seq, holder, record, bundle);
   }
 }

@@ -50,6 +50,7 @@
 namespace weft::detail {
 
 std::atomic<void (*)()> test_before_results_posted{nullptr};
+std::atomic<void (*)()> test_before_submissions_posted{nullptr};
 std::atomic<void (*)()> test_on_driver_value{nullptr};
 
 namespace {
@@ -130,8 +131,11 @@ void flush_submissions() {
     batch.swap(g_client->outbox);
     holds.swap(g_client->outbox_holds);
   }
-  if (!batch.empty())
-    g_lane->post_to_driver(lane_kind::submit, batch);
+  if (batch.empty())
+    return;
+  if (auto* hook = test_before_submissions_posted.load(std::memory_order_relaxed))
+    hook();
+  g_lane->post_to_driver(lane_kind::submit, batch);
 }
 
 /// Posts results to the driver after whatever the calls behind them
@@ -300,6 +304,7 @@ public:
       std::string* before = collect_handed_references(&handed);
       try {
         hand_over_references hand_over;                // the driver's copy owns its own store references
+        keep_handed_in_ledger until_acknowledged;      // (the driver acknowledges what a bundle hands over)
         ops(ref_op::encode_value, cell, {}, &payload); // refs inside it enter the bundle first
       } catch (...) {
         collect_handed_references(before);

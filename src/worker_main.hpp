@@ -21,6 +21,10 @@ namespace weft::detail {
 /// there), called right before the worker posts a batch of results to the
 /// driver, on the thread that posts it.
 extern std::atomic<void (*)()> test_before_results_posted;
+/// Fault injection for tests only: when set in a worker, called right
+/// before the worker posts a batch of submissions (nested tasks, actor
+/// calls, kills, monitors, cancels) to the driver, on the posting thread.
+extern std::atomic<void (*)()> test_before_submissions_posted;
 /// Fault injection for tests only: when set in a worker, called when a
 /// value or result message from the driver arrives, before it is read.
 extern std::atomic<void (*)()> test_on_driver_value;

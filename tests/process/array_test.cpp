@@ -662,3 +662,101 @@ TEST_CASE("values the driver sends a worker that dies before it reads them leave
   refs.clear();
   CHECK(all_back());
 }
+
+namespace {
+
+using char_refs = std::vector<weft::object_ref<weft::array<char>>>;
+
+/// In a worker: the worker dies (SIGKILL) right before it would post the
+/// submissions it collected (nested tasks, actor calls, actors to make).
+void die_before_submissions_are_sent() {
+  weft::detail::test_before_submissions_posted.store(+[] { ::raise(SIGKILL); });
+}
+
+/// An array put in a worker: an object of the worker's own, which travels
+/// with whatever the worker sends that names it.
+char_refs own_array(std::size_t bytes) {
+  return {weft::put(weft::array<char>::build(bytes, [](std::span<char> b) { std::fill(b.begin(), b.end(), 'o'); }))};
+}
+
+char first_of(char_refs refs) { return weft::get(refs.at(0))[0]; }
+
+struct reader_of_refs {
+  char first = 0;
+  reader_of_refs() = default;
+  explicit reader_of_refs(char_refs refs) : first(first_of(std::move(refs))) {}
+  char read(char_refs refs) { return first_of(std::move(refs)); }
+  char made() const { return first; }
+};
+
+char submit_own_then_die(std::size_t bytes) {
+  auto own = own_array(bytes);
+  die_before_submissions_are_sent();
+  auto child = weft::remote(first_of).remote(own);
+  return weft::get(child, bound);
+}
+
+char call_with_own_then_die(weft::actor_handle<reader_of_refs> h, std::size_t bytes) {
+  auto own = own_array(bytes);
+  die_before_submissions_are_sent();
+  auto r = h.task(&reader_of_refs::read).remote(own);
+  return weft::get(r, bound);
+}
+
+char make_with_own_then_die(std::size_t bytes) {
+  auto own = own_array(bytes);
+  die_before_submissions_are_sent();
+  auto h = weft::remote<reader_of_refs>().remote(own);
+  return weft::get(h.task(&reader_of_refs::made).remote(), bound);
+}
+
+/// The same three, by a worker that lives: what they hand over reaches
+/// the driver once.
+char send_own(weft::actor_handle<reader_of_refs> h, std::size_t bytes) {
+  const char a = weft::get(weft::remote(first_of).remote(own_array(bytes)), bound);
+  const char b = weft::get(h.task(&reader_of_refs::read).remote(own_array(bytes)), bound);
+  auto made = weft::remote<reader_of_refs>().remote(own_array(bytes));
+  const char c = weft::get(made.task(&reader_of_refs::made).remote(), bound);
+  return a == 'o' && b == 'o' && c == 'o' ? 'o' : '?';
+}
+
+} // namespace
+
+TEST_CASE("objects a worker sends with its submissions, lost with it before they were sent, leave no store block "
+          "behind") {
+  // An object of a worker's own that a nested task, an actor call or an
+  // actor to make names travels with the submission, handing its store
+  // references over; the worker keeps them in its ledger until the driver
+  // says it has its own, so a submission that never left gives them back.
+  process_test::let_signals_through();
+  weft_test::runtime_guard rt(processes);
+  auto* store = weft::detail::node_store();
+  const auto no_retry = weft::task_options{.max_retries = 0};
+  auto h = weft::remote<reader_of_refs>().remote();
+  REQUIRE(weft::get(h.task(&reader_of_refs::made).remote(), bound) == 0); // (its worker is up)
+  const auto blocks_before = store->blocks_in_use();
+  const auto bytes_before = store->bytes_in_use();
+  auto all_back = [&] {
+    return eventually([&] { return store->blocks_in_use() == blocks_before; }) && store->bytes_in_use() == bytes_before;
+  };
+  SECTION("a nested task's argument") {
+    CHECK(process_test::error_of<weft::worker_crashed_error>(
+      weft::remote(submit_own_then_die).options(no_retry).remote(2 * mib)));
+    CHECK(all_back());
+  }
+  SECTION("an actor call's argument") {
+    CHECK(process_test::error_of<weft::worker_crashed_error>(
+      weft::remote(call_with_own_then_die).options(no_retry).remote(h, 2 * mib)));
+    CHECK(all_back());
+  }
+  SECTION("an actor constructor's argument") {
+    CHECK(process_test::error_of<weft::worker_crashed_error>(
+      weft::remote(make_with_own_then_die).options(no_retry).remote(2 * mib)));
+    CHECK(all_back());
+  }
+  SECTION("sent by a worker that lives on") {
+    CHECK(weft::get(weft::remote(send_own).remote(h, 2 * mib), bound) == 'o');
+    CHECK(all_back());
+  }
+  CHECK(store->audit().empty());
+}
