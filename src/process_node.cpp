@@ -1159,6 +1159,12 @@ void process_node::on_actor_submit(std::int32_t worker_id, std::uint64_t seq, st
     result->complete_error(refused);
 }
 
+bool process_node::worker_alive(int id) {
+  std::lock_guard<std::mutex> lock(mtx_);
+  auto it = workers_.find(id);
+  return it != workers_.end() && it->second.state != wstate::dead;
+}
+
 process_node::worker* process_node::connected_locked(int worker_id) {
   auto it = workers_.find(worker_id);
   return it == workers_.end() || !it->second.ctl ? nullptr : &it->second;

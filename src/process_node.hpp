@@ -196,6 +196,10 @@ public:
   bool drain_lanes() noexcept;
   /// A thread that waits starts (true) or stops reading the lanes meanwhile.
   void helping(bool begin) noexcept;
+  /// Whether worker `id` (the id space of the objects it makes, see
+  /// object_id_space_of) is still a live process of this node: false once
+  /// it was reaped (ids are never reused).
+  bool worker_alive(int id);
 
   // ---- actors: one worker per incarnation ----
   /// Starts a worker for an actor incarnation and builds the object there.

@@ -1432,7 +1432,7 @@ void run_worker() {
     die("the driver is already gone", 0);
   // Object ids unique on the node: each worker numbers its objects in a
   // range of its own (the driver's start at 1).
-  set_object_id_space((static_cast<std::uint64_t>(worker_id) << 40) + 1);
+  set_object_id_space((static_cast<std::uint64_t>(worker_id) << object_id_space_shift) + 1);
   set_proxy_hooks(&g_proxy_hooks);
   std::setvbuf(stdout, nullptr, _IOLBF, 0); // lines reach the driver as they are printed
   if (void* page = ::mmap(nullptr, wire::progress_size, PROT_READ | PROT_WRITE, MAP_SHARED, wire::progress_fd, 0);

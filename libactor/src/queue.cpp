@@ -1,8 +1,10 @@
 // weft::queue: the parts that do not depend on the item type.
 #include "weft/queue.hpp"
 
-#include <atomic>
 #include <string>
+
+#include "../../src/process_node.hpp"
+#include "../../src/runtime.hpp"
 
 namespace weft::detail {
 
@@ -20,8 +22,24 @@ std::string describe(std::chrono::nanoseconds d) {
 } // namespace
 
 std::uint64_t next_queue_ticket() noexcept {
-  static std::atomic<std::uint64_t> next{1};
-  return next.fetch_add(1, std::memory_order_relaxed);
+  // An object id: unique on the node, and it names the process that made
+  // it (its id space), so the queue can tell callers of different workers
+  // apart and drop those whose worker is gone.
+  return new_object_id().value;
+}
+
+bool queue_caller_alive(std::uint64_t ticket) noexcept {
+  const std::uint64_t worker = object_id_space_of(ticket);
+  if (worker == 0)
+    return true; // the driver's (or local mode's)
+  runtime* rt = runtime::current();
+  if (!rt || !rt->processes())
+    return true;
+  try {
+    return process_node::of(*rt).worker_alive(static_cast<int>(worker));
+  } catch (...) { // stopping: every caller goes anyway
+    return true;
+  }
 }
 
 void check_queue_timeout(const char* what, const std::optional<std::chrono::nanoseconds>& timeout) {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -119,6 +120,28 @@ std::string get_unsendable(int) {
 weft::queue<int> pass_back(weft::queue<int> q) {
   q.put(7);
   return q;
+}
+
+/// A get with a timeout on an empty queue: what it throws.
+std::string timed_get(weft::queue<int> q, int ms) {
+  try {
+    return "got " + std::to_string(q.get(true, std::chrono::milliseconds(ms)));
+  } catch (const weft::queue_empty_error& e) {
+    return std::string("queue_empty_error: ") + e.what();
+  }
+}
+
+/// Says which worker it runs in (on `pids`), then waits in get.
+int pid_then_get(weft::queue<int> q, weft::queue<int> pids) {
+  pids.put(static_cast<int>(::getpid()));
+  return q.get();
+}
+
+/// Says which worker it runs in, then waits in a put on a full queue.
+int pid_then_put(weft::queue<int> q, weft::queue<int> pids, int x) {
+  pids.put(static_cast<int>(::getpid()));
+  q.put(x);
+  return x;
 }
 
 /// An actor in a worker that feeds a queue it is given.
@@ -297,4 +320,65 @@ TEST_CASE("a queue of items that cannot be serialized works in the driver with w
   CHECK_THROWS_AS(q.put_nowait(no_wire{6}), weft::queue_full_error);
   CHECK(q.get(true, bound).v == 5);
   CHECK_THROWS_AS(q.get_nowait(), weft::queue_empty_error);
+}
+
+TEST_CASE("a get that times out in one worker withdraws its own wait, not another worker's") {
+  // Calls are told apart by a ticket each; the tickets of different
+  // workers must not collide (each worker is a fresh process here, so
+  // counting from 1 in each would give both the same first ticket).
+  weft_test::runtime_guard rt(processes);
+  weft::queue<int> q;
+  auto waits = weft::remote(take_one).remote(q);
+  REQUIRE(eventually([&] { return q.stats().waiting_getters == 1; }));
+  CHECK_THAT(weft::get(weft::remote(timed_get).remote(q, 100), bound),
+             Contains("queue_empty_error") && Contains("timed out after 100 ms"));
+  CHECK(q.stats().waiting_getters == 1); // the first worker's get still waits
+  q.put(9);
+  CHECK(weft::get(waits, bound) == 9);
+  CHECK(q.stats().waiting_getters == 0);
+  CHECK(q.size() == 0);
+}
+
+TEST_CASE("a get waiting in a worker that is killed is dropped: the next item goes to a caller still there") {
+  weft_test::runtime_guard rt(processes);
+  weft::queue<int> q;
+  weft::queue<int> pids;
+  auto doomed = weft::remote(pid_then_get).options({.max_retries = 0}).remote(q, pids);
+  const int pid = pids.get(true, bound);
+  REQUIRE(eventually([&] { return q.stats().waiting_getters == 1; }));
+  SECTION("the item goes to the next waiting getter") {
+    auto survivor = weft::remote(take_one).remote(q);
+    REQUIRE(eventually([&] { return q.stats().waiting_getters == 2; }));
+    REQUIRE(::kill(pid, SIGKILL) == 0);
+    CHECK(process_test::error_of<weft::worker_crashed_error>(doomed));
+    q.put(5); // (no stats() in between: the put itself skips the dead getter)
+    CHECK(weft::get(survivor, 10s) == 5);
+  }
+  SECTION("the item stays in the queue for a get made later") {
+    REQUIRE(::kill(pid, SIGKILL) == 0);
+    CHECK(process_test::error_of<weft::worker_crashed_error>(doomed));
+    CHECK(q.stats().waiting_getters == 0);
+    q.put(6);
+    CHECK(q.size() == 1);
+    CHECK(q.get(true, bound) == 6);
+  }
+}
+
+TEST_CASE("a put waiting in a worker that is killed is withdrawn: its item never enters the queue") {
+  // Its call never returned, so the item was never in; a retry would put
+  // it again (admitting it too would give that retry a duplicate).
+  weft_test::runtime_guard rt(processes);
+  weft::queue<int> q(1);
+  weft::queue<int> pids;
+  q.put(1);
+  auto doomed = weft::remote(pid_then_put).options({.max_retries = 0}).remote(q, pids, 10);
+  const int pid = pids.get(true, bound);
+  REQUIRE(eventually([&] { return q.stats().waiting_putters == 1; }));
+  REQUIRE(::kill(pid, SIGKILL) == 0);
+  CHECK(process_test::error_of<weft::worker_crashed_error>(doomed));
+  CHECK(q.get(true, bound) == 1); // room made: the dead put is not admitted
+  CHECK(q.size() == 0);
+  CHECK(q.stats().waiting_putters == 0);
+  q.put(2); // and a live put still is
+  CHECK(q.get(true, bound) == 2);
 }

@@ -21,7 +21,9 @@
 /// queue's actor stays in the driver; a copy passed to (or made in) a task
 /// or actor in a worker calls it there, so T must be serializable for that:
 /// a queue of another T is a compile-time error as a parameter or result
-/// of a remote call.
+/// of a remote call. A get or put waiting for a worker process that dies
+/// is withdrawn: the next item goes to a caller that is still there, and
+/// the dead caller's item never enters the queue (a retry puts it again).
 #pragma once
 
 #include <chrono>
@@ -69,8 +71,12 @@ struct queue_stats {
 namespace detail {
 
 // ---- non-template parts, in libactor/src/queue.cpp ----
-/// A process-wide unique number naming one put or get call.
+/// A number naming one put or get call, unique on the node (an object id:
+/// it also names the process that made it).
 std::uint64_t next_queue_ticket() noexcept;
+/// False when the call `ticket` names came from a worker process that is
+/// gone: nothing waits for its answer any more.
+bool queue_caller_alive(std::uint64_t ticket) noexcept;
 /// Throws invalid_argument_error for a negative timeout.
 void check_queue_timeout(const char* what, const std::optional<std::chrono::nanoseconds>& timeout);
 [[noreturn]] void throw_queue_full(const char* what, std::size_t size, std::size_t maxsize);
@@ -148,9 +154,7 @@ public:
       if (it->ticket == ticket) {
         const object_ptr slot = std::move(it->slot);
         getters_.erase(it);
-        auto* cell = static_cast<value_object<std::optional<T>>*>(slot.get());
-        cell->emplace(std::nullopt);
-        cell->complete_value();
+        end_get(slot, std::nullopt);
         return true;
       }
     }
@@ -180,9 +184,7 @@ public:
       if (it->ticket == ticket) {
         const object_ptr accepted = std::move(it->accepted);
         putters_.erase(it);
-        auto* cell = static_cast<value_object<bool>*>(accepted.get());
-        cell->emplace(false);
-        cell->complete_value();
+        end_put(accepted, false);
         return true;
       }
     }
@@ -191,7 +193,10 @@ public:
 
   std::size_t size() const { return items_.size(); }
 
-  queue_stats stats() const { return queue_stats{items_.size(), maxsize_, getters_.size(), putters_.size()}; }
+  queue_stats stats() {
+    drop_gone_callers();
+    return queue_stats{items_.size(), maxsize_, getters_.size(), putters_.size()};
+  }
 
 private:
   struct getter {
@@ -221,26 +226,65 @@ private:
     items_.push_front(std::move(item));
   }
 
+  /// The item goes to the first waiting getter whose caller is still
+  /// there (a worker process that died waiting is skipped: its get ends
+  /// without an item, and nothing reads that answer).
   bool hand_to_getter(T& item) {
-    if (getters_.empty())
-      return false;
-    getter g = std::move(getters_.front());
-    getters_.pop_front();
-    auto* cell = static_cast<value_object<std::optional<T>>*>(g.slot.get());
-    cell->emplace(std::move(item));
-    cell->complete_value();
-    return true;
+    while (!getters_.empty()) {
+      getter g = std::move(getters_.front());
+      getters_.pop_front();
+      if (!queue_caller_alive(g.ticket)) {
+        end_get(g.slot, std::nullopt);
+        continue;
+      }
+      end_get(g.slot, std::move(item));
+      return true;
+    }
+    return false;
   }
 
-  /// Room was made: the first waiting putter's item enters the queue.
+  /// Room was made: the first waiting putter's item enters the queue. A
+  /// put whose worker process died waiting is withdrawn instead (its call
+  /// never returned, so its item was never in the queue; a retry puts it again).
   void admit_putter() {
-    if (putters_.empty() || !has_room())
-      return;
-    putter p = std::move(putters_.front());
-    putters_.pop_front();
-    items_.push_back(std::move(p.item));
-    auto* cell = static_cast<value_object<bool>*>(p.accepted.get());
-    cell->emplace(true);
+    while (!putters_.empty() && has_room()) {
+      putter p = std::move(putters_.front());
+      putters_.pop_front();
+      const bool alive = queue_caller_alive(p.ticket);
+      if (alive)
+        items_.push_back(std::move(p.item));
+      end_put(p.accepted, alive);
+      if (alive)
+        return;
+    }
+  }
+
+  /// Ends the waiting calls of callers that are gone (see hand_to_getter,
+  /// admit_putter), wherever they wait.
+  void drop_gone_callers() {
+    std::erase_if(getters_, [](getter& g) {
+      if (queue_caller_alive(g.ticket))
+        return false;
+      end_get(g.slot, std::nullopt);
+      return true;
+    });
+    std::erase_if(putters_, [](putter& p) {
+      if (queue_caller_alive(p.ticket))
+        return false;
+      end_put(p.accepted, false);
+      return true;
+    });
+  }
+
+  static void end_get(const object_ptr& slot, std::optional<T> item) {
+    auto* cell = static_cast<value_object<std::optional<T>>*>(slot.get());
+    cell->emplace(std::move(item));
+    cell->complete_value();
+  }
+
+  static void end_put(const object_ptr& accepted, bool ok) {
+    auto* cell = static_cast<value_object<bool>*>(accepted.get());
+    cell->emplace(ok);
     cell->complete_value();
   }
 

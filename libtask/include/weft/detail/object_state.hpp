@@ -49,6 +49,11 @@ object_id new_object_id() noexcept;
 /// numbers its objects in a range of its own, so that ids are unique on
 /// the node). Call before other threads make objects.
 void set_object_id_space(std::uint64_t first) noexcept;
+/// The bits of an object id below its id space: worker `n` makes ids from
+/// n << object_id_space_shift; the driver (and local mode) from space 0.
+inline constexpr int object_id_space_shift = 40;
+/// The id space (the worker number; 0: the driver) an id was made in.
+constexpr std::uint64_t object_id_space_of(std::uint64_t id) noexcept { return id >> object_id_space_shift; }
 
 /// Worker processes: what happens to a *proxy* cell (a cell standing for
 /// an object the driver holds, see set_proxy). Set once by the worker.
