@@ -382,3 +382,21 @@ TEST_CASE("a put waiting in a worker that is killed is withdrawn: its item never
   q.put(2); // and a live put still is
   CHECK(q.get(true, bound) == 2);
 }
+
+TEST_CASE("a get or put that reaches the queue after its worker died takes and adds nothing") {
+  // The call left its worker, which was reaped before the queue's actor
+  // ran it: nothing reads the answer. Such a call is made here with a
+  // ticket from the id space of a worker this node never had.
+  weft_test::runtime_guard rt(processes);
+  using actor_type = weft::detail::queue_actor<int>;
+  weft::queue<int> q;
+  q.put(1);
+  const std::uint64_t gone = (std::uint64_t{999} << weft::detail::object_id_space_shift) + 1;
+  const auto got = weft::get(q.actor().task(&actor_type::get).remote(true, gone), bound);
+  CHECK_FALSE(got.item.has_value());
+  CHECK(q.size() == 1);
+  const auto put = weft::get(q.actor().task(&actor_type::put).remote(2, true, gone + 1), bound);
+  CHECK_FALSE(put.accepted);
+  CHECK(q.size() == 1);
+  CHECK(q.get(true, bound) == 1); // the driver's own calls still go through
+}

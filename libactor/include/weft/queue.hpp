@@ -118,6 +118,8 @@ public:
   explicit queue_actor(std::size_t maxsize) : maxsize_(maxsize) {}
 
   coro<queue_put_reply> put(T item, bool block, std::uint64_t ticket) {
+    if (!queue_caller_alive(ticket)) // its worker died after sending it: a retry puts it again
+      co_return queue_put_reply{false, items_.size()};
     if (!getters_.empty() || has_room()) {
       accept(std::move(item));
       co_return queue_put_reply{true, items_.size()};
@@ -132,6 +134,8 @@ public:
   }
 
   coro<queue_get_reply<T>> get(bool block, std::uint64_t ticket) {
+    if (!queue_caller_alive(ticket)) // its worker died after sending it: no one reads the answer
+      co_return queue_get_reply<T>{};
     if (!items_.empty()) {
       queue_get_reply<T> reply{std::move(items_.front())};
       items_.pop_front();
