@@ -45,6 +45,21 @@ std::string random_token() {
   return std::string(buf, 32);
 }
 
+/// A ref bundle dropped unread gives back the store references its
+/// exported values hand over.
+void release_bundle(std::string_view bundle) {
+  wire::reader r(bundle);
+  wire::bundle_entry e;
+  while (e.read(r))
+    release_handed_references(e.handed);
+}
+
+/// A record dropped unread gives back the store references it hands over.
+void release_dropped(const wire::done_record& d) {
+  release_handed_references(d.handed);
+  release_bundle(d.refs);
+}
+
 /// Store references a worker's message hands over (packed u64): the node
 /// takes references of its own to them before anything reads the message,
 /// and appends them to `acks`, for the worker to release its own. (The
@@ -88,11 +103,12 @@ void for_each_done(const std::string& batch, const char* who, std::string& acks,
       break;
     }
     take_handed(d, acks);
-    if (d.st != wire::status::ok && d.st != wire::status::ok_exit && !d.handed.empty()) {
+    if (d.st != wire::status::ok && d.st != wire::status::ok_exit) {
       // An error record hands over what a result encoded half-way had
-      // raised: nothing reads it.
-      release_handed_references(d.handed);
+      // raised (its own and its bundle's objects'): nothing reads it.
+      release_dropped(d);
       d.handed = {};
+      d.refs = {};
     }
     f(d);
   }
@@ -351,21 +367,6 @@ struct fetch_reply final : completion_waiter {
     delete this;
   }
 };
-
-/// A ref bundle dropped unread gives back the store references its
-/// exported values hand over.
-void release_bundle(std::string_view bundle) {
-  wire::reader r(bundle);
-  wire::bundle_entry e;
-  while (e.read(r))
-    release_handed_references(e.handed);
-}
-
-/// A record dropped unread gives back the store references it hands over.
-void release_dropped(const wire::done_record& d) {
-  release_handed_references(d.handed);
-  release_bundle(d.refs);
-}
 
 } // namespace
 

@@ -374,7 +374,7 @@ void proxy_value(std::uint64_t id, std::uint8_t kind, const std::string& payload
       cell->complete_error(std::current_exception());
     }
   } else {
-    release_handed_references(handed); // no one waits for it any more
+    release_taken_references(handed); // no one waits for it any more
   }
   cell = object_ptr();
   uncredit_refs(ids);
@@ -458,7 +458,7 @@ void client_result(std::uint64_t seq, std::uint8_t kind, const std::string& payl
           kind != static_cast<std::uint8_t>(wire::result_kind::ok_stored))
         g_client->monitors.erase(seq); // (a monitor the driver refused)
     } else {
-      release_handed_references(handed); // no one reads it (its arrays, its block)
+      release_taken_references(handed); // no one reads it (its arrays, its block)
       return;
     }
   }

@@ -15,10 +15,13 @@
 //                                              behind it in the worker's line
 //                                              (packed u64) are skipped there,
 //                                              and the worker says so (recalled)
-//   node   -> control (w_result, (seq, result kind, payload, ref ids) tuples)
-//                    ends of nested tasks and actor calls made in the
-//                    worker, and of actors it monitors (monitor_down);
-//                    results that end together leave together
+//   node   -> control (w_result, (seq, result kind, payload, ref ids,
+//                    handed) tuples) ends of nested tasks and actor calls
+//                    made in the worker, and of actors it monitors
+//                    (monitor_down); results that end together leave together
+//   node   -> control (w_ack, handed) the node took references of its own
+//                    to what the worker's results and submissions handed
+//                    over (packed u64): the worker releases its own
 //   node   -> control (w_value,  object id, kind, payload, ids, handed)
 //                    the value of a lent object a proxy waits for
 //   control -> itself (w_rflush / w_sflush)  send the releases / submissions
@@ -55,6 +58,9 @@
 //   release      (id, count) pairs: proxies let go
 //   recalled     packed u64 seqs: tasks of its line it will not run (w_recall);
 //                sent before the result of the task they waited behind
+//   taken        packed u64 store references: the worker took references of
+//                its own to what w_result / w_value handed it; the node
+//                releases its own
 //
 // Object refs as themselves (see ref_codec.hpp): records from the node list
 // the ids of the refs they carry, which the node counts as borrowed by

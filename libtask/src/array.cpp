@@ -265,6 +265,14 @@ void release_handed_references(std::string_view offsets) noexcept {
   }
 }
 
+void release_taken_references(std::string_view offsets) noexcept {
+  for (std::size_t i = 0; i + sizeof(std::uint64_t) <= offsets.size(); i += sizeof(std::uint64_t)) {
+    std::uint64_t ref = 0;
+    std::memcpy(&ref, offsets.data() + i, sizeof ref);
+    release_reference(ref);
+  }
+}
+
 void add_handed_references(std::string_view offsets) noexcept {
   for (std::size_t i = 0; i + sizeof(std::uint64_t) <= offsets.size(); i += sizeof(std::uint64_t)) {
     std::uint64_t ref = 0;

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <numeric>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -758,5 +759,53 @@ TEST_CASE("objects a worker sends with its submissions, lost with it before they
     CHECK(weft::get(weft::remote(send_own).remote(h, 2 * mib), bound) == 'o');
     CHECK(all_back());
   }
+  CHECK(store->audit().empty());
+}
+
+namespace {
+
+/// A result whose encoding fails after an object of the worker's own, an
+/// array in the store, went into its message.
+struct half_sendable {
+  weft::object_ref<weft::array<char>> own;
+  template <class Archive>
+  void serialize(Archive& ar, unsigned) {
+    ar& own;
+    throw std::runtime_error("the rest of half_sendable cannot be sent");
+  }
+};
+
+half_sendable half_sent(std::size_t bytes) {
+  return {weft::put(weft::array<char>::build(bytes, [](std::span<char> b) { std::fill(b.begin(), b.end(), 'h'); }))};
+}
+
+struct half_sender {
+  half_sendable send(std::size_t bytes) { return half_sent(bytes); }
+};
+
+} // namespace
+
+TEST_CASE("a result whose encoding fails half-way gives back the arrays of the objects it had carried") {
+  // The error record still carries the bundle encoded before the throw:
+  // the node takes and acknowledges what it hands over like any record's,
+  // and, since nothing reads an error's objects, gives it back.
+  weft_test::runtime_guard rt(processes);
+  auto* store = weft::detail::node_store();
+  auto h = weft::remote<half_sender>().remote();
+  REQUIRE(weft::get(weft::remote(twice).remote(make(4, 1.0)), bound)[0] == 2.0); // (workers up)
+  const auto blocks_before = store->blocks_in_use();
+  const auto bytes_before = store->bytes_in_use();
+  SECTION("a task's result") {
+    const auto what =
+      weft_test::what_of<weft::error>([&] { weft::get(weft::remote(half_sent).remote(2 * mib), bound); });
+    CHECK_THAT(what, Contains("cannot be sent"));
+  }
+  SECTION("an actor method's result") {
+    const auto what =
+      weft_test::what_of<weft::error>([&] { weft::get(h.task(&half_sender::send).remote(2 * mib), bound); });
+    CHECK_THAT(what, Contains("cannot be sent"));
+  }
+  CHECK(eventually([&] { return store->blocks_in_use() == blocks_before; }));
+  CHECK(store->bytes_in_use() == bytes_before);
   CHECK(store->audit().empty());
 }

@@ -120,6 +120,11 @@ void release_handed_references(std::string_view offsets) noexcept;
 /// message hands over (checked: the bytes came from another process). The
 /// sender releases its references when told.
 void add_handed_references(std::string_view offsets) noexcept;
+/// Gives back references taken with add_handed_references for a message
+/// that will not be read after all. Unlike release_handed_references it
+/// forgets no ledger slot (none was kept for them; one of the same offset
+/// may be another message's, still waiting for its acknowledgement).
+void release_taken_references(std::string_view offsets) noexcept;
 /// Worker processes: while alive, the references this thread hands over
 /// stay in the worker's ledger until release_handed_references (the
 /// driver's acknowledgement, or a record dropped before it was sent): a
