@@ -64,28 +64,48 @@ void release_dropped(const wire::done_record& d) {
 /// takes references of its own to them before anything reads the message,
 /// and appends them to `acks`, for the worker to release its own. (The
 /// worker keeps them in its ledger until then: a message lost with it,
-/// never sent or never read, gives them back when it is reaped.)
-void take_handed(std::string_view handed, std::string& acks) {
-  if (!handed.empty()) {
-    add_handed_references(handed);
-    acks.append(handed);
-  }
+/// never sent or never read, gives them back when it is reaped.) All or
+/// none: false when they could not be taken (a spill file, out of file
+/// descriptors); they are acknowledged all the same, and the message must
+/// not be read (nothing holds what it names).
+bool take_handed(std::string_view handed, std::string& acks) {
+  if (handed.empty())
+    return true;
+  acks.append(handed);
+  return add_handed_references(handed);
 }
 
-/// take_handed for what the objects of a ref bundle hand over.
-void take_bundle(std::string_view bundle, std::string& acks) {
-  if (bundle.empty())
-    return;
+/// What the objects of a ref bundle hand over, appended to `out`.
+void bundle_handed(std::string_view bundle, std::string& out) {
   wire::reader r(bundle);
   wire::bundle_entry e;
   while (e.read(r))
-    take_handed(e.handed, acks);
+    out.append(e.handed);
+}
+
+/// take_handed for what the objects of a ref bundle hand over.
+bool take_bundle(std::string_view bundle, std::string& acks) {
+  if (bundle.empty())
+    return true;
+  std::string all;
+  bundle_handed(bundle, all);
+  return take_handed(all, acks);
 }
 
 /// take_handed for a result record: its own and its bundle's.
-void take_handed(const wire::done_record& d, std::string& acks) {
-  take_handed(d.handed, acks);
-  take_bundle(d.refs, acks);
+bool take_handed(const wire::done_record& d, std::string& acks) {
+  if (d.refs.empty())
+    return take_handed(d.handed, acks);
+  std::string all(d.handed);
+  bundle_handed(d.refs, all);
+  return take_handed(all, acks);
+}
+
+/// Why a message whose store references could not be taken is not read.
+std::string untakeable(const char* what) {
+  return std::string("weft: ") + what +
+         " hands over a spill file this process could not open (out of file descriptors or memory), so it was "
+         "dropped unread";
 }
 
 /// Runs `f` on each result record of a batch from a worker, once the node
@@ -102,8 +122,15 @@ void for_each_done(const std::string& batch, const char* who, std::string& acks,
       log().error("weft: {} sent a corrupted result record ({} bytes); ignored", who, rec.size());
       break;
     }
-    take_handed(d, acks);
-    if (d.st != wire::status::ok && d.st != wire::status::ok_exit) {
+    if (!take_handed(d, acks)) {
+      static const std::string dropped = untakeable("a result"); // (records are read after this loop)
+      log().error("{} (from {})", dropped, who);
+      d.st = wire::status::failed;
+      d.payload = dropped;
+      d.stored = false;
+      d.handed = {};
+      d.refs = {};
+    } else if (d.st != wire::status::ok && d.st != wire::status::ok_exit) {
       // An error record hands over what a result encoded half-way had
       // raised (its own and its bundle's objects'): nothing reads it.
       release_dropped(d);
@@ -2142,13 +2169,27 @@ void process_node::on_submit_batch(std::int32_t worker, const std::string& batch
       }
     }
   } at_end{*this, worker, acks};
+  // A record whose store references could not be taken is not read; the
+  // worker's call gets the error (none waits for a kill or a cancel).
+  auto taken = [&](bool ok, std::uint64_t seq, const char* what) {
+    if (ok)
+      return true;
+    const std::string why = untakeable(what);
+    log().error("{} (from worker {})", why, worker);
+    if (seq != 0) {
+      std::string payload;
+      const auto kind = encode_error(std::make_exception_ptr(serialization_error(why)), payload);
+      send_result(worker, seq, static_cast<std::uint8_t>(kind), std::move(payload), {}, {});
+    }
+    return false;
+  };
   for (wire::reader r(batch); !r.at_end();) {
     const auto kind = r.get<wire::outbox_kind>();
     const auto seq = r.get<std::uint64_t>();
     const std::string record(r.get_bytes());
     if (kind == wire::outbox_kind::task && r.ok()) {
-      if (wire::submit_record s; s.read(record))
-        take_bundle(s.refs, acks);
+      if (wire::submit_record s; s.read(record) && !taken(take_bundle(s.refs, acks), seq, "a nested task's argument"))
+        continue;
       on_submit(worker, seq, record);
       continue;
     }
@@ -2158,7 +2199,8 @@ void process_node::on_submit_batch(std::int32_t worker, const std::string& batch
         log().error("weft: worker {} sent a corrupted submission batch", worker);
         break;
       }
-      take_bundle(bundle, acks);
+      if (!taken(take_bundle(bundle, acks), seq, "an actor's constructor argument"))
+        continue;
       on_actor_make(worker, seq, record, bundle);
       continue;
     }
@@ -2180,7 +2222,8 @@ void process_node::on_submit_batch(std::int32_t worker, const std::string& batch
         log().error("weft: worker {} sent a corrupted submission batch", worker);
         break;
       }
-      take_bundle(bundle, acks);
+      if (!taken(take_bundle(bundle, acks), seq, "a monitor request"))
+        continue;
       on_actor_monitor(worker, seq, holder, bundle);
       continue;
     }
@@ -2195,7 +2238,8 @@ void process_node::on_submit_batch(std::int32_t worker, const std::string& batch
         log().error("weft: worker {} sent a corrupted submission batch", worker);
         break;
       }
-      take_bundle(bundle, acks);
+      if (!taken(take_bundle(bundle, acks), 0, "a cancel request"))
+        continue;
       on_cancel(worker, target, holder, force != 0, bundle);
       continue;
     }
@@ -2209,7 +2253,8 @@ void process_node::on_submit_batch(std::int32_t worker, const std::string& batch
         log().error("weft: worker {} sent a corrupted submission batch", worker);
         break;
       }
-      take_bundle(bundle, acks);
+      if (!taken(take_bundle(bundle, acks), 0, "a kill request"))
+        continue;
       on_actor_kill(worker, holder, no_restart != 0, bundle);
       continue;
     }
@@ -2219,7 +2264,8 @@ void process_node::on_submit_batch(std::int32_t worker, const std::string& batch
       log().error("weft: worker {} sent a corrupted submission batch", worker);
       break;
     }
-    take_bundle(bundle, acks);
+    if (!taken(take_bundle(bundle, acks), seq, "an actor call's argument"))
+      continue;
     on_actor_submit(worker, seq, holder, record, bundle);
   }
 }

@@ -20,6 +20,8 @@
 
 namespace weft::detail {
 
+std::atomic<bool (*)()> test_fail_spill_add_ref{nullptr};
+
 namespace {
 
 using u64 = std::uint64_t;
@@ -302,12 +304,20 @@ void spill_store::release(std::uint64_t ref) noexcept {
   }
 }
 
-void spill_store::add_ref(std::uint64_t ref) noexcept {
+bool spill_store::add_ref(std::uint64_t ref) noexcept {
+  if (auto* hook = test_fail_spill_add_ref.load(std::memory_order_relaxed); hook && hook())
+    return false;
+  errno = 0;
   try {
     const mapping m = map(ref, 0, true);
     add_ref(m);
     unmap(m);
-  } catch (...) { // names no live spill file: nothing to add to
+    return true;
+  } catch (...) {
+    const int why = errno; // (map() throws right after the call that failed)
+    // Names no live spill file: nothing to add to. Out of descriptors or
+    // memory: the file may well be live, and the caller must know.
+    return why != EMFILE && why != ENFILE && why != ENOMEM;
   }
 }
 

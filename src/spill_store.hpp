@@ -31,6 +31,11 @@
 
 namespace weft::detail {
 
+/// Fault injection for tests only: when set and returning true, a
+/// spill_store::add_ref(ref) fails as if the process were out of file
+/// descriptors.
+extern std::atomic<bool (*)()> test_fail_spill_add_ref;
+
 class spill_store {
 public:
   /// Bytes before an array's data in its file.
@@ -78,8 +83,9 @@ public:
   void release(std::uint64_t ref) noexcept;
   /// Adds a reference without keeping a mapping (a handed-over reference
   /// whose sender keeps its own until told); ignores a `ref` that names no
-  /// live spill file.
-  void add_ref(std::uint64_t ref) noexcept;
+  /// live spill file. False when the file could not be opened or mapped
+  /// for want of file descriptors or memory: nothing was added.
+  [[nodiscard]] bool add_ref(std::uint64_t ref) noexcept;
 
   /// Spill files in the directory now (for tests and diagnostics).
   std::size_t files() const;

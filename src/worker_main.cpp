@@ -418,13 +418,27 @@ void monitor_down(std::uint64_t seq, std::string_view payload) {
 /// references): this worker takes references of its own before anything
 /// reads it, and lists them in `taken` for the driver, which keeps its own
 /// until told (so that a message this worker never reads is not a leak).
-void take_handed(std::string_view handed, std::string& taken) {
+/// All or none: false when they could not be taken (a spill file, out of
+/// file descriptors); they are listed all the same, and the message must
+/// not be read (nothing here holds what it names).
+bool take_handed(std::string_view handed, std::string& taken) {
   if (auto* hook = test_on_driver_value.load(std::memory_order_relaxed))
     hook();
   if (handed.empty())
-    return;
-  add_handed_references(handed);
+    return true;
   taken.append(handed);
+  return add_handed_references(handed);
+}
+
+/// What a message whose store references could not be taken becomes: an
+/// error for whoever waits for it (its result kind, and the payload).
+std::uint8_t untakeable(std::string& payload) {
+  payload.clear();
+  return static_cast<std::uint8_t>(encode_error(
+    std::make_exception_ptr(serialization_error(
+      "weft: a value from the driver hands over a spill file this worker could not open (out of file descriptors "
+      "or memory), so it was dropped unread")),
+    payload));
 }
 
 /// Tells the driver which handed references this worker took (take_handed).
@@ -1506,8 +1520,13 @@ void run_worker() {
             const std::string handed(r.get_bytes());
             if (!r.ok() || handed.size() % sizeof(std::uint64_t) != 0)
               break;
-            take_handed(handed, taken);
-            client_result(seq, kind, payload, ids, handed);
+            if (take_handed(handed, taken)) {
+              client_result(seq, kind, payload, ids, handed);
+            } else {
+              std::string error;
+              const auto error_kind = untakeable(error);
+              client_result(seq, error_kind, error, ids, {});
+            }
           }
           say_taken(taken);
         },
@@ -1517,8 +1536,13 @@ void run_worker() {
           if (handed.size() % sizeof(std::uint64_t) != 0)
             return;
           std::string taken;
-          take_handed(handed, taken);
-          proxy_value(id, kind, payload, ids, handed);
+          if (take_handed(handed, taken)) {
+            proxy_value(id, kind, payload, ids, handed);
+          } else {
+            std::string error;
+            const auto error_kind = untakeable(error);
+            proxy_value(id, error_kind, error, ids, {});
+          }
           say_taken(taken);
         },
         [](wire::release_flush_atom) { flush_releases(); },

@@ -273,17 +273,20 @@ void release_taken_references(std::string_view offsets) noexcept {
   }
 }
 
-void add_handed_references(std::string_view offsets) noexcept {
+bool add_handed_references(std::string_view offsets) noexcept {
   for (std::size_t i = 0; i + sizeof(std::uint64_t) <= offsets.size(); i += sizeof(std::uint64_t)) {
     std::uint64_t ref = 0;
     std::memcpy(&ref, offsets.data() + i, sizeof ref);
     if (spill_store::is_spill_reference(ref)) {
-      if (spill_store* spill = g_spill.load(std::memory_order_acquire))
-        spill->add_ref(ref);
+      if (spill_store* spill = g_spill.load(std::memory_order_acquire); spill && !spill->add_ref(ref)) {
+        release_taken_references(offsets.substr(0, i)); // all or none
+        return false;
+      }
     } else if (shm_arena* arena = g_arena.load(std::memory_order_acquire); arena && arena->valid(ref, 0)) {
       arena->add_ref(ref);
     }
   }
+  return true;
 }
 
 keep_handed_in_ledger::keep_handed_in_ledger() noexcept : before_(tls_keep_handed) { tls_keep_handed = true; }

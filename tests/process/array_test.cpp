@@ -809,3 +809,62 @@ TEST_CASE("a result whose encoding fails half-way gives back the arrays of the o
   CHECK(store->bytes_in_use() == bytes_before);
   CHECK(store->audit().empty());
 }
+
+namespace {
+
+/// In this process, the next spill_store::add_ref(ref) fails as if out of
+/// file descriptors (once).
+void fail_next_spill_take() {
+  static std::atomic<int> left{0};
+  left.store(1);
+  weft::detail::test_fail_spill_add_ref.store(+[] { return left.fetch_sub(1) > 0; });
+}
+
+/// Gets a spilled array of the driver; this worker cannot take its
+/// reference to it. What the get throws, or the first element.
+std::string fetch_untakeable(std::vector<weft::object_ref<weft::array<double>>> refs) {
+  fail_next_spill_take();
+  try {
+    return std::to_string(weft::get(refs.at(0))[0]);
+  } catch (const weft::serialization_error& e) {
+    return e.what();
+  }
+}
+
+double first_element(std::vector<weft::object_ref<weft::array<double>>> refs) { return weft::get(refs.at(0))[0]; }
+
+} // namespace
+
+TEST_CASE("a message whose spill file cannot be taken is not read and frees nothing it does not hold") {
+  // The receiver takes a reference of its own to a spill file before it
+  // reads a message; out of file descriptors it cannot. It then must not
+  // read the message (it would adopt a reference it never took, and the
+  // file would go while the sender's copy still names it): the wait gets
+  // an error saying so, and the sender releases its own.
+  process_test::temp_dir dir;
+  weft_test::runtime_guard rt(small_store(dir));
+  const auto filler = make(3 * mib / sizeof(double), 0.5); // the store is nearly full from here on
+  SECTION("a value the driver sends a worker") {
+    std::vector refs{weft::put(make(3 * mib / sizeof(double), 4.0))};
+    REQUIRE(weft::get(refs[0]).spilled());
+    CHECK_THAT(weft::get(weft::remote(fetch_untakeable).remote(refs), bound),
+               Contains("could not open") && Contains("dropped unread"));
+    // The driver's array is whole, and others still read it.
+    CHECK(weft::get(refs[0])[0] == 4.0);
+    CHECK(weft::get(weft::remote(first_element).remote(refs), bound) == 4.0);
+    CHECK(spill_files() == 1);
+    refs.clear();
+    CHECK(eventually([] { return spill_files() == 0; }));
+  }
+  SECTION("a result a worker sends the driver") {
+    fail_next_spill_take();
+    const auto what = weft_test::what_of<weft::serialization_error>(
+      [] { weft::get(weft::remote(twice).remote(make(3 * mib / sizeof(double), 1.0)), bound); });
+    weft::detail::test_fail_spill_add_ref.store(nullptr);
+    CHECK_THAT(what, Contains("could not open") && Contains("dropped unread"));
+    CHECK(eventually([] { return spill_files() == 0; })); // the worker released its own
+    const auto c = weft::get(weft::remote(twice).remote(make(3 * mib / sizeof(double), 1.0)), bound);
+    CHECK(c.spilled());
+    CHECK(c[0] == 2.0);
+  }
+}

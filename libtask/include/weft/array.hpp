@@ -118,8 +118,10 @@ std::string* collect_handed_references(std::string* into) noexcept;
 void release_handed_references(std::string_view offsets) noexcept;
 /// A receiver that acknowledges: takes references of its own to what a
 /// message hands over (checked: the bytes came from another process). The
-/// sender releases its references when told.
-void add_handed_references(std::string_view offsets) noexcept;
+/// sender releases its references when told. All or none: false (and
+/// none taken) when a spill file could not be opened for want of file
+/// descriptors or memory; the receiver must then not read the message.
+[[nodiscard]] bool add_handed_references(std::string_view offsets) noexcept;
 /// Gives back references taken with add_handed_references for a message
 /// that will not be read after all. Unlike release_handed_references it
 /// forgets no ledger slot (none was kept for them; one of the same offset
