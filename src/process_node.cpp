@@ -1728,18 +1728,21 @@ void process_node::on_taken(int worker_id, std::string_view refs) {
     if (it == workers_.end())
       return;
     auto& out = it->second.handed_out;
+    std::size_t unknown = 0;
     for (std::size_t i = 0; i + sizeof(std::uint64_t) <= refs.size(); i += sizeof(std::uint64_t)) {
       std::uint64_t ref = 0;
       std::memcpy(&ref, refs.data() + i, sizeof ref);
       auto h = out.find(ref);
       if (h == out.end()) {
-        log().error("weft: worker {} says it took a store reference it was not handed; ignored", worker_id);
+        ++unknown;
         continue;
       }
       if (--h->second == 0)
         out.erase(h);
       mine.append(reinterpret_cast<const char*>(&ref), sizeof ref);
     }
+    if (unknown != 0) // (once a message: a corrupt one must not flood the log)
+      log().error("weft: worker {} says it took {} store reference(s) it was not handed; ignored", worker_id, unknown);
   }
   release_handed_references(mine);
 }

@@ -50,6 +50,7 @@
 namespace weft::detail {
 
 std::atomic<void (*)()> test_before_results_posted{nullptr};
+std::atomic<void (*)()> test_after_results_posted{nullptr};
 std::atomic<void (*)()> test_before_submissions_posted{nullptr};
 std::atomic<void (*)()> test_on_driver_value{nullptr};
 
@@ -775,6 +776,8 @@ private:
       if (auto* hook = test_before_results_posted.load(std::memory_order_relaxed))
         hook();
       post_after_outbox(kind_, std::exchange(out_, std::string()));
+      if (auto* hook = test_after_results_posted.load(std::memory_order_relaxed))
+        hook();
     }
     holds_.clear();
     armed_ = false;
@@ -1512,6 +1515,10 @@ void run_worker() {
       return {
         [](wire::result_atom, const std::string& batch) {
           std::string taken;
+          struct say {
+            std::string& taken;
+            ~say() { say_taken(taken); } // (also when reading throws: the driver releases its own)
+          } at_end{taken};
           for (wire::reader r(batch);;) {
             const auto seq = r.get<std::uint64_t>();
             const auto kind = r.get<std::uint8_t>();
@@ -1528,7 +1535,6 @@ void run_worker() {
               client_result(seq, error_kind, error, ids, {});
             }
           }
-          say_taken(taken);
         },
         [](wire::submit_flush_atom) { flush_submissions(); },
         [](wire::value_atom, std::uint64_t id, std::uint8_t kind, const std::string& payload, const std::string& ids,
@@ -1536,6 +1542,10 @@ void run_worker() {
           if (handed.size() % sizeof(std::uint64_t) != 0)
             return;
           std::string taken;
+          struct say {
+            std::string& taken;
+            ~say() { say_taken(taken); } // (also when reading throws: the driver releases its own)
+          } at_end{taken};
           if (take_handed(handed, taken)) {
             proxy_value(id, kind, payload, ids, handed);
           } else {
@@ -1543,7 +1553,6 @@ void run_worker() {
             const auto error_kind = untakeable(error);
             proxy_value(id, error_kind, error, ids, {});
           }
-          say_taken(taken);
         },
         [](wire::release_flush_atom) { flush_releases(); },
         // The driver took its own references to what results handed over.

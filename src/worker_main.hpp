@@ -21,6 +21,9 @@ namespace weft::detail {
 /// there), called right before the worker posts a batch of results to the
 /// driver, on the thread that posts it.
 extern std::atomic<void (*)()> test_before_results_posted;
+/// Fault injection for tests only: the same, right after the worker posted
+/// a batch of results (before the driver's acknowledgement can arrive).
+extern std::atomic<void (*)()> test_after_results_posted;
 /// Fault injection for tests only: when set in a worker, called right
 /// before the worker posts a batch of submissions (nested tasks, actor
 /// calls, kills, monitors, cancels) to the driver, on the posting thread.

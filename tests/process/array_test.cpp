@@ -868,3 +868,33 @@ TEST_CASE("a message whose spill file cannot be taken is not read and frees noth
     CHECK(c[0] == 2.0);
   }
 }
+
+namespace {
+
+weft::array<char> sent_then_die(std::size_t bytes) {
+  weft::detail::test_after_results_posted.store(+[] { ::raise(SIGKILL); });
+  return weft::array<char>::build(bytes, [](std::span<char> b) { std::fill(b.begin(), b.end(), 's'); });
+}
+
+} // namespace
+
+TEST_CASE("a result sent just before its worker dies is the driver's once: the reap frees only the worker's") {
+  // The worker keeps its references until the driver acknowledges them;
+  // it dies with the acknowledgement unread, so its ledger gives them back
+  // at the reap, and the driver's own keeps the array.
+  process_test::let_signals_through();
+  weft_test::runtime_guard rt(processes);
+  auto* store = weft::detail::node_store();
+  const auto blocks_before = store->blocks_in_use();
+  auto r = weft::remote(sent_then_die).options({.max_retries = 0}).remote(std::size_t{2} * mib);
+  const auto a = weft::get(r, bound);
+  CHECK(a.size() == 2 * mib);
+  // Its worker is gone: the next task runs in another.
+  CHECK(weft::get(weft::remote(twice).remote(make(4, 1.0)), bound)[0] == 2.0);
+  CHECK(eventually([&] { return store->blocks_in_use() == blocks_before + 1; }));
+  CHECK(store->audit().empty());
+  CHECK(a[0] == 's');
+  CHECK(a[2 * mib - 1] == 's');
+  r = {};
+  CHECK(weft::get(weft::remote(+[](weft::array<char> x) { return x[7] == 's'; }).remote(a), bound));
+}
