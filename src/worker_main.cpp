@@ -442,11 +442,31 @@ std::uint8_t untakeable(std::string& payload) {
     payload));
 }
 
-/// Tells the driver which handed references this worker took (take_handed).
-void say_taken(const std::string& taken) {
-  if (!taken.empty())
-    g_lane->post_to_driver(lane_kind::taken, taken);
-}
+/// What this worker took of the messages the driver sent it (take_handed),
+/// told to the driver at the end of the scope (also when reading throws:
+/// the driver then releases its own).
+struct taken_list {
+  std::string refs;
+  taken_list() = default;
+  taken_list(const taken_list&) = delete;
+  taken_list& operator=(const taken_list&) = delete;
+  ~taken_list() {
+    if (!refs.empty())
+      g_lane->post_to_driver(lane_kind::taken, refs);
+  }
+  /// Calls `f(kind, payload, handed)` for a message once this worker took
+  /// what it hands over, or with the error saying why it could not.
+  template <class F>
+  void read(const std::string& handed, std::uint8_t kind, const std::string& payload, F&& f) {
+    if (take_handed(handed, refs)) {
+      f(kind, payload, handed);
+      return;
+    }
+    std::string error;
+    const std::uint8_t error_kind = untakeable(error);
+    f(error_kind, error, std::string());
+  }
+};
 
 void client_result(std::uint64_t seq, std::uint8_t kind, const std::string& payload, const std::string& ids,
                    const std::string& handed) {
@@ -1514,11 +1534,7 @@ void run_worker() {
     [](caf::event_based_actor*, int) -> caf::behavior {
       return {
         [](wire::result_atom, const std::string& batch) {
-          std::string taken;
-          struct say {
-            std::string& taken;
-            ~say() { say_taken(taken); } // (also when reading throws: the driver releases its own)
-          } at_end{taken};
+          taken_list taken;
           for (wire::reader r(batch);;) {
             const auto seq = r.get<std::uint64_t>();
             const auto kind = r.get<std::uint8_t>();
@@ -1527,13 +1543,9 @@ void run_worker() {
             const std::string handed(r.get_bytes());
             if (!r.ok() || handed.size() % sizeof(std::uint64_t) != 0)
               break;
-            if (take_handed(handed, taken)) {
-              client_result(seq, kind, payload, ids, handed);
-            } else {
-              std::string error;
-              const auto error_kind = untakeable(error);
-              client_result(seq, error_kind, error, ids, {});
-            }
+            taken.read(handed, kind, payload, [&](std::uint8_t k, const std::string& p, const std::string& h) {
+              client_result(seq, k, p, ids, h);
+            });
           }
         },
         [](wire::submit_flush_atom) { flush_submissions(); },
@@ -1541,18 +1553,10 @@ void run_worker() {
            const std::string& handed) {
           if (handed.size() % sizeof(std::uint64_t) != 0)
             return;
-          std::string taken;
-          struct say {
-            std::string& taken;
-            ~say() { say_taken(taken); } // (also when reading throws: the driver releases its own)
-          } at_end{taken};
-          if (take_handed(handed, taken)) {
-            proxy_value(id, kind, payload, ids, handed);
-          } else {
-            std::string error;
-            const auto error_kind = untakeable(error);
-            proxy_value(id, error_kind, error, ids, {});
-          }
+          taken_list taken;
+          taken.read(handed, kind, payload, [&](std::uint8_t k, const std::string& p, const std::string& h) {
+            proxy_value(id, k, p, ids, h);
+          });
         },
         [](wire::release_flush_atom) { flush_releases(); },
         // The driver took its own references to what results handed over.

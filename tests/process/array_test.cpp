@@ -412,6 +412,17 @@ weft::config small_store(const process_test::temp_dir& dir, bool spilling = true
 
 std::size_t spill_files() { return weft::detail::node_spill_store()->files(); }
 
+/// The node store's blocks and bytes in use when it was made; all_back()
+/// waits until they are so again.
+struct store_baseline {
+  weft::detail::shm_arena* store = weft::detail::node_store();
+  std::size_t blocks = store->blocks_in_use();
+  std::size_t bytes = store->bytes_in_use();
+  bool all_back() const {
+    return eventually([&] { return store->blocks_in_use() == blocks; }) && store->bytes_in_use() == bytes;
+  }
+};
+
 /// Whether a worker got a spilled array (and reads it in place).
 bool spilled_here(weft::array<double> a) { return a.spilled() && a.in_shared_memory(); }
 
@@ -544,13 +555,10 @@ TEST_CASE("results lost with their worker before they were sent leave no store b
   // result that never left the worker gives them back when it is reaped.
   process_test::let_signals_through();
   weft_test::runtime_guard rt(processes);
-  auto* store = weft::detail::node_store();
-  const auto blocks_before = store->blocks_in_use();
-  const auto bytes_before = store->bytes_in_use();
+  const store_baseline before;
+  auto* store = before.store;
   const auto no_retry = weft::task_options{.max_retries = 0};
-  auto all_back = [&] {
-    return eventually([&] { return store->blocks_in_use() == blocks_before; }) && store->bytes_in_use() == bytes_before;
-  };
+  auto all_back = [&] { return before.all_back(); };
   SECTION("an array") {
     CHECK(process_test::error_of<weft::worker_crashed_error>(
       weft::remote(lost_array).options(no_retry).remote(std::size_t{2} * mib)));
@@ -575,7 +583,7 @@ TEST_CASE("results lost with their worker before they were sent leave no store b
   // Results that do arrive are still the driver's, once.
   const auto a = weft::get(weft::remote(twice).remote(make(mib / sizeof(double), 1.0)), bound);
   CHECK(a[0] == 2.0);
-  CHECK(eventually([&] { return store->blocks_in_use() == blocks_before + 1; }));
+  CHECK(eventually([&] { return store->blocks_in_use() == before.blocks + 1; }));
 }
 
 TEST_CASE("a spilled result lost with its worker before it was sent leaves no spill file behind") {
@@ -625,13 +633,10 @@ TEST_CASE("values the driver sends a worker that dies before it reads them leave
   // never will, and the driver's go back when it is reaped.
   process_test::let_signals_through();
   weft_test::runtime_guard rt(processes);
-  auto* store = weft::detail::node_store();
-  const auto blocks_before = store->blocks_in_use();
-  const auto bytes_before = store->bytes_in_use();
+  const store_baseline before;
+  auto* store = before.store;
   const auto no_retry = weft::task_options{.max_retries = 0};
-  auto all_back = [&] {
-    return eventually([&] { return store->blocks_in_use() == blocks_before; }) && store->bytes_in_use() == bytes_before;
-  };
+  auto all_back = [&] { return before.all_back(); };
   SECTION("a fetched array") {
     {
       std::vector refs{weft::put(make(2 * mib / sizeof(double), 1.0))};
@@ -735,11 +740,8 @@ TEST_CASE("objects a worker sends with its submissions, lost with it before they
   const auto no_retry = weft::task_options{.max_retries = 0};
   auto h = weft::remote<reader_of_refs>().remote();
   REQUIRE(weft::get(h.task(&reader_of_refs::made).remote(), bound) == 0); // (its worker is up)
-  const auto blocks_before = store->blocks_in_use();
-  const auto bytes_before = store->bytes_in_use();
-  auto all_back = [&] {
-    return eventually([&] { return store->blocks_in_use() == blocks_before; }) && store->bytes_in_use() == bytes_before;
-  };
+  const store_baseline before;
+  auto all_back = [&] { return before.all_back(); };
   SECTION("a nested task's argument") {
     CHECK(process_test::error_of<weft::worker_crashed_error>(
       weft::remote(submit_own_then_die).options(no_retry).remote(2 * mib)));
@@ -793,8 +795,7 @@ TEST_CASE("a result whose encoding fails half-way gives back the arrays of the o
   auto* store = weft::detail::node_store();
   auto h = weft::remote<half_sender>().remote();
   REQUIRE(weft::get(weft::remote(twice).remote(make(4, 1.0)), bound)[0] == 2.0); // (workers up)
-  const auto blocks_before = store->blocks_in_use();
-  const auto bytes_before = store->bytes_in_use();
+  const store_baseline before;
   SECTION("a task's result") {
     const auto what =
       weft_test::what_of<weft::error>([&] { weft::get(weft::remote(half_sent).remote(2 * mib), bound); });
@@ -805,8 +806,7 @@ TEST_CASE("a result whose encoding fails half-way gives back the arrays of the o
       weft_test::what_of<weft::error>([&] { weft::get(h.task(&half_sender::send).remote(2 * mib), bound); });
     CHECK_THAT(what, Contains("cannot be sent"));
   }
-  CHECK(eventually([&] { return store->blocks_in_use() == blocks_before; }));
-  CHECK(store->bytes_in_use() == bytes_before);
+  CHECK(before.all_back());
   CHECK(store->audit().empty());
 }
 
