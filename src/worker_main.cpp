@@ -169,6 +169,10 @@ struct lent_object {
   std::int64_t count = 0; ///< how many of the node's sends of its id this worker read
   int reading = 0;        ///< records that carry it and are being read
   bool fetched = false;   ///< its proxy asked the node for the value
+  /// Proxies whose value this worker could not take (take_handed): they
+  /// keep their error, and the next ref to the object gets a new proxy,
+  /// which asks again. Alive (no reference held) until dropped.
+  std::vector<object_state*> untaken;
 };
 
 struct ref_registry {
@@ -183,7 +187,7 @@ ref_registry g_refs;
 /// the control actor after the messages that named the object (those hold
 /// its proxy until they are sent).
 void maybe_release_locked(std::unordered_map<std::uint64_t, lent_object>::iterator it) {
-  if (it->second.reading > 0 || it->second.proxy)
+  if (it->second.reading > 0 || it->second.proxy || !it->second.untaken.empty())
     return;
   const bool first = g_refs.releases.empty();
   const std::uint64_t id = it->first;
@@ -240,9 +244,13 @@ void proxy_wanted(object_state& proxy) noexcept {
 void proxy_dropped(object_state& proxy) noexcept {
   std::lock_guard<std::mutex> lock(g_refs.mtx);
   auto it = g_refs.ids.find(proxy.id().value);
-  if (it == g_refs.ids.end() || it->second.proxy != &proxy)
+  if (it == g_refs.ids.end())
+    return;
+  if (it->second.proxy == &proxy) {
+    it->second.proxy = nullptr;
+  } else if (auto& u = it->second.untaken; std::erase(u, &proxy) == 0) {
     return; // (a newer proxy took its place)
-  it->second.proxy = nullptr;
+  }
   maybe_release_locked(it);
 }
 
@@ -347,8 +355,11 @@ private:
 };
 
 /// The control actor got the value (or error) of a proxy it asked for.
+/// `untaken`: an error because this worker could not take what the value
+/// hands over; it is this proxy's, not the object's, so the proxy leaves
+/// the registry and a ref to the object read later fetches it anew.
 void proxy_value(std::uint64_t id, std::uint8_t kind, const std::string& payload, const std::string& ids,
-                 const std::string& handed) {
+                 const std::string& handed, bool untaken = false) {
   credit_refs(ids);
   object_ptr cell;
   ref_ops_fn ops = nullptr;
@@ -357,6 +368,11 @@ void proxy_value(std::uint64_t id, std::uint8_t kind, const std::string& payload
     if (auto it = g_refs.ids.find(id); it != g_refs.ids.end() && it->second.proxy && it->second.proxy->try_add_ref()) {
       cell = object_ptr(it->second.proxy, false);
       ops = it->second.ops;
+      if (untaken) {
+        it->second.untaken.push_back(it->second.proxy);
+        it->second.proxy = nullptr;
+        it->second.fetched = false;
+      }
     }
   }
   if (cell && !cell->done()) {
@@ -454,17 +470,18 @@ struct taken_list {
     if (!refs.empty())
       g_lane->post_to_driver(lane_kind::taken, refs);
   }
-  /// Calls `f(kind, payload, handed)` for a message once this worker took
-  /// what it hands over, or with the error saying why it could not.
+  /// Calls `f(kind, payload, handed, false)` for a message once this
+  /// worker took what it hands over, or `f(error kind, error, {}, true)`
+  /// with the error saying why it could not.
   template <class F>
   void read(const std::string& handed, std::uint8_t kind, const std::string& payload, F&& f) {
     if (take_handed(handed, refs)) {
-      f(kind, payload, handed);
+      f(kind, payload, handed, false);
       return;
     }
     std::string error;
     const std::uint8_t error_kind = untakeable(error);
-    f(error_kind, error, std::string());
+    f(error_kind, error, std::string(), true);
   }
 };
 
@@ -1543,7 +1560,7 @@ void run_worker() {
             const std::string handed(r.get_bytes());
             if (!r.ok() || handed.size() % sizeof(std::uint64_t) != 0)
               break;
-            taken.read(handed, kind, payload, [&](std::uint8_t k, const std::string& p, const std::string& h) {
+            taken.read(handed, kind, payload, [&](std::uint8_t k, const std::string& p, const std::string& h, bool) {
               client_result(seq, k, p, ids, h);
             });
           }
@@ -1554,9 +1571,10 @@ void run_worker() {
           if (handed.size() % sizeof(std::uint64_t) != 0)
             return;
           taken_list taken;
-          taken.read(handed, kind, payload, [&](std::uint8_t k, const std::string& p, const std::string& h) {
-            proxy_value(id, k, p, ids, h);
-          });
+          taken.read(handed, kind, payload,
+                     [&](std::uint8_t k, const std::string& p, const std::string& h, bool untaken) {
+                       proxy_value(id, k, p, ids, h, untaken);
+                     });
         },
         [](wire::release_flush_atom) { flush_releases(); },
         // The driver took its own references to what results handed over.

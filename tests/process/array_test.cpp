@@ -833,6 +833,24 @@ std::string fetch_untakeable(std::vector<weft::object_ref<weft::array<double>>> 
 
 double first_element(std::vector<weft::object_ref<weft::array<double>>> refs) { return weft::get(refs.at(0))[0]; }
 
+/// An actor that keeps the refs it was given: the worker's proxy of the
+/// object stays alive between its calls.
+struct ref_keeper {
+  std::vector<weft::object_ref<weft::array<double>>> kept;
+  std::string keep_and_fetch_untakeable(std::vector<weft::object_ref<weft::array<double>>> refs) {
+    kept = refs;
+    return fetch_untakeable(std::move(refs));
+  }
+  double fetch(std::vector<weft::object_ref<weft::array<double>>> refs) { return first_element(std::move(refs)); }
+  std::string fetch_kept() {
+    try {
+      return std::to_string(weft::get(kept.at(0))[0]);
+    } catch (const weft::serialization_error& e) {
+      return e.what();
+    }
+  }
+};
+
 } // namespace
 
 TEST_CASE("a message whose spill file cannot be taken is not read and frees nothing it does not hold") {
@@ -853,6 +871,20 @@ TEST_CASE("a message whose spill file cannot be taken is not read and frees noth
     CHECK(weft::get(refs[0])[0] == 4.0);
     CHECK(weft::get(weft::remote(first_element).remote(refs), bound) == 4.0);
     CHECK(spill_files() == 1);
+    refs.clear();
+    CHECK(eventually([] { return spill_files() == 0; }));
+  }
+  SECTION("a value the driver sends a worker that still holds the ref") {
+    // The failure is the worker's proxy's, not the object's: a ref to the
+    // same object read later in that worker fetches it anew, while the
+    // ref that failed keeps its error.
+    std::vector refs{weft::put(make(3 * mib / sizeof(double), 4.0))};
+    auto h = weft::remote<ref_keeper>().remote();
+    CHECK_THAT(weft::get(h.task(&ref_keeper::keep_and_fetch_untakeable).remote(refs), bound),
+               Contains("could not open") && Contains("dropped unread"));
+    CHECK(weft::get(h.task(&ref_keeper::fetch).remote(refs), bound) == 4.0);
+    CHECK_THAT(weft::get(h.task(&ref_keeper::fetch_kept).remote(), bound), Contains("could not open"));
+    weft::kill(h);
     refs.clear();
     CHECK(eventually([] { return spill_files() == 0; }));
   }
