@@ -221,15 +221,17 @@ array_block::~array_block() {
   delete holder_;
 }
 
-void array_block::add_reference_for_receiver() const noexcept {
+void array_block::add_reference_for_receiver() const {
   if (!offset_)
     return;
+  // Listed first: out of memory there, the encoding fails with nothing
+  // raised (whoever collects the list releases what it names).
+  if (tls_handed)
+    tls_handed->append(reinterpret_cast<const char*>(&offset_), sizeof offset_);
   if (holder_->map)
     spill_store::add_ref(mapping_of(holder_));
   else
     g_arena.load(std::memory_order_acquire)->add_ref(offset_);
-  if (tls_handed)
-    tls_handed->append(reinterpret_cast<const char*>(&offset_), sizeof offset_);
   // Raised, then recorded (a death in between leaks it, never releases it
   // twice); kept until the receiver says it has its own.
   if (tls_keep_handed && tls_handed)
@@ -237,7 +239,11 @@ void array_block::add_reference_for_receiver() const noexcept {
       if (store_ledger::slot* s = ledger->record(offset_)) {
         auto& h = g_handed_slots();
         std::lock_guard<std::mutex> lock(h.mtx);
-        h.slots.emplace(offset_, s);
+        try {
+          h.slots.emplace(offset_, s);
+        } catch (...) { // out of memory: not kept, so not recorded (a death then leaks it)
+          ledger->forget(s);
+        }
       }
 }
 

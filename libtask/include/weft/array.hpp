@@ -90,8 +90,9 @@ public:
   /// shared-memory arena or (bit 63 set) a spill file's (0: on the heap).
   std::uint64_t store_offset() const noexcept { return offset_; }
   /// Encoding for a receiver that adopts: one more reference, owned by the
-  /// bytes in flight.
-  void add_reference_for_receiver() const noexcept;
+  /// bytes in flight. Throws std::bad_alloc, with nothing raised, when it
+  /// cannot list it.
+  void add_reference_for_receiver() const;
 
   /// This process's hold on the bytes, shared by the copies made here
   /// (defined in array.cpp).
