@@ -625,6 +625,16 @@ double child_result_and_die(std::size_t n) {
   return weft::get(child)[0];
 }
 
+/// An actor that fetches an array and keeps it (its worker's reference).
+struct array_fetcher {
+  weft::array<double> kept;
+  double fetch(std::vector<weft::object_ref<weft::array<double>>> refs) {
+    kept = weft::get(refs.at(0));
+    return kept[0];
+  }
+  int pid() const { return static_cast<int>(::getpid()); }
+};
+
 } // namespace
 
 TEST_CASE("values the driver sends a worker that dies before it reads them leave no store block behind") {
@@ -656,6 +666,22 @@ TEST_CASE("values the driver sends a worker that dies before it reads them leave
   SECTION("a child task's array forwarded to its parent") {
     CHECK(process_test::error_of<weft::worker_crashed_error>(
       weft::remote(child_result_and_die).options(no_retry).remote(2 * mib / sizeof(double))));
+    CHECK(all_back());
+  }
+  SECTION("a fetched array the worker took and keeps when it dies") {
+    // The worker said it took its own, so the driver released the one it
+    // kept for the message: the reap gives back the worker's, once.
+    auto h = weft::remote<array_fetcher>().options({.max_restarts = 0}).remote();
+    const int pid = weft::get(h.task(&array_fetcher::pid).remote(), bound);
+    std::vector refs{weft::put(make(2 * mib / sizeof(double), 6.0))};
+    const auto offset = static_cast<std::uint64_t>(store_position(weft::get(refs[0])));
+    CHECK(store->ref_count(offset) == 1); // this process's hold
+    CHECK(weft::get(h.task(&array_fetcher::fetch).remote(refs), bound) == 6.0);
+    CHECK(eventually([&] { return store->ref_count(offset) == 2; })); // and the worker's, nothing in flight
+    REQUIRE(::kill(pid, SIGKILL) == 0);
+    CHECK(eventually([&] { return store->ref_count(offset) == 1; }));
+    CHECK(weft::get(refs[0])[0] == 6.0);
+    refs.clear();
     CHECK(all_back());
   }
   CHECK(store->audit().empty());
