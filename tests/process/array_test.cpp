@@ -556,34 +556,32 @@ TEST_CASE("results lost with their worker before they were sent leave no store b
   process_test::let_signals_through();
   weft_test::runtime_guard rt(processes);
   const store_baseline before;
-  auto* store = before.store;
   const auto no_retry = weft::task_options{.max_retries = 0};
-  auto all_back = [&] { return before.all_back(); };
   SECTION("an array") {
     CHECK(process_test::error_of<weft::worker_crashed_error>(
       weft::remote(lost_array).options(no_retry).remote(std::size_t{2} * mib)));
-    CHECK(all_back());
+    CHECK(before.all_back());
   }
   SECTION("a big value's block") {
     CHECK(process_test::error_of<weft::worker_crashed_error>(
       weft::remote(lost_string).options(no_retry).remote(std::size_t{2} * mib)));
-    CHECK(all_back());
+    CHECK(before.all_back());
   }
   SECTION("an object of the worker's own, with an array") {
     CHECK(process_test::error_of<weft::worker_crashed_error>(
       weft::remote(lost_ref).options(no_retry).remote(std::size_t{2} * mib)));
-    CHECK(all_back());
+    CHECK(before.all_back());
   }
   SECTION("an actor method's array") {
     auto h = weft::remote<result_loser>().remote();
     CHECK_THROWS_AS(weft::get(h.task(&result_loser::lost).remote(std::size_t{2} * mib), bound), weft::actor_died_error);
-    CHECK(all_back());
+    CHECK(before.all_back());
   }
-  CHECK(store->audit().empty());
+  CHECK(before.store->audit().empty());
   // Results that do arrive are still the driver's, once.
   const auto a = weft::get(weft::remote(twice).remote(make(mib / sizeof(double), 1.0)), bound);
   CHECK(a[0] == 2.0);
-  CHECK(eventually([&] { return store->blocks_in_use() == before.blocks + 1; }));
+  CHECK(eventually([&] { return before.store->blocks_in_use() == before.blocks + 1; }));
 }
 
 TEST_CASE("a spilled result lost with its worker before it was sent leaves no spill file behind") {
@@ -644,16 +642,14 @@ TEST_CASE("values the driver sends a worker that dies before it reads them leave
   process_test::let_signals_through();
   weft_test::runtime_guard rt(processes);
   const store_baseline before;
-  auto* store = before.store;
   const auto no_retry = weft::task_options{.max_retries = 0};
-  auto all_back = [&] { return before.all_back(); };
   SECTION("a fetched array") {
     {
       std::vector refs{weft::put(make(2 * mib / sizeof(double), 1.0))};
       CHECK(
         process_test::error_of<weft::worker_crashed_error>(weft::remote(fetch_and_die).options(no_retry).remote(refs)));
     }
-    CHECK(all_back());
+    CHECK(before.all_back());
   }
   SECTION("a fetched big value's block") {
     {
@@ -661,12 +657,12 @@ TEST_CASE("values the driver sends a worker that dies before it reads them leave
       CHECK(process_test::error_of<weft::worker_crashed_error>(
         weft::remote(fetch_string_and_die).options(no_retry).remote(refs)));
     }
-    CHECK(all_back());
+    CHECK(before.all_back());
   }
   SECTION("a child task's array forwarded to its parent") {
     CHECK(process_test::error_of<weft::worker_crashed_error>(
       weft::remote(child_result_and_die).options(no_retry).remote(2 * mib / sizeof(double))));
-    CHECK(all_back());
+    CHECK(before.all_back());
   }
   SECTION("a fetched array the worker took and keeps when it dies") {
     // The worker said it took its own, so the driver released the one it
@@ -675,16 +671,16 @@ TEST_CASE("values the driver sends a worker that dies before it reads them leave
     const int pid = weft::get(h.task(&array_fetcher::pid).remote(), bound);
     std::vector refs{weft::put(make(2 * mib / sizeof(double), 6.0))};
     const auto offset = static_cast<std::uint64_t>(store_position(weft::get(refs[0])));
-    CHECK(store->ref_count(offset) == 1); // this process's hold
+    CHECK(before.store->ref_count(offset) == 1); // this process's hold
     CHECK(weft::get(h.task(&array_fetcher::fetch).remote(refs), bound) == 6.0);
-    CHECK(eventually([&] { return store->ref_count(offset) == 2; })); // and the worker's, nothing in flight
+    CHECK(eventually([&] { return before.store->ref_count(offset) == 2; })); // and the worker's, nothing in flight
     REQUIRE(::kill(pid, SIGKILL) == 0);
-    CHECK(eventually([&] { return store->ref_count(offset) == 1; }));
+    CHECK(eventually([&] { return before.store->ref_count(offset) == 1; }));
     CHECK(weft::get(refs[0])[0] == 6.0);
     refs.clear();
-    CHECK(all_back());
+    CHECK(before.all_back());
   }
-  CHECK(store->audit().empty());
+  CHECK(before.store->audit().empty());
   // Values a live worker reads are its own, once: they come back intact.
   std::vector refs{weft::put(make(2 * mib / sizeof(double), 5.0))};
   CHECK(weft::get(weft::remote(+[](std::vector<weft::object_ref<weft::array<double>>> r) {
@@ -692,7 +688,7 @@ TEST_CASE("values the driver sends a worker that dies before it reads them leave
                   }).remote(refs),
                   bound) == 5.0);
   refs.clear();
-  CHECK(all_back());
+  CHECK(before.all_back());
 }
 
 namespace {
@@ -762,32 +758,30 @@ TEST_CASE("objects a worker sends with its submissions, lost with it before they
   // says it has its own, so a submission that never left gives them back.
   process_test::let_signals_through();
   weft_test::runtime_guard rt(processes);
-  auto* store = weft::detail::node_store();
   const auto no_retry = weft::task_options{.max_retries = 0};
   auto h = weft::remote<reader_of_refs>().remote();
   REQUIRE(weft::get(h.task(&reader_of_refs::made).remote(), bound) == 0); // (its worker is up)
   const store_baseline before;
-  auto all_back = [&] { return before.all_back(); };
   SECTION("a nested task's argument") {
     CHECK(process_test::error_of<weft::worker_crashed_error>(
       weft::remote(submit_own_then_die).options(no_retry).remote(2 * mib)));
-    CHECK(all_back());
+    CHECK(before.all_back());
   }
   SECTION("an actor call's argument") {
     CHECK(process_test::error_of<weft::worker_crashed_error>(
       weft::remote(call_with_own_then_die).options(no_retry).remote(h, 2 * mib)));
-    CHECK(all_back());
+    CHECK(before.all_back());
   }
   SECTION("an actor constructor's argument") {
     CHECK(process_test::error_of<weft::worker_crashed_error>(
       weft::remote(make_with_own_then_die).options(no_retry).remote(2 * mib)));
-    CHECK(all_back());
+    CHECK(before.all_back());
   }
   SECTION("sent by a worker that lives on") {
     CHECK(weft::get(weft::remote(send_own).remote(h, 2 * mib), bound) == 'o');
-    CHECK(all_back());
+    CHECK(before.all_back());
   }
-  CHECK(store->audit().empty());
+  CHECK(before.store->audit().empty());
 }
 
 namespace {
