@@ -7,6 +7,7 @@
 #include <boost/context/stack_context.hpp>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define WEFT_ASAN 1
 #else
@@ -38,7 +39,14 @@ struct fiber_stack {
   }
 
   void deallocate(boost::context::stack_context& sctx) noexcept {
-    ::munmap(static_cast<char*>(sctx.sp) - sctx.size, sctx.size);
+    void* base = static_cast<char*>(sctx.sp) - sctx.size;
+#if WEFT_ASAN
+    // Frames that never returned (the entry, Boost's trampoline) left their
+    // redzones poisoned; munmap does not clear that, and a later mapping at
+    // these addresses (a spill file) would read as a stack overflow.
+    ASAN_UNPOISON_MEMORY_REGION(base, sctx.size);
+#endif
+    ::munmap(base, sctx.size);
   }
 };
 
