@@ -101,13 +101,6 @@ bool take_handed(const wire::done_record& d, std::string& acks) {
   return take_handed(all, acks);
 }
 
-/// Why a message whose store references could not be taken is not read.
-std::string untakeable(const char* what) {
-  return std::string("weft: ") + what +
-         " hands over a spill file this process could not open (out of file descriptors or memory), so it was "
-         "dropped unread";
-}
-
 /// Runs `f` on each result record of a batch from a worker, once the node
 /// holds its own references to what the record hands over (take_handed).
 template <class F>
@@ -123,7 +116,7 @@ void for_each_done(const std::string& batch, const char* who, std::string& acks,
       break;
     }
     if (!take_handed(d, acks)) {
-      static const std::string dropped = untakeable("a result"); // (records are read after this loop)
+      static const std::string dropped = untakeable_message("a result"); // (records are read after this loop)
       log().error("{} (from {})", dropped, who);
       d.st = wire::status::failed;
       d.payload = dropped;
@@ -2177,7 +2170,7 @@ void process_node::on_submit_batch(std::int32_t worker, const std::string& batch
   auto taken = [&](bool ok, std::uint64_t seq, const char* what) {
     if (ok)
       return true;
-    const std::string why = untakeable(what);
+    const std::string why = untakeable_message(what);
     log().error("{} (from worker {})", why, worker);
     if (seq != 0) {
       std::string payload;

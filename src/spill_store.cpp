@@ -22,6 +22,12 @@ namespace weft::detail {
 
 std::atomic<bool (*)()> test_fail_spill_add_ref{nullptr};
 
+std::string untakeable_message(const char* what) {
+  return std::string("weft: ") + what +
+         " hands over a spill file this process could not open (out of file descriptors or memory), so it was "
+         "dropped unread";
+}
+
 namespace {
 
 using u64 = std::uint64_t;

@@ -36,6 +36,11 @@ namespace weft::detail {
 /// descriptors.
 extern std::atomic<bool (*)()> test_fail_spill_add_ref;
 
+/// Why a message between processes is dropped unread when the receiver
+/// could not take its references to the spill files it names (add_ref
+/// false): `what` says what the message was ("a result").
+std::string untakeable_message(const char* what);
+
 class spill_store {
 public:
   /// Bytes before an array's data in its file.

@@ -451,11 +451,8 @@ bool take_handed(std::string_view handed, std::string& taken) {
 /// error for whoever waits for it (its result kind, and the payload).
 std::uint8_t untakeable(std::string& payload) {
   payload.clear();
-  return static_cast<std::uint8_t>(encode_error(
-    std::make_exception_ptr(serialization_error(
-      "weft: a value from the driver hands over a spill file this worker could not open (out of file descriptors "
-      "or memory), so it was dropped unread")),
-    payload));
+  return static_cast<std::uint8_t>(
+    encode_error(std::make_exception_ptr(serialization_error(untakeable_message("a value from the driver"))), payload));
 }
 
 /// What this worker took of the messages the driver sent it (take_handed),
